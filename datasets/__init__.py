@@ -1,0 +1,1 @@
+"""Image sources, benchmark sets and shard readers."""

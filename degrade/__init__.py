@@ -1,0 +1,1 @@
+"""Real-ESRGAN second-order degradation synthesizer writing WebDataset shards."""

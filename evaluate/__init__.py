@@ -1,0 +1,1 @@
+"""SR methods scored with pyiqa into parquet leaderboards."""

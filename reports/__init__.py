@@ -1,0 +1,1 @@
+"""Markdown reports, plots and nightly benchmark history."""

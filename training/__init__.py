@@ -1,0 +1,1 @@
+"""A lean torch trainer for the four one-step distillation recipes."""
