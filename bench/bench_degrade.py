@@ -1,0 +1,234 @@
+"""Benchmark: Real-ESRGAN degradation of 512x512 crops, ours (numpy/OpenCV) vs the reference (basicsr +
+realesrgan on the CPU), one image at a time on one core.
+
+Each side runs in its own subprocess pinned to one thread (clean peak-RSS figures, no shared imports).
+The reference side is RealESRGANDataset.__getitem__ (kernel sampling) + RealESRGANModel.feed_data
+(the degradation), as in Real-ESRGAN training, with the model's GPU-only training-pair pool turned off.
+
+    .venv/bin/python bench/bench_degrade.py --images 60 --ref-images 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"  # per-core figures: set before numpy/torch load their thread pools
+
+import numpy as np
+
+
+def _crops(n: int, size: int) -> list[np.ndarray]:
+    """n RGB crops of size x size from scikit-image's bundled photos (upscaled where smaller), flipped/rotated."""
+    import cv2
+    from skimage import data
+
+    photos = [data.astronaut(), data.coffee(), data.rocket(), data.chelsea(), data.immunohistochemistry()]
+    bases = []
+    for img in photos:
+        f = size / min(img.shape[:2])
+        if f > 1:
+            img = cv2.resize(img, (round(img.shape[1] * f + 0.5), round(img.shape[0] * f + 0.5)),
+                             interpolation=cv2.INTER_CUBIC)
+        top, left = (img.shape[0] - size) // 2, (img.shape[1] - size) // 2
+        bases.append(np.ascontiguousarray(img[top:top + size, left:left + size]))
+    out = []
+    for i in range(n):
+        b = bases[i % len(bases)]
+        v = i // len(bases)
+        out.append(np.ascontiguousarray(np.rot90(b[:, ::-1] if v % 2 else b, v // 2 % 4)))
+    return out
+
+
+def _psnr_to_bicubic(hr: np.ndarray, lr: np.ndarray) -> float:
+    """PSNR (dB) of an LR against the plain bicubic x4 downsample of its HR: a coarse degradation-strength
+    figure, comparable between the two implementations over many random draws."""
+    from srdistill.degrade.ops import bicubic_downsample, quantize, to_float
+
+    ref = quantize(bicubic_downsample(to_float(hr), 4)).astype(np.float64)
+    mse = float(np.mean((lr.astype(np.float64) - ref) ** 2))
+    return 10 * np.log10(255.0**2 / max(mse, 1e-10))
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # ru_maxrss is KiB on Linux
+
+
+def run_ours(n: int, size: int, warmup: int, seed: int) -> dict:
+    import cv2
+    from srdistill.degrade.pipeline import degrade_image
+    from srdistill.degrade.spec import load_spec
+
+    cv2.setNumThreads(1)
+    spec = load_spec("realesrgan")
+    crops = _crops(n, size)
+    for i in range(warmup):
+        degrade_image(crops[i % n], spec, seed, f"warmup{i}")
+    times, cpu, psnr = [], [], []
+    for i, hr in enumerate(crops):
+        t0, c0 = time.perf_counter(), time.process_time()
+        lr, _ = degrade_image(hr, spec, seed, f"img{i}")
+        times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+        psnr.append(_psnr_to_bicubic(hr, lr))
+    return {"images": n, "seconds": sum(times), "cpu_seconds": sum(cpu), "median_s": float(np.median(times)),
+            "psnr_mean": float(np.mean(psnr)), "psnr_std": float(np.std(psnr)), "peak_rss_mib": _peak_rss_mib()}
+
+
+def _reference_setup(tmp: str, size: int):
+    import types
+
+    import cv2
+    import torch
+    import torchvision.transforms._functional_tensor as _ft
+
+    # basicsr 1.4.2 imports torchvision.transforms.functional_tensor, which torchvision 0.17+ renamed to
+    # _functional_tensor (and 0.29 removed the old name); alias it so the unmodified reference imports.
+    sys.modules.setdefault("torchvision.transforms.functional_tensor", _ft)
+    from basicsr.utils import DiffJPEG, USMSharp
+    from realesrgan.data.realesrgan_dataset import RealESRGANDataset
+    from realesrgan.models.realesrgan_model import RealESRGANModel
+
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    kernel_opts = {
+        "blur_kernel_size": 21, "kernel_list": ["iso", "aniso", "generalized_iso", "generalized_aniso",
+                                                "plateau_iso", "plateau_aniso"],
+        "kernel_prob": [0.45, 0.25, 0.12, 0.03, 0.12, 0.03], "sinc_prob": 0.1, "blur_sigma": [0.2, 3],
+        "betag_range": [0.5, 4], "betap_range": [1, 2],
+        "blur_kernel_size2": 21, "kernel_list2": ["iso", "aniso", "generalized_iso", "generalized_aniso",
+                                                  "plateau_iso", "plateau_aniso"],
+        "kernel_prob2": [0.45, 0.25, 0.12, 0.03, 0.12, 0.03], "sinc_prob2": 0.1, "blur_sigma2": [0.2, 1.5],
+        "betag_range2": [0.5, 4], "betap_range2": [1, 2], "final_sinc_prob": 0.8,
+    }
+    # The dataset loads a GT file and pads/crops it to 400 px; a tiny file keeps that cost negligible, and the
+    # 512x512 crop under test replaces its 'gt' afterwards (the kernels do not depend on the image).
+    tiny = os.path.join(tmp, "tiny.png")
+    cv2.imwrite(tiny, np.zeros((8, 8, 3), np.uint8))
+    with open(os.path.join(tmp, "meta.txt"), "w") as f:
+        f.write("tiny.png\n")
+    dataset = RealESRGANDataset({"io_backend": {"type": "disk"}, "dataroot_gt": tmp,
+                                 "meta_info": os.path.join(tmp, "meta.txt"), "use_hflip": False, "use_rot": False,
+                                 **kernel_opts})
+    # x4plus degradation options (options/train_realesrgan_x4plus.yml); the model is built without its
+    # networks (its __init__ needs CUDA), holding only what feed_data uses.
+    model = RealESRGANModel.__new__(RealESRGANModel)
+    model.opt = {"scale": 4, "gt_size": size, "resize_prob": [0.2, 0.7, 0.1], "resize_range": [0.15, 1.5],
+                 "gaussian_noise_prob": 0.5, "noise_range": [1, 30], "poisson_scale_range": [0.05, 3],
+                 "gray_noise_prob": 0.4, "jpeg_range": [30, 95], "second_blur_prob": 0.8,
+                 "resize_prob2": [0.3, 0.4, 0.3], "resize_range2": [0.3, 1.2], "gaussian_noise_prob2": 0.5,
+                 "noise_range2": [1, 25], "poisson_scale_range2": [0.05, 2.5], "gray_noise_prob2": 0.4,
+                 "jpeg_range2": [30, 95]}
+    model.device = torch.device("cpu")
+    model.is_train = True
+    model.jpeger = DiffJPEG(differentiable=False)
+    model.usm_sharpener = USMSharp()
+    # The training-pair pool only shuffles finished pairs between batches (and allocates on CUDA).
+    model._dequeue_and_enqueue = types.MethodType(lambda self: None, model)
+    return dataset, model, torch
+
+
+def run_reference(n: int, size: int, warmup: int, seed: int) -> dict:
+    import random
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        dataset, model, torch = _reference_setup(tmp, size)
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        hrs = _crops(n, size)
+        crops = [torch.from_numpy(c).permute(2, 0, 1).float().div(255.0)[None] for c in hrs]
+
+        def one(gt):
+            d = dataset[0]
+            batch = {"gt": gt, "kernel1": d["kernel1"][None], "kernel2": d["kernel2"][None],
+                     "sinc_kernel": d["sinc_kernel"][None]}
+            model.feed_data(batch)
+            return model.lq
+
+        with torch.no_grad():
+            for i in range(warmup):
+                one(crops[i % n])
+            times, cpu, usm_cpu, psnr = [], [], [], []
+            for hr, gt in zip(hrs, crops):
+                t0, c0 = time.perf_counter(), time.process_time()
+                lq = one(gt)
+                times.append(time.perf_counter() - t0)
+                cpu.append(time.process_time() - c0)
+                assert lq.shape[-2:] == (size // 4, size // 4)
+                lr = (lq[0].permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
+                psnr.append(_psnr_to_bicubic(hr, lr))
+                c0 = time.process_time()
+                model.usm_sharpener(gt)
+                usm_cpu.append(time.process_time() - c0)
+    return {"images": n, "seconds": sum(times), "cpu_seconds": sum(cpu), "median_s": float(np.median(times)),
+            "usm_cpu_seconds": sum(usm_cpu), "psnr_mean": float(np.mean(psnr)), "psnr_std": float(np.std(psnr)),
+            "peak_rss_mib": _peak_rss_mib()}
+
+
+def _child(which: str, args) -> dict:
+    cmd = [sys.executable, __file__, "--_worker", which, "--images", str(args.images),
+           "--ref-images", str(args.ref_images), "--crop", str(args.crop), "--warmup", str(args.warmup),
+           "--seed", str(args.seed)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        last = (out.stderr.strip().splitlines() or ["no error output"])[-1]
+        hint = " (the reference needs: pip install basicsr==1.4.2 realesrgan==0.3.0)" if which == "reference" else ""
+        raise SystemExit(f"bench_degrade: the {which} run failed: {last}{hint}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        description="Images/s per core of the Real-ESRGAN degradation (realesrgan preset) on square crops: "
+                    "srdistill's CPU pipeline vs the basicsr/realesrgan reference, plus peak memory.")
+    ap.add_argument("--images", type=int, default=60, help="crops degraded by ours (default 60)")
+    ap.add_argument("--ref-images", type=int, default=8, help="crops degraded by the slow reference (default 8)")
+    ap.add_argument("--crop", type=int, default=512, help="crop side in pixels, a multiple of 4 (default 512)")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed images before timing (default 2)")
+    ap.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    ap.add_argument("--skip-reference", action="store_true", help="time only ours")
+    ap.add_argument("--_worker", choices=["ours", "reference"], help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.images < 1 or args.ref_images < 1 or args.crop < 16 or args.crop % 4:
+        ap.error("--images and --ref-images must be >= 1 and --crop a multiple of 4 >= 16")
+
+    if args._worker == "ours":
+        print(json.dumps(run_ours(args.images, args.crop, args.warmup, args.seed)))
+        return 0
+    if args._worker == "reference":
+        print(json.dumps(run_reference(args.ref_images, args.crop, args.warmup, args.seed)))
+        return 0
+
+    print(f"Real-ESRGAN degradation, {args.crop}x{args.crop} crops, realesrgan preset, 1 thread per process; "
+          f"images/s/core = images per CPU-second of the process (wall-clock rate in brackets)", flush=True)
+    ours = _child("ours", args)
+    ours_ips = ours["images"] / ours["cpu_seconds"]
+    print(f"  srdistill : {ours_ips:8.2f} images/s/core  [{ours['images'] / ours['seconds']:.2f}/s wall, "
+          f"median {ours['median_s'] * 1e3:.1f} ms, {ours['images']} images, peak RSS {ours['peak_rss_mib']:.0f} MiB]")
+    if args.skip_reference:
+        print(f"  sanity    : PSNR(LR, bicubic HR) {ours['psnr_mean']:.2f} +- {ours['psnr_std']:.2f} dB")
+        return 0
+    print(f"  (running the reference on {args.ref_images} images: a few seconds each)", file=sys.stderr, flush=True)
+    ref = _child("reference", args)
+    ref_ips = ref["images"] / ref["cpu_seconds"]
+    ref_no_usm2 = ref["images"] / (ref["cpu_seconds"] - ref["usm_cpu_seconds"])
+    print(f"  reference : {ref_ips:8.2f} images/s/core  [{ref['images'] / ref['seconds']:.2f}/s wall, "
+          f"median {ref['median_s'] * 1e3:.1f} ms, {ref['images']} images, peak RSS {ref['peak_rss_mib']:.0f} MiB]")
+    print(f"  ratio     : {ours_ips / ref_ips:8.1f}x  "
+          f"({ours_ips / ref_no_usm2:.1f}x against the reference without feed_data's second USM pass, which "
+          f"sharpens the loss target rather than the LR)")
+    print(f"  sanity    : PSNR(LR, bicubic HR) ours {ours['psnr_mean']:.2f} +- {ours['psnr_std']:.2f} dB, "
+          f"reference {ref['psnr_mean']:.2f} +- {ref['psnr_std']:.2f} dB (mean +- std over the random draws)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

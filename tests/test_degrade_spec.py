@@ -1,0 +1,161 @@
+"""Degradation spec: shipped presets hold the Real-ESRGAN numbers, files load, bad files name the bad field."""
+
+import json
+import math
+
+import pytest
+import yaml
+from srdistill.degrade.spec import (
+    PRESETS,
+    DegradationSpec,
+    load_spec,
+    spec_from_dict,
+    spec_hash,
+    spec_to_dict,
+)
+
+from srdistill.errors import UserError
+
+
+def test_presets_are_listed():
+    assert set(PRESETS) >= {"realesrgan", "bicubic"}
+    for name in PRESETS:
+        assert isinstance(load_spec(name), DegradationSpec)
+
+
+def test_realesrgan_preset_holds_the_x4plus_numbers():
+    s = load_spec("realesrgan")
+    assert (s.name, s.scale, s.kind) == ("realesrgan", 4, "second_order")
+    assert (s.usm.radius, s.usm.sigma, s.usm.weight, s.usm.threshold) == (50, 0.0, 0.5, 10.0)
+    for st, sigma in ((s.stage1, (0.2, 3.0)), (s.stage2, (0.2, 1.5))):
+        k = st.kernel
+        assert k.sizes == (7, 9, 11, 13, 15, 17, 19, 21)
+        assert k.sinc_prob == 0.1 and k.sinc_size_threshold == 13
+        assert k.sinc_omega_small == pytest.approx((math.pi / 3, math.pi))
+        assert k.sinc_omega_large == pytest.approx((math.pi / 5, math.pi))
+        assert k.types == ("iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso")
+        assert k.type_probs == (0.45, 0.25, 0.12, 0.03, 0.12, 0.03)
+        assert k.sigma_range == sigma
+        assert k.rotation_range == pytest.approx((-math.pi, math.pi))
+        assert (k.betag_range, k.betap_range) == ((0.5, 4.0), (1.0, 2.0))
+        assert st.jpeg_quality == (30, 95)
+        assert st.resize.modes == ("area", "bilinear", "bicubic")
+        assert st.resize.mode_probs == pytest.approx((1 / 3, 1 / 3, 1 / 3))
+        assert st.noise.gaussian_prob == 0.5 and st.noise.gray_prob == 0.4
+    assert s.stage1.blur_prob == 1.0 and s.stage2.blur_prob == 0.8
+    assert (s.stage1.resize.probs, s.stage1.resize.range) == ((0.2, 0.7, 0.1), (0.15, 1.5))
+    assert (s.stage2.resize.probs, s.stage2.resize.range) == ((0.3, 0.4, 0.3), (0.3, 1.2))
+    assert (s.stage1.noise.sigma_range, s.stage1.noise.poisson_scale_range) == ((1.0, 30.0), (0.05, 3.0))
+    assert (s.stage2.noise.sigma_range, s.stage2.noise.poisson_scale_range) == ((1.0, 25.0), (0.05, 2.5))
+    f = s.final
+    assert (f.jpeg_first_prob, f.sinc_prob) == (0.5, 0.8)
+    assert f.sinc_sizes == (7, 9, 11, 13, 15, 17, 19, 21)
+    assert f.sinc_omega == pytest.approx((math.pi / 3, math.pi))
+
+
+def test_bicubic_preset():
+    s = load_spec("bicubic")
+    assert (s.scale, s.kind, s.resize_mode) == (4, "resize", "bicubic")
+    assert s.stage1 is None and s.usm is None
+
+
+def test_dict_round_trip_and_hash():
+    s = load_spec("realesrgan")
+    d = spec_to_dict(s)
+    json.dumps(d)
+    assert spec_from_dict(d) == s
+    h = spec_hash(s)
+    assert len(h) == 16 and int(h, 16) >= 0
+    assert spec_hash(spec_from_dict({**d, "name": "renamed"})) == h  # the label is not part of the content
+    d2 = json.loads(json.dumps(d))
+    d2["stage2"]["blur_prob"] = 0.7
+    assert spec_hash(spec_from_dict(d2)) != h
+    assert spec_hash(load_spec("bicubic")) != h
+    b = load_spec("bicubic")
+    assert spec_from_dict(json.loads(json.dumps(spec_to_dict(b)))) == b
+
+
+def test_user_yaml_and_json_files(tmp_path):
+    d = spec_to_dict(load_spec("realesrgan"))
+    d["name"] = "mine"
+    y = tmp_path / "mine.yaml"
+    y.write_text(yaml.safe_dump(d))
+    j = tmp_path / "mine.json"
+    j.write_text(json.dumps(d))
+    assert load_spec(y) == load_spec(str(j))
+    assert spec_hash(load_spec(y)) == spec_hash(load_spec("realesrgan"))
+
+
+def test_user_file_can_override_a_preset(tmp_path):
+    f = tmp_path / "light.yaml"
+    f.write_text("base: realesrgan\nname: light\nstage2: {blur_prob: 0.5, noise: {sigma_range: [1, 5]}}\n")
+    s = load_spec(f)
+    ref = load_spec("realesrgan")
+    assert s.name == "light" and s.stage2.blur_prob == 0.5 and s.stage2.noise.sigma_range == (1.0, 5.0)
+    assert s.stage2.noise.gray_prob == ref.stage2.noise.gray_prob and s.stage1 == ref.stage1
+    f.write_text("base: realesrgan\nname: no-usm\nusm: null\n")
+    assert load_spec(f).usm is None
+
+
+BAD = [
+    ("stage1: {blur_prob: 2}", "spec.stage1.blur_prob"),
+    ("stage1: {kernel: {sizes: [7, 8]}}", "spec.stage1.kernel.sizes"),
+    ("stage1: {kernel: {type_probs: [0.5, 0.5, 0, 0, 0, 0.1]}}", "spec.stage1.kernel.type_probs"),
+    ("stage1: {kernel: {types: [iso, aniso, generalized_iso, generalized_aniso, plateau_iso, box]}}",
+     "spec.stage1.kernel.types"),
+    ("stage2: {resize: {modes: [area, nearest, bicubic]}}", "spec.stage2.resize.modes"),
+    ("stage2: {resize: {range: [1.5, 0.3]}}", "spec.stage2.resize.range"),
+    ("stage2: {noise: {sigma_range: [1, oops]}}", "spec.stage2.noise.sigma_range[1]"),
+    ("stage2: {noise: {sigma_bogus: 3}}", "spec.stage2.noise.sigma_bogus"),
+    ("stage2: {jpeg_quality: [30, 101]}", "spec.stage2.jpeg_quality"),
+    ("final: {sinc_omega: [1, 4]}", "spec.final.sinc_omega"),
+    ("scale: 0", "spec.scale"),
+    ("scale: 2.5", "spec.scale"),
+    ("kind: third_order", "spec.kind"),
+    ("usm: {radius: -1}", "spec.usm.radius"),
+    ("usm: {weight: true}", "spec.usm.weight"),
+]
+
+
+@pytest.mark.parametrize("override,field", BAD)
+def test_bad_fields_are_named(tmp_path, override, field):
+    f = tmp_path / "bad.yaml"
+    f.write_text(f"base: realesrgan\n{override}\n")
+    with pytest.raises(UserError) as e:
+        load_spec(f)
+    msg = str(e.value)
+    assert field in msg and "\n" not in msg and msg.endswith(".")
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("name: x\nscale: 4\nkind: resize\n", "spec.resize_mode"),
+    ("name: x\nscale: 4\nkind: second_order\n", "spec.stage1"),
+    ("- just\n- a list\n", "mapping"),
+    ("name: [unclosed\n", "not valid YAML"),
+    ("base: nosuchpreset\n", "spec.base"),
+    ("name: x\nscale: 4\nkind: resize\nresize_mode: bicubic\nstage1: {}\n", "spec.stage1"),
+])
+def test_bad_documents(tmp_path, text, needle):
+    f = tmp_path / "bad.yaml"
+    f.write_text(text)
+    with pytest.raises(UserError) as e:
+        load_spec(f)
+    assert needle in str(e.value)
+
+
+def test_missing_field_is_named():
+    d = spec_to_dict(load_spec("realesrgan"))
+    del d["stage1"]["noise"]["gray_prob"]
+    with pytest.raises(UserError, match=r"spec\.stage1\.noise\.gray_prob is missing"):
+        spec_from_dict(d)
+
+
+def test_missing_file_and_bad_json(tmp_path):
+    with pytest.raises(UserError, match="neither a preset"):
+        load_spec(tmp_path / "nope.yaml")
+    with pytest.raises(UserError, match="neither a preset"):
+        load_spec("realesrgan_typo")
+    f = tmp_path / "bad.json"
+    f.write_text("{\"name\": ")
+    with pytest.raises(UserError, match="not valid JSON at line 1"):
+        load_spec(f)
