@@ -1,0 +1,123 @@
+"""Reading any image into uint8 RGB, and the deterministic PNG codec used inside shards.
+
+Conversion policy (applied by `read_rgb`):
+- grayscale (L, LA, 1-bit) is replicated to three channels;
+- palette images are expanded through their palette;
+- alpha is dropped, keeping the stored colour, as OpenCV's imread (Real-ESRGAN's reader) does;
+- 16-bit images keep their high byte (Pillow's rule for 16-bit RGB, applied to 16-bit gray too);
+- CMYK / YCbCr / LAB / HSV go through Pillow's conversion to RGB;
+- the EXIF orientation tag is applied, as OpenCV's imread does;
+- 32-bit integer and float images are refused (their value range is unknown).
+Anything that cannot be decoded completely raises `BadImage` with a short reason.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# 64 MiP: a decoded image of this size is 192 MiB of uint8 RGB, which keeps a worker well under 1 GiB.
+DEFAULT_MAX_PIXELS = 64 * 2**20
+
+# Level 3 is close to level 9 in size on photos and several times faster; fixed so bytes never change.
+PNG_COMPRESSION = 3
+
+_MODES_TO_RGB = {"RGB", "L", "LA", "La", "P", "PA", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV", "1"}
+_SIXTEEN_BIT = {"I;16", "I;16B", "I;16L", "I;16N"}
+
+
+class BadImage(Exception):
+    """A source file that cannot become an RGB training image; the message is the reason recorded in the manifest."""
+
+
+def image_size(data: bytes) -> tuple[int, int]:
+    """(height, width) from the header alone; raises BadImage for data that is not an image."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            width, height = im.size
+    except UnidentifiedImageError as exc:
+        raise BadImage("not an image (no known image format)") from exc
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise BadImage(f"not an image ({_short(exc)})") from exc
+    return height, width
+
+
+def read_rgb(path_or_bytes: str | os.PathLike | bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode a file (path or bytes) into a uint8 HxWx3 RGB array following the module's conversion policy."""
+    data = _read_bytes(path_or_bytes)
+    if not data:
+        raise BadImage("empty file")
+    height, width = image_size(data)
+    if height * width > max_pixels:
+        raise BadImage(f"too large: {width}x{height} pixels is over the limit of {max_pixels}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as im:
+                im.load()
+                im = ImageOps.exif_transpose(im)
+                return _to_rgb(im)
+    except BadImage:
+        raise
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
+        raise BadImage(f"corrupt or truncated image ({_short(exc)})") from exc
+
+
+def encode_png(img: np.ndarray) -> bytes:
+    """uint8 HxWx3 RGB -> PNG bytes; same array, same bytes (fixed compression level and filters)."""
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"encode_png expects uint8 HxWx3, got {img.dtype} {img.shape}")
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION])
+    if not ok:
+        raise ValueError("OpenCV could not encode the PNG")
+    return buf.tobytes()
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    """PNG bytes written by `encode_png` -> uint8 HxWx3 RGB; raises BadImage if they do not decode."""
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if arr is None:
+        raise BadImage("PNG does not decode")
+    return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
+
+
+def _read_bytes(path_or_bytes: str | os.PathLike | bytes) -> bytes:
+    if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
+        return bytes(path_or_bytes)
+    try:
+        return Path(path_or_bytes).read_bytes()
+    except OSError as exc:
+        raise BadImage(f"unreadable path ({exc.strerror or type(exc).__name__})") from exc
+
+
+def _to_rgb(im: Image.Image) -> np.ndarray:
+    mode = im.mode
+    if mode in _SIXTEEN_BIT or (mode == "I" and _is_16bit_range(im)):
+        arr = np.asarray(im).astype(np.uint32) >> 8
+        gray = arr.astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
+    if mode not in _MODES_TO_RGB:
+        raise BadImage(f"unsupported pixel format {mode}")
+    if mode in ("P", "PA"):
+        im = im.convert("RGBA")
+    if im.mode != "RGB":
+        im = im.convert("RGB")
+    return np.ascontiguousarray(np.asarray(im, dtype=np.uint8))
+
+
+def _is_16bit_range(im: Image.Image) -> bool:
+    lo, hi = im.getextrema()
+    if lo < 0 or hi > 65535:
+        raise BadImage("unsupported pixel format: 32-bit integer values")
+    return True
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().rstrip(".") or type(exc).__name__
+    return text if len(text) <= 120 else text[:117] + "..."

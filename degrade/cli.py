@@ -1,0 +1,169 @@
+"""`degrade`: synthesize Real-ESRGAN HR/LR training pairs into WebDataset shards, and inspect them."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+from srdistill.errors import UserError
+
+_DESCRIPTION = """\
+Turn a folder of photos (or a named data set) into degraded HR/LR training pairs.
+
+Each source image is cropped, degraded with a Real-ESRGAN style pipeline (or plain bicubic),
+and stored as {key}.hr.png / {key}.lr.png / {key}.json in WebDataset tar shards beside a
+manifest.json. The same source, spec and seed always give byte-identical shards.
+
+  degrade build --src sample --out shards/        # the embedded sample photos
+  degrade preview shards/ --out grid.png          # look at some pairs
+  degrade verify shards/                          # check every shard against the manifest
+  degrade replay shards/                          # re-derive LRs from HR + params, bit for bit
+  degrade regen --from shards/ --spec new.yaml --out shards2/   # same HR, new degradation
+  degrade diff shards/ shards2/ --out diff/       # how two builds differ
+"""
+
+_BUILD_EPILOG = """\
+Sources (--src): a folder, a glob such as 'photos/**/*.jpg', 'sample', or a named data set
+found under --data-root (or $SRDISTILL_DATA):
+{sources}
+
+Re-running the same command resumes: finished shards whose bytes still match are kept.
+Bad source files (corrupt, not images, too large) are skipped and listed in manifest.json.
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    from srdistill.datasets.images import DEFAULT_MAX_PIXELS
+    from srdistill.datasets.sources import describe_sources
+    from srdistill.degrade.spec import PRESETS
+
+    parser = argparse.ArgumentParser(prog="degrade", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    b = sub.add_parser(
+        "build", help="degrade a source into shards (runs on Ray)",
+        description="Crop and degrade every image of a source into WebDataset shards plus manifest.json.",
+        epilog=_BUILD_EPILOG.format(sources="\n".join("  " + line for line in describe_sources().splitlines())),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    b.add_argument("--src", required=True, help="where the HR images come from (see Sources below)")
+    b.add_argument("--out", required=True, help="output folder or fsspec URL such as s3://bucket/prefix")
+    group = b.add_mutually_exclusive_group()
+    group.add_argument("--preset", help=f"shipped degradation preset, one of {', '.join(PRESETS)} (default realesrgan)")
+    group.add_argument("--spec", help="a degradation spec file (YAML or JSON) instead of a preset")
+    b.add_argument("--scale", type=int, help="downscaling factor (default: the spec's, 4 for the presets)")
+    b.add_argument("--crop", type=int, default=512,
+                   help="HR crop size in pixels; 0 keeps whole images cut to a multiple of the scale (default 512)")
+    b.add_argument("--crops-per-image", type=int, default=1, metavar="K", help="random crops taken from each image (default 1)")
+    b.add_argument("--shard-samples", type=int, default=256, metavar="N", help="samples per shard (default 256)")
+    b.add_argument("--seed", type=int, default=0, help="global seed; every sample's randomness comes from (seed, key) (default 0)")
+    b.add_argument("--workers", type=int, help="parallel shard tasks (default: all CPUs of the embedded or joined cluster)")
+    b.add_argument("--address", help="join an existing Ray cluster (e.g. 10.0.0.5:6379 or 'auto') instead of starting one here; "
+                        "every node must then read --src and reach --out (shared folder or s3://)")
+    b.add_argument("--limit", type=int, metavar="N", help="use only the first N source images in sorted order")
+    b.add_argument("--data-root", help="folder holding the named data sets (default $SRDISTILL_DATA)")
+    b.add_argument("--split", default="train", help="shard name prefix: {split}-000000.tar (default train)")
+    b.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                   help=f"skip source images with more pixels than this (default {DEFAULT_MAX_PIXELS})")
+    b.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("preview", help="PNG grid of HR/LR pairs with their main parameters",
+                       description="Draw the first samples of a build as HR | LR pairs captioned with their degradation parameters.")
+    p.add_argument("dir", help="the --out folder (or URL) of a finished build")
+    p.add_argument("--out", required=True, help="PNG file to write")
+    p.add_argument("--samples", type=int, default=8, help="how many pairs to draw (default 8)")
+
+    v = sub.add_parser("verify", help="check every shard against manifest.json",
+                       description="Check every shard of a build: present, size and sha256 as in the manifest, readable tar, "
+                                   "complete samples, decodable PNGs, LR exactly HR/scale. Exit status 1 on any mismatch.")
+    v.add_argument("dir", help="the --out folder (or URL) of a finished build")
+
+    r = sub.add_parser("replay", help="re-derive LRs from HR + recorded params and compare bit for bit",
+                       description="Re-run the degradation of stored samples from their HR and the params in their json, "
+                                   "and check the result equals the stored LR exactly. Exit status 1 on any difference.")
+    r.add_argument("dir", help="the --out folder (or URL) of a finished build")
+    r.add_argument("--samples", type=int, default=8, help="how many samples to replay from the start, 0 for all (default 8)")
+    r.add_argument("--key", help="replay only this sample key")
+
+    from srdistill.degrade.diff import add_diff_parser
+    from srdistill.degrade.regen import add_regen_parser
+
+    add_regen_parser(sub)
+    add_diff_parser(sub)
+    return parser
+
+
+def _build(args) -> int:
+    from srdistill.degrade.build import build
+
+    summary = build(
+        args.src, args.out, args.spec or args.preset or "realesrgan", scale=args.scale, crop=args.crop,
+        crops_per_image=args.crops_per_image, shard_samples=args.shard_samples, seed=args.seed, workers=args.workers,
+        address=args.address, limit=args.limit, data_root=args.data_root, split=args.split, max_pixels=args.max_pixels,
+        progress=not args.quiet, command=" ".join(shlex.quote(a) for a in ["degrade", *args.argv]),
+    )
+    print(summary.text())
+    for skip in summary.manifest["skipped"][:10]:
+        print(f"  skipped {skip['source_path']}: {skip['reason']}")
+    if summary.skipped > 10:
+        print(f"  ... {summary.skipped - 10} more in manifest.json")
+    return 0
+
+
+def _preview(args) -> int:
+    from srdistill.degrade.preview import preview
+
+    n = preview(args.dir, args.out, samples=args.samples)
+    print(f"wrote {n} HR/LR pairs to {args.out}")
+    return 0
+
+
+def _verify(args) -> int:
+    from srdistill.degrade.verify import verify
+
+    report = verify(args.dir, progress=True)
+    for problem in report.problems:
+        print(problem)
+    if report.ok:
+        print(f"ok: {report.shards} shards, {report.samples} samples match the manifest")
+        return 0
+    print(f"degrade verify: {len(report.problems)} problems in {args.dir}", file=sys.stderr)
+    return 1
+
+
+def _replay(args) -> int:
+    from srdistill.degrade.verify import replay
+
+    report = replay(args.dir, samples=args.samples, key=args.key)
+    if args.key and report.checked == 0:
+        raise UserError(f"no sample with key {args.key!r} in {args.dir}.")
+    if report.mismatches:
+        print(f"degrade replay: {len(report.mismatches)} of {report.checked} samples differ: "
+              f"{', '.join(report.mismatches[:5])}", file=sys.stderr)
+        return 1
+    print(f"ok: {report.checked} samples re-derived bit-exactly from HR + params")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    args.argv = argv
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        handlers = {"build": _build, "preview": _preview, "verify": _verify, "replay": _replay}
+        return handlers[args.command](args) if args.command in handlers else args.func(args)
+    except UserError as exc:
+        print(f"degrade: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("degrade: interrupted; re-run the same command to resume.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,374 @@
+"""`degrade diff A B`: how two builds differ, before anyone trains on the new one.
+
+Three views, side by side in a markdown summary with PNG plots:
+- the spec fields that differ (from the two manifests);
+- the distribution of every recorded degradation parameter (from each sample's json);
+- statistics measured on the LR images themselves: PSNR against a plain bicubic downscale of the HR,
+  a noise level estimate (Immerkær 1996), a blur measure (Laplacian variance relative to the bicubic
+  downscale) and JPEG blockiness (8×8 grid discontinuity).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+from PIL import Image
+from tqdm import tqdm
+
+from srdistill.datasets.images import decode_png
+from srdistill.degrade.manifest import read_manifest
+from srdistill.degrade.shards import read_samples
+from srdistill.degrade.storage import Storage, default_storage_options
+from srdistill.errors import UserError
+
+DEFAULT_LIMIT = 256
+# Lists longer than this in params (e.g. a whole kernel) are summarised by their length only.
+_MAX_LIST = 4
+_IMMERKAER = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float64)
+
+LR_STATS = {
+    "psnr_vs_bicubic": "LR vs bicubic-downscaled HR, PSNR (dB)",
+    "noise_sigma": "noise σ of the LR (Immerkær, 8-bit units)",
+    "sharpness_ratio": "sharpness: Laplacian variance of LR / of bicubic (<1 blurrier)",
+    "blockiness": "JPEG 8×8 blockiness (1 = none)",
+}
+
+
+@dataclass
+class BuildStats:
+    """What `diff` reads from one build."""
+
+    label: str
+    manifest: dict
+    params: pd.DataFrame  # one row per sample, one column per flattened parameter
+    lr: pd.DataFrame  # one row per sample, one column per LR statistic
+
+
+def flatten(value, prefix: str = "") -> dict[str, object]:
+    """Nested params to {"a.b": scalar}; short lists are indexed, long ones give their length."""
+    if isinstance(value, dict):
+        out: dict[str, object] = {}
+        for k, v in value.items():
+            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    if isinstance(value, (list, tuple)):
+        if len(value) <= _MAX_LIST and all(not isinstance(v, (dict, list, tuple)) for v in value):
+            return {f"{prefix}[{i}]": v for i, v in enumerate(value)}
+        return {f"{prefix}#len": len(value)}
+    return {prefix: value}
+
+
+def _gray(img: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float64)
+
+
+def noise_sigma(gray: np.ndarray) -> float:
+    """Immerkær's fast noise estimate: σ = sqrt(π/2) / (6 (W-2)(H-2)) Σ |I * M|."""
+    h, w = gray.shape
+    if h < 3 or w < 3:
+        return float("nan")
+    resp = cv2.filter2D(gray, cv2.CV_64F, _IMMERKAER, borderType=cv2.BORDER_REFLECT)[1:-1, 1:-1]
+    return float(math.sqrt(math.pi / 2) * np.abs(resp).sum() / (6 * (w - 2) * (h - 2)))
+
+
+def laplacian_variance(gray: np.ndarray) -> float:
+    return float(cv2.Laplacian(gray, cv2.CV_64F).var())
+
+
+def blockiness(gray: np.ndarray) -> float:
+    """Mean absolute step across 8×8 block borders over the mean step elsewhere (≈1 without JPEG blocks)."""
+    ratios = []
+    for steps in (np.abs(np.diff(gray, axis=1)), np.abs(np.diff(gray, axis=0)).T):
+        n = steps.shape[1]
+        border = np.zeros(n, dtype=bool)
+        border[7::8] = True  # the step between column 8k+7 and 8k+8
+        if border.sum() == 0 or (~border).sum() == 0:
+            continue
+        inner = steps[:, ~border].mean()
+        if inner > 0:
+            ratios.append(steps[:, border].mean() / inner)
+    return float(np.mean(ratios)) if ratios else float("nan")
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else float(10 * math.log10(255.0**2 / mse))
+
+
+def lr_statistics(hr: np.ndarray, lr: np.ndarray) -> dict[str, float]:
+    """The LR statistics of one sample, against an antialiased bicubic downscale of its HR."""
+    ref = np.asarray(Image.fromarray(hr).resize((lr.shape[1], lr.shape[0]), Image.Resampling.BICUBIC))
+    g, gref = _gray(lr), _gray(ref)
+    ref_var = laplacian_variance(gref)
+    return {
+        "psnr_vs_bicubic": psnr(lr, ref),
+        "noise_sigma": noise_sigma(g),
+        "sharpness_ratio": laplacian_variance(g) / ref_var if ref_var > 0 else float("nan"),
+        "blockiness": blockiness(g),
+    }
+
+
+def collect(build: str, label: str, limit: int = DEFAULT_LIMIT) -> BuildStats:
+    """Read up to ``limit`` samples, spread evenly over the build's shards."""
+    storage = Storage(str(build), default_storage_options(str(build)))
+    manifest = read_manifest(str(build))
+    shards = [s["name"] for s in manifest.get("shards", [])]
+    per_shard = max(1, math.ceil(limit / max(1, len(shards))))
+    params, lrs = [], []
+    with tqdm(total=min(limit, int(manifest.get("totals", {}).get("samples", limit))), desc=f"reading {label}",
+              unit="sample", leave=False) as bar:
+        for name in shards:
+            with storage.open(name) as fh:
+                for i, (key, hr_png, lr_png, meta) in enumerate(read_samples(fh)):
+                    if i >= per_shard or len(lrs) >= limit:
+                        break
+                    params.append({"key": key, **flatten(meta.get("params", {}))})
+                    lrs.append({"key": key, **lr_statistics(decode_png(hr_png), decode_png(lr_png))})
+                    bar.update(1)
+            if len(lrs) >= limit:
+                break
+    return BuildStats(label=label, manifest=manifest,
+                      params=pd.DataFrame(params).set_index("key") if params else pd.DataFrame(),
+                      lr=pd.DataFrame(lrs).set_index("key") if lrs else pd.DataFrame())
+
+
+def spec_differences(a: dict, b: dict) -> pd.DataFrame:
+    """Spec fields whose values differ (dotted paths)."""
+    fa, fb = flatten(a), flatten(b)
+    rows = [(k, fa.get(k, "—"), fb.get(k, "—")) for k in sorted(set(fa) | set(fb)) if fa.get(k, "—") != fb.get(k, "—")]
+    return pd.DataFrame(rows, columns=["field", "A", "B"])
+
+
+def _numeric(s: pd.Series) -> np.ndarray | None:
+    vals = s.dropna()
+    if len(vals) == 0 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
+        return None
+    return vals.to_numpy(dtype=np.float64)
+
+
+def _token(v) -> str:
+    return "<absent>" if v is None or (isinstance(v, float) and math.isnan(v)) else repr(v)
+
+
+def compare_params(a: pd.DataFrame, b: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(numeric, categorical) comparison tables of every parameter either build recorded.
+
+    When the builds share sample keys (a regen and its parent), ``paired`` is the fraction of shared samples
+    whose value differs: exactly the samples a spec change touched.
+    """
+    from scipy import stats  # imported here so that `degrade --help` stays quick
+
+    numeric, categorical = [], []
+    shared = sorted(set(a.index) & set(b.index))
+    for col in sorted(set(a.columns) | set(b.columns)):
+        sa = a[col] if col in a else pd.Series(dtype=object)
+        sb = b[col] if col in b else pd.Series(dtype=object)
+        paired = np.nan
+        if shared:
+            va = sa.reindex(shared).map(_token)
+            vb = sb.reindex(shared).map(_token)
+            paired = float((va != vb).mean())
+        na, nb = _numeric(sa), _numeric(sb)
+        present_a = sa.notna().mean() if len(sa) else 0.0
+        present_b = sb.notna().mean() if len(sb) else 0.0
+        if (na is not None or len(sa.dropna()) == 0) and (nb is not None or len(sb.dropna()) == 0) \
+                and (na is not None or nb is not None):
+            ks = stats.ks_2samp(na, nb) if na is not None and nb is not None and len(na) and len(nb) else None
+            numeric.append({
+                "param": col,
+                "A_mean": na.mean() if na is not None else np.nan, "A_std": na.std() if na is not None else np.nan,
+                "A_min": na.min() if na is not None else np.nan, "A_max": na.max() if na is not None else np.nan,
+                "A_present": present_a,
+                "B_mean": nb.mean() if nb is not None else np.nan, "B_std": nb.std() if nb is not None else np.nan,
+                "B_min": nb.min() if nb is not None else np.nan, "B_max": nb.max() if nb is not None else np.nan,
+                "B_present": present_b,
+                "ks": ks.statistic if ks is not None else 1.0,
+                "ks_p": ks.pvalue if ks is not None else 0.0,
+                "paired": paired,
+            })
+        else:
+            fa = sa.dropna().astype(str).value_counts(normalize=True)
+            fb = sb.dropna().astype(str).value_counts(normalize=True)
+            tv = 0.5 * sum(abs(fa.get(k, 0.0) - fb.get(k, 0.0)) for k in set(fa.index) | set(fb.index))
+            categorical.append({"param": col, "A": _freqs(fa), "B": _freqs(fb), "A_present": present_a,
+                                "B_present": present_b, "tv": tv, "paired": paired})
+    num = pd.DataFrame(numeric, columns=["param", "A_mean", "A_std", "A_min", "A_max", "A_present",
+                                         "B_mean", "B_std", "B_min", "B_max", "B_present", "ks", "ks_p", "paired"])
+    cat = pd.DataFrame(categorical, columns=["param", "A", "B", "A_present", "B_present", "tv", "paired"])
+    return num, cat
+
+
+def _freqs(f: pd.Series) -> str:
+    return ", ".join(f"{k} {v:.0%}" for k, v in f.head(4).items()) or "—"
+
+
+def changed_params(num: pd.DataFrame, cat: pd.DataFrame, alpha: float = 0.01) -> list[str]:
+    """Parameters that changed: on shared keys any paired difference; otherwise a KS p-value below ``alpha``,
+    a presence rate or categorical frequencies that moved by more than 10 points."""
+    num_moved = (num["ks_p"] < alpha) | ((num["A_present"] - num["B_present"]).abs() > 0.1) | (num["paired"] > 0)
+    cat_moved = (cat["tv"] > 0.1) | (cat["paired"] > 0)
+    return num[num_moved]["param"].tolist() + cat[cat_moved]["param"].tolist()
+
+
+def _hist_grid(path: Path, title: str, columns: list[str], a: pd.DataFrame, b: pd.DataFrame,
+               labels: tuple[str, str]) -> Path:
+    from matplotlib.figure import Figure  # imported here so that `degrade --help` stays quick; no pyplot state
+
+    n = len(columns)
+    cols = 2 if n == 4 else min(3, n)
+    rows = math.ceil(n / cols)
+    fig = Figure(figsize=(4 * cols, 2.8 * rows), dpi=90)
+    for i, col in enumerate(columns):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        va = a[col].dropna().to_numpy(dtype=float) if col in a else np.array([])
+        vb = b[col].dropna().to_numpy(dtype=float) if col in b else np.array([])
+        both = np.concatenate([va, vb])
+        both = both[np.isfinite(both)]
+        if both.size == 0:
+            continue
+        lo, hi = float(both.min()), float(both.max())
+        bins = np.linspace(lo, hi if hi > lo else lo + 1, 21)
+        ax.hist(va[np.isfinite(va)], bins=bins, alpha=0.55, label=labels[0], density=True)
+        ax.hist(vb[np.isfinite(vb)], bins=bins, alpha=0.55, label=labels[1], density=True)
+        ax.set_title(col, fontsize=9)
+        ax.tick_params(labelsize=7)
+        if i == 0:
+            ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    return path
+
+
+def _pct(x: float) -> str:
+    return "—" if not np.isfinite(x) else f"{x:.0%}"
+
+
+def _fmt(x: float) -> str:
+    return "—" if not np.isfinite(x) else f"{x:.4g}"
+
+
+def _row_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    return out + ["| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |" for r in rows]
+
+
+def render_diff_md(a: BuildStats, b: BuildStats, spec_diff: pd.DataFrame, num: pd.DataFrame, cat: pd.DataFrame,
+                   moved: list[str], plots: list[str]) -> str:
+    ma, mb = a.manifest, b.manifest
+    lines = [f"# Build diff: {a.label} vs {b.label}", ""]
+    info = [
+        ["spec", f"`{ma.get('spec', {}).get('name', '?')}` ({ma.get('spec_hash', '?')})",
+         f"`{mb.get('spec', {}).get('name', '?')}` ({mb.get('spec_hash', '?')})"],
+        ["samples read / in build", f"{len(a.lr)} / {ma.get('totals', {}).get('samples', '?')}",
+         f"{len(b.lr)} / {mb.get('totals', {}).get('samples', '?')}"],
+        ["scale", str(ma.get("scale", "?")), str(mb.get("scale", "?"))],
+        ["seed", str(ma.get("seed", "?")), str(mb.get("seed", "?"))],
+    ]
+    if ma.get("parent") or mb.get("parent"):
+        info.append(["parent build", str((ma.get("parent") or {}).get("build", "—")),
+                     str((mb.get("parent") or {}).get("build", "—"))])
+    lines += _row_table(["", "A", "B"], info) + [""]
+    shared = sorted(set(a.lr.index) & set(b.lr.index))
+    if shared:
+        lines += [f"{len(shared)} sample key(s) appear in both builds.", ""]
+    lines += ["## Spec fields that differ", ""]
+    if len(spec_diff):
+        lines += _row_table(["field", "A", "B"], [[f"`{r.field}`", str(r.A), str(r.B)] for r in spec_diff.itertuples()])
+    else:
+        lines.append("None: both builds use the same degradation spec.")
+    lines += ["", "## Parameters whose distribution changed", ""]
+    lines.append(", ".join(f"`{p}`" for p in moved) if moved else "None: every parameter is distributed alike.")
+    lines += ["", "## LR statistics", ""]
+    rows = []
+    for stat, about in LR_STATS.items():
+        sa = a.lr[stat] if stat in a.lr else pd.Series(dtype=float)
+        sb = b.lr[stat] if stat in b.lr else pd.Series(dtype=float)
+        rows.append([about, f"{_fmt(sa.mean())} ± {_fmt(sa.std())}", f"{_fmt(sb.mean())} ± {_fmt(sb.std())}"])
+    lines += _row_table(["statistic (mean ± std)", a.label, b.label], rows) + [""]
+    if plots:
+        lines += [f"![{p}]({p})" for p in plots] + [""]
+    lines += ["## Numeric parameters", "", "Sorted by the share of shared samples that changed, then by how much the distributions differ (KS statistic).", ""]
+    rows = []
+    for r in num.sort_values(["paired", "ks", "param"], ascending=[False, False, True]).itertuples():
+        rows.append([f"`{r.param}`",
+                     f"{_fmt(r.A_mean)} ± {_fmt(r.A_std)} [{_fmt(r.A_min)}, {_fmt(r.A_max)}] ({r.A_present:.0%})",
+                     f"{_fmt(r.B_mean)} ± {_fmt(r.B_std)} [{_fmt(r.B_min)}, {_fmt(r.B_max)}] ({r.B_present:.0%})",
+                     f"{r.ks:.2f}", f"{r.ks_p:.2g}", _pct(r.paired)])
+    lines += _row_table(["parameter", f"{a.label}: mean ± std [min, max] (present)",
+                         f"{b.label}: mean ± std [min, max] (present)", "KS", "p", "differs on shared keys"],
+                        rows) + [""]
+    if len(cat):
+        lines += ["## Categorical parameters", ""]
+        lines += _row_table(["parameter", a.label, b.label, "change (TV distance)", "differs on shared keys"],
+                            [[f"`{r.param}`", r.A, r.B, f"{r.tv:.2f}", _pct(r.paired)]
+                             for r in cat.sort_values(["tv", "param"], ascending=[False, True]).itertuples()])
+        lines.append("")
+    return "\n".join(lines)
+
+
+@dataclass
+class DiffSummary:
+    report: Path
+    spec_fields: int
+    moved: list[str]
+    samples: tuple[int, int]
+
+
+def diff_builds(a: str, b: str, out: str | Path, limit: int = DEFAULT_LIMIT) -> DiffSummary:
+    """Write ``out/diff.md`` and its PNGs comparing build ``a`` with build ``b``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    la, lb = "A", "B"
+    sa, sb = collect(a, la, limit), collect(b, lb, limit)
+    spec_diff = spec_differences(sa.manifest.get("spec", {}), sb.manifest.get("spec", {}))
+    num, cat = compare_params(sa.params, sb.params)
+    moved = changed_params(num, cat)
+    plots = []
+    if len(sa.lr) and len(sb.lr):
+        plots.append(_hist_grid(out / "lr_stats.png", "LR statistics", list(LR_STATS), sa.lr, sb.lr, (la, lb)).name)
+    moved_num = [p for p in num.sort_values("ks", ascending=False)["param"] if p in moved][:9]
+    if moved_num:
+        plots.append(_hist_grid(out / "params.png", "changed parameters", moved_num, sa.params, sb.params,
+                                (la, lb)).name)
+    text = render_diff_md(sa, sb, spec_diff, num, cat, moved, plots)
+    text = text.replace("# Build diff: A vs B", f"# Build diff\n\n- A: `{a}`\n- B: `{b}`", 1)
+    report = out / "diff.md"
+    report.write_text(text)
+    return DiffSummary(report=report, spec_fields=len(spec_diff), moved=moved, samples=(len(sa.lr), len(sb.lr)))
+
+
+def add_diff_parser(subparsers) -> argparse.ArgumentParser:
+    """Register `diff` on the `degrade` CLI's subparsers; the handler is ``args.func(args)`` -> exit code."""
+    p = subparsers.add_parser(
+        "diff",
+        help="compare two builds: spec, parameter distributions and LR statistics (markdown + PNG)",
+        description="Show how build B differs from build A before training on it: spec fields that differ, "
+        "the distribution of every recorded degradation parameter, and statistics measured on the LR images "
+        "(PSNR against a bicubic downscale of the HR, noise level, blur, JPEG blockiness). Writes OUT/diff.md "
+        "and PNG histograms.",
+    )
+    p.add_argument("a", help="first build: a folder or URL holding manifest.json and shards")
+    p.add_argument("b", help="second build, e.g. the output of `degrade regen` under a new spec")
+    p.add_argument("--out", default="degrade-diff", help="folder for diff.md and plots (default: %(default)s)")
+    p.add_argument("--limit", type=int, default=DEFAULT_LIMIT,
+                   help="samples read per build, spread over its shards (default: %(default)s)")
+    p.set_defaults(func=run_diff)
+    return p
+
+
+def run_diff(args: argparse.Namespace) -> int:
+    if args.limit < 2:
+        raise UserError("--limit must be at least 2 samples")
+    summary = diff_builds(args.a, args.b, args.out, args.limit)
+    print(f"read {summary.samples[0]} + {summary.samples[1]} samples; {summary.spec_fields} spec field(s) differ; "
+          f"{len(summary.moved)} parameter distribution(s) changed"
+          + (f": {', '.join(summary.moved[:8])}" + (" ..." if len(summary.moved) > 8 else "") if summary.moved else ""))
+    print(f"report: {summary.report}")
+    return 0

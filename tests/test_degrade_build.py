@@ -1,0 +1,199 @@
+"""`build` on an embedded Ray session: determinism across worker counts, resume, manifest, verify/replay, bad inputs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tarfile
+
+import pytest
+import webdataset as wds
+
+from _helpers_degrade import bad_folder, good_folder, shard_bytes
+from srdistill.degrade.build import build
+from srdistill.degrade.manifest import BUILD_DIR, MANIFEST_NAME, PLAN_NAME, read_manifest
+from srdistill.degrade.spec import spec_hash, load_spec
+from srdistill.degrade.verify import replay, verify
+from srdistill.errors import UserError
+
+pytestmark = pytest.mark.slow
+
+OPTS = dict(crop=64, crops_per_image=2, shard_samples=3, seed=7, progress=False)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_session():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    return good_folder(tmp_path_factory.mktemp("src"), n=5, size=96)
+
+
+@pytest.fixture(scope="module")
+def reference(source, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref") / "shards"
+    summary = build(str(source), str(out), "bicubic", workers=1, **OPTS)
+    return out, summary
+
+
+def test_one_and_two_workers_give_identical_bytes(source, reference, tmp_path, capsys):
+    ref, _ = reference
+    summary = build(str(source), str(tmp_path / "two"), "bicubic", workers=2, **{**OPTS, "progress": True})
+    assert summary.shards == 4 and summary.samples == 10
+    assert "10/10" in capsys.readouterr().err
+    assert shard_bytes(tmp_path / "two") == shard_bytes(ref)
+    assert sorted(p.name for p in ref.iterdir()) == [MANIFEST_NAME] + [f"train-00000{i}.tar" for i in range(4)]
+
+
+def test_manifest_describes_the_build(source, reference):
+    out, summary = reference
+    m = read_manifest(str(out))
+    spec = load_spec("bicubic")
+    assert m["schema_version"] == 1 and m["spec_hash"] == spec_hash(spec) and m["spec"]["name"] == "bicubic"
+    assert (m["seed"], m["scale"], m["split"], m["shard_samples"]) == (7, 4, "train", 3)
+    assert m["crop_policy"]["crop"] == 64 and m["crop_policy"]["crops_per_image"] == 2
+    assert m["source"] == {"name": source.name, "root": str(source), "images": 5}
+    assert [s["samples"] for s in m["shards"]] == [3, 3, 3, 1]
+    assert m["totals"] == {"samples": 10, "shards": 4, "bytes": sum(s["bytes"] for s in m["shards"]), "images": 5, "skipped": 0}
+    for s in m["shards"]:
+        assert (out / s["name"]).stat().st_size == s["bytes"]
+    assert m["timings"]["shards_built"] == 4 and summary.images_per_second > 0
+
+
+def test_every_sample_reads_back_with_webdataset_and_tarfile(reference):
+    out, _ = reference
+    urls = [str(p) for p in sorted(out.glob("*.tar"))]
+    keys = [s["__key__"] for s in wds.WebDataset(urls, shardshuffle=False, empty_check=False)]
+    expected = [f"img{i}_c{c:02d}" for i in range(5) for c in range(2)]
+    assert keys == expected
+    names = []
+    for url in urls:
+        with tarfile.open(url) as tar:
+            names += [m.name for m in tar.getmembers()]
+    assert names == [f"{k}.{s}" for k in expected for s in ("hr.png", "lr.png", "json")]
+
+
+def test_verify_and_replay_pass_and_verify_catches_damage(reference, tmp_path):
+    out, _ = reference
+    report = verify(str(out))
+    assert report.ok and (report.shards, report.samples) == (4, 10)
+    assert replay(str(out), samples=0).checked == 10 and not replay(str(out), samples=0).mismatches
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    data = bytearray((copy / "train-000001.tar").read_bytes())
+    data[700] ^= 0xFF
+    (copy / "train-000001.tar").write_bytes(bytes(data))
+    (copy / "train-000003.tar").unlink()
+    problems = verify(str(copy)).problems
+    assert any("train-000001.tar does not match its sha256" in p for p in problems)
+    assert any("train-000003.tar is missing" in p for p in problems)
+
+
+def test_interrupted_build_resumes_to_identical_bytes(source, reference, tmp_path):
+    ref, _ = reference
+    out = tmp_path / "resumed"
+
+    class Crash(Exception):
+        pass
+
+    def crash_after_two(record, seen=[]):
+        seen.append(record.name)
+        if len(seen) == 2:
+            raise Crash
+
+    with pytest.raises(Crash):
+        build(str(source), str(out), "bicubic", workers=1, on_shard=crash_after_two, **OPTS)
+    assert not (out / MANIFEST_NAME).exists() and (out / PLAN_NAME).exists()
+    done = sorted(p.name for p in out.glob("*.tar"))
+    assert len(done) == 2
+    # A half-written shard under its temporary name, and a finished one damaged after the fact.
+    (out / ".train-000002.tar.0badc0de.tmp").write_bytes(b"partial")
+    (out / done[0]).write_bytes((out / done[0]).read_bytes()[:1000])
+    summary = build(str(source), str(out), "bicubic", workers=2, **OPTS)
+    assert (summary.shards_reused, summary.shards_built) == (1, 3)
+    assert shard_bytes(out) == shard_bytes(ref)
+    assert not list(out.glob(".*.tmp")) and not (out / BUILD_DIR).exists()
+    again = build(str(source), str(out), "bicubic", workers=2, **OPTS)
+    assert (again.shards_reused, again.shards_built) == (4, 0)
+    assert shard_bytes(out) == shard_bytes(ref)
+
+
+def test_output_holding_a_different_build_is_refused(source, reference, tmp_path):
+    ref, _ = reference
+    with pytest.raises(UserError, match=r"holds a different build \(seed 7 there, 8 now\)"):
+        build(str(source), str(ref), "bicubic", workers=1, **{**OPTS, "seed": 8})
+    stray = tmp_path / "stray"
+    stray.mkdir()
+    (stray / "train-000000.tar").write_bytes(b"")
+    with pytest.raises(UserError, match="already holds shards"):
+        build(str(source), str(stray), "bicubic", workers=1, **OPTS)
+
+
+def test_bad_inputs_are_skipped_and_listed(tmp_path):
+    expected = bad_folder(tmp_path / "src")
+    summary = build(str(tmp_path / "src"), str(tmp_path / "out"), "bicubic", crop=32, crops_per_image=2,
+                    shard_samples=4, seed=0, workers=2, max_pixels=100 * 100, progress=False)
+    skipped = {s["source_path"]: s["reason"] for s in summary.manifest["skipped"]}
+    assert set(skipped) == set(expected)
+    for rel, word in expected.items():
+        assert word in skipped[rel]
+    assert summary.samples == 2 * 8  # eight readable images, two crops each
+    assert verify(str(tmp_path / "out")).ok
+    assert json.loads((tmp_path / "out" / MANIFEST_NAME).read_text())["totals"]["skipped"] == len(expected)
+
+
+def test_user_mistakes_are_one_sentence(source, tmp_path):
+    with pytest.raises(UserError, match="multiple of the scale 4"):
+        build(str(source), str(tmp_path / "o"), "bicubic", crop=30, progress=False)
+    with pytest.raises(UserError, match="needs --crop > 0"):
+        build(str(source), str(tmp_path / "o"), "bicubic", crop=0, crops_per_image=2, progress=False)
+    with pytest.raises(UserError, match="not a known data set"):
+        build(str(tmp_path / "missing"), str(tmp_path / "o"), "bicubic", progress=False)
+
+
+def test_realesrgan_build_replays_bit_exactly(source, tmp_path):
+    summary = build(str(source), str(tmp_path / "re"), "realesrgan", crop=64, crops_per_image=1, shard_samples=8,
+                    seed=1, workers=2, limit=2, progress=False)
+    assert summary.samples == 2
+    report = replay(str(tmp_path / "re"), samples=0)
+    assert report.checked == 2 and report.mismatches == []
+
+
+def test_killed_build_process_resumes_to_identical_bytes(source, tmp_path):
+    """SIGKILL a real `degrade build` (and its Ray processes) after its first shard, then re-run it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    argv = ["--src", str(source), "--preset", "realesrgan", "--crop", "128", "--crops-per-image", "8",
+            "--shard-samples", "2", "--seed", "3", "--workers", "1", "--quiet"]
+    ref = build(str(source), str(tmp_path / "ref"), "realesrgan", crop=128, crops_per_image=8, shard_samples=2,
+                seed=3, workers=1, progress=False)
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "srdistill.degrade.cli", "build", *argv, "--out", str(out)],
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (out / BUILD_DIR / "train-000000.json").exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    family = psutil.Process(proc.pid).children(recursive=True)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    for child in family:  # Ray processes that left the process group
+        if child.is_running():
+            child.kill()
+    assert not (out / MANIFEST_NAME).exists(), "the build finished before it could be killed"
+    assert len(list(out.glob("*.tar"))) < ref.shards
+    summary = build(str(source), str(out), "realesrgan", crop=128, crops_per_image=8, shard_samples=2, seed=3,
+                    workers=2, progress=False)
+    assert summary.shards_reused >= 1
+    assert shard_bytes(out) == shard_bytes(tmp_path / "ref")
