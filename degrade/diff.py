@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import math
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 import cv2
@@ -22,9 +23,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from srdistill.datasets.images import decode_png
-from srdistill.degrade.manifest import read_manifest
-from srdistill.degrade.shards import read_samples
-from srdistill.degrade.storage import Storage, default_storage_options
+from srdistill.degrade.reader import build_samples, open_build
 from srdistill.errors import UserError
 
 DEFAULT_LIMIT = 256
@@ -116,23 +115,15 @@ def lr_statistics(hr: np.ndarray, lr: np.ndarray) -> dict[str, float]:
 
 def collect(build: str, label: str, limit: int = DEFAULT_LIMIT) -> BuildStats:
     """Read up to ``limit`` samples, spread evenly over the build's shards."""
-    storage = Storage(str(build), default_storage_options(str(build)))
-    manifest = read_manifest(str(build))
-    shards = [s["name"] for s in manifest.get("shards", [])]
-    per_shard = max(1, math.ceil(limit / max(1, len(shards))))
+    storage, manifest = open_build(str(build))
+    per_shard = max(1, math.ceil(limit / max(1, len(manifest.get("shards", [])))))
     params, lrs = [], []
     with tqdm(total=min(limit, int(manifest.get("totals", {}).get("samples", limit))), desc=f"reading {label}",
               unit="sample", leave=False) as bar:
-        for name in shards:
-            with storage.open(name) as fh:
-                for i, (key, hr_png, lr_png, meta) in enumerate(read_samples(fh)):
-                    if i >= per_shard or len(lrs) >= limit:
-                        break
-                    params.append({"key": key, **flatten(meta.get("params", {}))})
-                    lrs.append({"key": key, **lr_statistics(decode_png(hr_png), decode_png(lr_png))})
-                    bar.update(1)
-            if len(lrs) >= limit:
-                break
+        for _, key, hr_png, lr_png, meta in islice(build_samples(storage, manifest, per_shard), limit):
+            params.append({"key": key, **flatten(meta.get("params", {}))})
+            lrs.append({"key": key, **lr_statistics(decode_png(hr_png), decode_png(lr_png))})
+            bar.update(1)
     return BuildStats(label=label, manifest=manifest,
                       params=pd.DataFrame(params).set_index("key") if params else pd.DataFrame(),
                       lr=pd.DataFrame(lrs).set_index("key") if lrs else pd.DataFrame())

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
 
 from srdistill.datasets.images import decode_png
-from srdistill.degrade.manifest import read_manifest
-from srdistill.degrade.shards import read_samples
-from srdistill.degrade.storage import Storage, default_storage_options
+from srdistill.degrade.reader import build_samples, open_build
 from srdistill.errors import UserError
 
 def caption(params: dict) -> str:
@@ -46,17 +45,9 @@ def preview(out: str, grid_path: str | Path, *, samples: int = 8, storage_option
 
     if samples < 1:
         raise UserError(f"--samples must be at least 1, got {samples}.")
-    manifest = read_manifest(out, storage_options)
-    storage = Storage(str(out), storage_options if storage_options is not None else default_storage_options(str(out)))
-    rows = []
-    for entry in manifest["shards"]:
-        with storage.open(entry["name"]) as fh:
-            for key, hr_png, lr_png, meta in read_samples(fh):
-                rows.append((key, decode_png(hr_png), decode_png(lr_png), meta))
-                if len(rows) == samples:
-                    break
-        if len(rows) == samples:
-            break
+    storage, manifest = open_build(out, storage_options)
+    rows = [(key, decode_png(hr_png), decode_png(lr_png), meta)
+            for _, key, hr_png, lr_png, meta in islice(build_samples(storage, manifest), samples)]
     if not rows:
         raise UserError(f"{storage.display()} holds no samples to preview.")
     fig, axes = plt.subplots(len(rows), 2, figsize=(10, 4.2 * len(rows)), squeeze=False)

@@ -4,9 +4,10 @@ Every sample keeps its key, its HR (decoded from the parent shard, written again
 PNG encoder, so the bytes are the same) and its crop/source fields; only the LR, the params and the spec hash
 change. Parent shard ``train-000003.tar`` becomes regen shard ``train-000003.tar`` holding the same keys.
 
-It runs on the same machinery as `degrade build` (one Ray task per shard through `build.shard_task`, the
-_build/ records and the build-id check of `build._prepare_out`), so it is distributed and resumable the
-same way: re-running the same command keeps every finished shard whose bytes still match.
+It runs on the same machinery as `degrade build` (the `ParentShard` HR provider, `runner.run_shards`, and the
+_build/ records, build-id check and manifest of `build.prepare_out`/`build.write_manifest`), so it is
+distributed and resumable the same way: re-running the same command keeps every finished shard whose bytes
+still match.
 """
 
 from __future__ import annotations
@@ -15,64 +16,16 @@ import argparse
 import hashlib
 import os
 import shlex
-import sys
 import tarfile
-import time
-from dataclasses import dataclass
 
-import numpy as np
-
-from srdistill import __version__
-from srdistill.datasets.images import BadImage, decode_png
-from srdistill.degrade.build import (
-    BuildSummary,
-    Plan,
-    SampleJob,
-    ShardRecord,
-    _connect_ray,
-    _prepare_out,
-    shard_task,
-)
-from srdistill.degrade.manifest import BUILD_DIR, MANIFEST_NAME, build_id, dump, read_manifest
-from srdistill.degrade.shards import SCHEMA_VERSION, read_samples
+from srdistill.degrade.build import BuildSummary, prepare_out, write_manifest
+from srdistill.degrade.manifest import build_id, read_manifest
+from srdistill.degrade.plan import Plan, SampleJob
+from srdistill.degrade.providers import ParentShard
+from srdistill.degrade.runner import run_shards
+from srdistill.degrade.shards import SCHEMA_VERSION
 from srdistill.degrade.storage import Storage, default_storage_options
 from srdistill.errors import UserError
-
-# Meta fields that the shard writer sets itself; everything else is carried over from the parent sample.
-_WRITER_FIELDS = ("key", "scale", "seed", "spec_hash", "params")
-
-
-@dataclass(frozen=True)
-class ParentShard:
-    """HR provider for `build.write_shard`: the samples of one parent shard, read once per task."""
-
-    url: str
-    options: dict
-    name: str
-
-    @property
-    def ident(self) -> str:
-        return f"{self.url}/{self.name}"
-
-    @property
-    def source(self) -> str:
-        return self.url
-
-    @property
-    def source_path(self) -> str:
-        return self.name
-
-    def load(self) -> dict[str, tuple[bytes, dict]]:
-        """{key: (hr_png, meta)} of the whole parent shard."""
-        try:
-            with Storage(self.url, self.options).open(self.name) as fh:
-                return {key: (hr, meta) for key, hr, _, meta in read_samples(fh)}
-        except (OSError, ValueError) as exc:
-            raise BadImage(f"parent shard unreadable ({exc})") from exc
-
-    def hr(self, image: dict[str, tuple[bytes, dict]], key: str, seed: int) -> tuple[np.ndarray, dict]:
-        hr_png, meta = image[key]
-        return decode_png(hr_png), {k: v for k, v in meta.items() if k not in _WRITER_FIELDS}
 
 
 def _parent_keys(storage: Storage, name: str) -> list[str]:
@@ -116,9 +69,7 @@ def make_regen_plan(parent: str, parent_manifest: dict, spec, seed: int, options
 def regen(parent: str, out: str, spec, *, seed: int | None = None, workers: int | None = None,
           address: str | None = None, progress: bool = True, command: str | None = None) -> BuildSummary:
     """Re-degrade every HR of the build at ``parent`` with ``spec`` into ``out``; see the module docstring."""
-    from tqdm import tqdm
-
-    from srdistill.degrade.spec import load_spec, spec_hash, spec_to_dict
+    from srdistill.degrade.spec import load_spec
 
     if isinstance(spec, (str, os.PathLike)):
         spec = load_spec(spec)
@@ -130,83 +81,21 @@ def regen(parent: str, out: str, spec, *, seed: int | None = None, workers: int 
         raise UserError("--out must differ from --from: regen writes a new build beside its parent.")
     seed = int(parent_manifest["seed"]) if seed is None else seed
     plan = make_regen_plan(str(parent), parent_manifest, spec, seed, parent_options)
-    options = default_storage_options(str(out))
-    storage = Storage(str(out), options)
-    storage.makedirs()
-    done = _prepare_out(storage, plan)
-
-    import ray
-
-    started, slots = _connect_ray(workers, address)
-    task = ray.remote(num_cpus=1, max_retries=3)(shard_task)
-    records: dict[str, ShardRecord] = {}
-    t0 = time.perf_counter()
-    built = 0
-    try:
-        queue, pending = list(plan.shards), {}
-        bar = tqdm(total=plan.images, unit="img", desc="degrade regen", disable=not progress, dynamic_ncols=True)
-        while queue or pending:
-            while queue and len(pending) < slots:
-                name, jobs = queue.pop(0)
-                pending[task.remote(storage.url, options, name, jobs, spec, seed, done.get(name))] = (name, len(jobs))
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            for ref in ready:
-                name, planned = pending.pop(ref)
-                records[name] = ray.get(ref)
-                built += 0 if records[name].reused else planned
-                bar.update(planned)
-        bar.close()
-    finally:
-        if started:
-            ray.shutdown()
-    seconds = time.perf_counter() - t0
-
-    ordered = [records[name] for name, _ in plan.shards]
-    skipped = [{**s, "shard": r.name} for r in ordered for s in r.skipped]
-    totals = {"samples": sum(r.samples for r in ordered), "shards": len(ordered),
-              "bytes": sum(r.bytes for r in ordered), "images": parent_manifest["totals"].get("images"),
-              "skipped": len(skipped)}
-    timings = {
-        "wall_seconds": round(seconds, 3),
-        "samples_built": built,
-        "images_per_second": round(built / seconds, 3) if seconds > 0 else 0.0,
-        "workers": slots,
-        "shards_built": sum(not r.reused for r in ordered),
-        "shards_reused": sum(r.reused for r in ordered),
-        "shard_seconds": {r.name: round(r.seconds, 3) for r in ordered},
-        "worker_peak_rss_bytes": max((r.peak_rss for r in ordered if not r.reused), default=0),
-    }
-    manifest = {
+    storage = Storage(str(out), default_storage_options(str(out)))
+    done = prepare_out(storage, plan)
+    run = run_shards(storage, plan.shards, spec, seed, done, workers=workers, address=address, progress=progress,
+                     desc="degrade regen")
+    extra = {
         **{k: parent_manifest[k] for k in ("source", "crop_policy", "shard_samples") if k in parent_manifest},
-        "schema_version": SCHEMA_VERSION,
-        "package_version": __version__,
-        "command": command if command is not None else " ".join(shlex.quote(a) for a in sys.argv),
-        "build_id": plan.build_id,
-        "identity": plan.identity,
         "parent": {
             "build": str(parent),
             "build_id": parent_manifest["build_id"],
             "spec_hash": parent_manifest["spec_hash"],
             "seed": parent_manifest["seed"],
         },
-        "spec": spec_to_dict(spec),
-        "spec_hash": spec_hash(spec),
-        "seed": seed,
-        "scale": spec.scale,
-        "split": plan.identity["split"],
-        "shards": [r.manifest_entry() for r in ordered],
-        "totals": totals,
-        "skipped": skipped,
-        "timings": timings,
     }
-    storage.write_bytes(MANIFEST_NAME, dump(manifest))
-    storage.remove_tree(BUILD_DIR)
-    return BuildSummary(
-        out=storage.display(), samples=totals["samples"], shards=totals["shards"], bytes=totals["bytes"],
-        skipped=len(skipped), shards_built=timings["shards_built"], shards_reused=timings["shards_reused"],
-        seconds=seconds, images_per_second=timings["images_per_second"],
-        worker_peak_rss=timings["worker_peak_rss_bytes"], manifest=manifest,
-    )
+    return write_manifest(storage, plan, run, spec, seed, images=parent_manifest["totals"].get("images"),
+                          command=command, extra=extra)
 
 
 def add_regen_parser(subparsers) -> argparse.ArgumentParser:

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from srdistill.datasets.images import BadImage, decode_png
-from srdistill.degrade.manifest import MANIFEST_NAME, read_manifest
-from srdistill.degrade.shards import is_shard_name, iter_shard, read_samples
-from srdistill.degrade.storage import Storage, default_storage_options
+from srdistill.degrade.manifest import MANIFEST_NAME
+from srdistill.degrade.reader import build_samples, open_build
+from srdistill.degrade.shards import is_shard_name, read_samples
 
 
 @dataclass
@@ -26,18 +25,12 @@ class VerifyReport:
         return not self.problems
 
 
-def _open(out: str, storage_options: dict | None) -> tuple[Storage, dict]:
-    manifest = read_manifest(out, storage_options)
-    storage = Storage(str(out), storage_options if storage_options is not None else default_storage_options(str(out)))
-    return storage, manifest
-
-
 def verify(out: str, *, storage_options: dict | None = None, decode: bool = True, progress: bool = False) -> VerifyReport:
     """Each manifest shard: present, same size and sha256, a readable tar of complete samples in key order whose
     count matches, whose PNGs decode, whose LR is exactly HR/scale and whose json agrees with the manifest."""
     from tqdm import tqdm
 
-    storage, manifest = _open(out, storage_options)
+    storage, manifest = open_build(out, storage_options)
     report = VerifyReport()
     scale, spec_hash = manifest["scale"], manifest["spec_hash"]
     listed = {s["name"] for s in manifest["shards"]}
@@ -100,19 +93,15 @@ def replay(out: str, *, samples: int = 8, key: str | None = None, storage_option
     """Re-derive the LR of the first `samples` samples (0 = all, or only `key`) and compare with the stored LR bit for bit."""
     from srdistill.degrade.spec import spec_from_dict
 
-    storage, manifest = _open(out, storage_options)
+    storage, manifest = open_build(out, storage_options)
     spec = spec_from_dict(manifest["spec"])
     report = ReplayReport()
-    for entry in manifest["shards"]:
-        with storage.open(entry["name"]) as fh:
-            for k, members in iter_shard(fh):
-                if key is not None and k != key:
-                    continue
-                meta = json.loads(members["json"])
-                lr = replay_sample(decode_png(members["hr.png"]), meta, spec)
-                if not np.array_equal(lr, decode_png(members["lr.png"])):
-                    report.mismatches.append(f"{entry['name']}:{k}")
-                report.checked += 1
-                if key is None and samples and report.checked >= samples:
-                    return report
+    for shard, k, hr_png, lr_png, meta in build_samples(storage, manifest):
+        if key is not None and k != key:
+            continue
+        if not np.array_equal(replay_sample(decode_png(hr_png), meta, spec), decode_png(lr_png)):
+            report.mismatches.append(f"{shard}:{k}")
+        report.checked += 1
+        if key is None and samples and report.checked >= samples:
+            break
     return report
