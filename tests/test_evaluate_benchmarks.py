@@ -1,0 +1,83 @@
+"""Benchmark registry: published layouts, folder pairs, missing sets, and the synthesized sample."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _helpers_evaluate import downscale, pair_dirs, photo, write_png  # noqa: F401
+from srdistill.datasets.benchmarks import (
+    MissingBenchmark,
+    folder_benchmark,
+    load_benchmark,
+    pairing_stem,
+    resolve_benchmarks,
+)
+from srdistill.datasets.images import read_rgb
+
+from srdistill.errors import UserError
+
+
+def make_realsr(root):
+    hr = photo("astronaut", 32, 32)
+    for cam in ("Canon", "Nikon"):
+        for i in (1, 2):
+            write_png(root / "RealSR(V3)" / cam / "Test" / "4" / f"{cam}_{i:03d}_HR.png", hr)
+            write_png(root / "RealSR(V3)" / cam / "Test" / "4" / f"{cam}_{i:03d}_LR4.png", downscale(hr))
+
+
+def test_realsr_layout_pairs_canon_and_nikon(tmp_path):
+    make_realsr(tmp_path / "data")
+    bench = load_benchmark("RealSR", data_root=tmp_path / "data", cache=tmp_path / "cache")
+    assert [i.stem for i in bench.items] == ["Canon_001", "Canon_002", "Nikon_001", "Nikon_002"]
+    assert all(i.hr.name == f"{i.stem}_HR.png" and i.lr.name == f"{i.stem}_LR4.png" for i in bench.items)
+    assert sorted(p.name for p in bench.hr_dir.iterdir()) == [f"{i.stem}.png" for i in bench.items]
+
+
+def test_pairing_stems_follow_published_names():
+    assert pairing_stem(Path("DSC_1454_x1.png")) == pairing_stem(Path("DSC_1454_x4.png")) == "DSC_1454"
+    assert pairing_stem(Path("Canon_001_LR4.png")) == "Canon_001"
+    assert pairing_stem(Path("0801.png")) == "0801"
+
+
+def test_missing_sets_are_reported_under_all_and_an_error_when_named(tmp_path):
+    make_realsr(tmp_path / "data")
+    found, missing = resolve_benchmarks("all", data_root=tmp_path / "data", cache=tmp_path / "cache")
+    assert "RealSR" in [b.name for b in found] and "DRealSR" in [m.name for m in missing]
+    drealsr = next(m for m in missing if m.name == "DRealSR")
+    assert "DRealSR" in drealsr.searched and "test_LR" in drealsr.expected
+    with pytest.raises(UserError, match="benchmark DRealSR not found"):
+        resolve_benchmarks("DRealSR", data_root=tmp_path / "data", cache=tmp_path / "cache")
+    assert isinstance(load_benchmark("RealSet65", data_root=None, cache=tmp_path), MissingBenchmark)
+    with pytest.raises(UserError, match="unknown benchmark"):
+        resolve_benchmarks("Set5", data_root=tmp_path, cache=tmp_path)
+
+
+def test_folder_pairs_lr_only_and_bad_folders(tmp_path, pair_dirs):
+    hr_dir, lr_dir = pair_dirs
+    bench = folder_benchmark(hr_dir, lr_dir)
+    assert bench.has_hr and len(bench.items) == 3
+    lr_only = folder_benchmark(None, lr_dir)
+    assert not lr_only.has_hr and lr_only.items[0].hr is None
+    write_png(lr_dir / "stranger.png", photo("coffee", 16, 16))
+    with pytest.raises(UserError, match="have no HR"):
+        folder_benchmark(hr_dir, lr_dir)
+    with pytest.raises(UserError, match="does not exist"):
+        folder_benchmark(None, tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="holds no images"):
+        folder_benchmark(None, tmp_path / "empty")
+
+
+def test_sample_is_synthesized_deterministically_and_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("SRDISTILL_CACHE", str(tmp_path / "skcache"))
+    first = load_benchmark("sample", data_root=None, cache=tmp_path / "a")
+    second = load_benchmark("sample", data_root=None, cache=tmp_path / "b")
+    assert len(first.items) == 8 and first.meta["preset"] == "realesrgan" and first.meta["seed"] == 0
+    assert first.fingerprint == second.fingerprint
+    for a, b in zip(first.items, second.items):
+        assert a.lr.read_bytes() == b.lr.read_bytes()
+        hr, lr = read_rgb(a.hr), read_rgb(a.lr)
+        assert hr.shape[0] % 4 == 0 and max(hr.shape[:2]) <= 512 and lr.shape == (hr.shape[0] // 4, hr.shape[1] // 4, 3)
+    mtime = first.items[0].lr.stat().st_mtime_ns
+    again = load_benchmark("sample", data_root=None, cache=tmp_path / "a")
+    assert again.items[0].lr.stat().st_mtime_ns == mtime and np.array_equal(read_rgb(again.items[0].lr), read_rgb(first.items[0].lr))
