@@ -59,7 +59,8 @@ def connect_ray(workers: int | None, address: str | None) -> tuple[bool, int]:
             raise UserError(f"cannot join the Ray cluster at {address!r} ({exc}); check the address or leave out --address.") from exc
         return True, workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
     n = workers or os.cpu_count() or 1
-    ray.init(num_cpus=n, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    # address="local": always a fresh embedded cluster, never one that another process on this machine started.
+    ray.init(address="local", num_cpus=n, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
     return True, n
 
 

@@ -1,0 +1,95 @@
+"""Role builders: real library classes from tiny configs, LoRA wiring, loading from a pretrained folder."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from srdistill.errors import UserError
+from srdistill.training import components as C
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small tensors: one intra-op thread is fastest and does not fight the other test processes."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_tiny_roles_are_the_real_library_classes_and_frozen():
+    from diffusers import (
+        AutoencoderKL,
+        SD3Transformer2DModel,
+        UNet2DConditionModel,
+        UNet2DModel,
+    )
+    from open_clip.model import CLIP
+    from pyiqa.archs.lpips_arch import LPIPS
+
+    built = {
+        AutoencoderKL: C.build_vae("tiny"),
+        UNet2DConditionModel: C.build_unet("tiny"),
+        SD3Transformer2DModel: C.build_dit("tiny"),
+        UNet2DModel: C.build_resshift_unet("tiny"),
+        CLIP: C.build_open_clip("tiny", "convnext"),
+        LPIPS: C.build_lpips("tiny", "alex"),
+    }
+    for cls, module in built.items():
+        assert isinstance(module, cls)
+        assert not any(p.requires_grad for p in module.parameters())
+    z = built[AutoencoderKL].encode(torch.zeros(1, 3, 64, 64)).latent_dist.mode()
+    assert z.shape == (1, 4, 8, 8)  # f8 like SD's VAE
+
+
+def test_ddpm_alphas_cumprod_is_sd_scaled_linear():
+    abar = C.alphas_cumprod("tiny")
+    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
+    assert torch.allclose(abar.double(), torch.cumprod(1 - betas, 0), atol=1e-6)
+
+
+def test_lora_adds_only_trainable_low_rank_weights_and_starts_as_identity():
+    unet = C.build_unet("tiny")
+    z, t, ctx = torch.randn(1, 4, 8, 8), torch.tensor([10]), torch.randn(1, 8, 32)
+    before = unet(z, t, encoder_hidden_states=ctx).sample
+    C.add_lora(unet, 4, 4, C.UNET_LORA_TARGETS)
+    trainable = [n for n, p in unet.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    assert len(C.lora_parameters(unet)) == len(trainable)
+    assert torch.allclose(unet(z, t, encoder_hidden_states=ctx).sample, before, atol=1e-6)  # B starts at zero
+
+
+def test_missing_pretrained_folder_names_what_and_where(tmp_path):
+    with pytest.raises(UserError) as err:
+        C.build_vae(str(tmp_path))
+    msg = str(err.value)
+    assert str(tmp_path / "vae") in msg and "AutoencoderKL" in msg and "\n" not in msg
+
+
+def test_diffusers_roles_load_from_a_pretrained_folder(tmp_path):
+    vae = C.build_vae("tiny")
+    vae.save_pretrained(tmp_path / "vae")
+    loaded = C.build_vae(str(tmp_path))
+    x = torch.rand(1, 3, 32, 32)
+    assert torch.equal(loaded.encode(x).latent_dist.mode(), vae.encode(x).latent_dist.mode())
+    assert not any(p.requires_grad for p in loaded.parameters())
+
+
+def test_pyiqa_lpips_loads_backbone_and_linear_weights_from_a_folder(tmp_path):
+    ref = C.build_lpips("tiny", "alex")
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.add_(0.01)
+    folder = tmp_path / "pyiqa"
+    folder.mkdir()
+    features = {}
+    for key, value in ref.net.state_dict().items():  # torchvision naming: features.{index}.{weight,bias}
+        _, index, kind = key.split(".")
+        features[f"features.{index}.{kind}"] = value
+    torch.save(features, folder / "alexnet-test.pth")
+    torch.save({k: v for k, v in ref.state_dict().items() if k.startswith("lin")}, folder / "LPIPS_v0.1_alex-test.pth")
+    loaded = C.build_lpips(str(tmp_path), "alex")
+    x, y = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    assert torch.allclose(loaded(x, y), ref(x, y), atol=1e-6)
+    tiny = C.build_lpips("tiny", "alex")
+    assert not torch.allclose(tiny(x, y), ref(x, y), atol=1e-6)

@@ -1,0 +1,227 @@
+"""The four recipes on tiny random-weight components: finite losses, student I/O, gradient routing,
+trainable-state round trips, stage switches and knobs."""
+from __future__ import annotations
+
+import math
+from importlib import resources
+
+import pytest
+import torch
+import yaml
+
+from srdistill.errors import UserError
+from srdistill.training.recipe import RECIPES, build_recipe
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small tensors: one intra-op thread is fastest and does not fight the other test processes."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# Smaller-than-paper settings only where they cost CPU time (ranks, LPIPS backbone, FDL slices, stage lengths).
+FAST = {
+    "strsr": {"lora_rank": 4, "lora_alpha": 4, "lpips_net": "alex", "fdl_num_proj": 16, "stage1_steps": 1},
+    "d3sr": {"lora_rank": 4, "lora_alpha": 4, "disc_lora_rank": 4, "disc_lora_alpha": 4},
+    "ctsr": {"lpips_net": "alex", "stage1_steps": 1},
+    "vpdsr": {"resshift_steps": 4},
+}
+NAMES = sorted(FAST)
+
+
+def _batch(seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.rand(2, 3, 8, 8, generator=gen), torch.rand(2, 3, 32, 32, generator=gen)
+
+
+@pytest.fixture(scope="module")
+def recipes():
+    return {name: build_recipe(name, FAST[name], "tiny", "cpu") for name in NAMES}
+
+
+def _snapshot(recipe):
+    return {n: p.detach().clone() for n, p in recipe.named_parameters()}
+
+
+def _names(recipe, params):
+    ids = {id(p) for p in params}
+    return {n for n, p in recipe.named_parameters() if id(p) in ids}
+
+
+def test_registry_and_packaged_yaml_match_the_recipe_defaults():
+    assert set(RECIPES) >= set(NAMES)
+    for name in NAMES:
+        text = (resources.files("srdistill.training") / "configs" / f"{name}.yaml").read_text()
+        doc = yaml.safe_load(text)
+        assert doc["recipe"] == RECIPES[name].DEFAULTS, name
+        assert {"steps", "batch_size", "crop", "lr_g", "lr_d"} <= set(doc["trainer"])
+
+
+def test_paper_hyper_parameters_are_the_defaults():
+    s, d, c, v = (RECIPES[n].DEFAULTS for n in ("strsr", "d3sr", "ctsr", "vpdsr"))
+    assert (s["lambda_lpips"], s["lambda_gan"], s["lambda_fdl"], s["lambda_r1"], s["lora_rank"]) == \
+        (3.0, 0.1, 0.002, 10.0, 256)
+    assert (d["lora_rank"], d["lora_alpha"]) == (16, 16)
+    assert (c["lambda_rn"], c["lambda_fl"], c["gamma_time"], c["lambda_l2"], c["lambda_lpips"], c["lora_rank"]) == \
+        (1.0, 2.0, 5.5, 1.0, 2.0, 4)
+    assert (v["lambda_hfp"], v["lambda_sd"], v["lambda_adv"]) == (0.1, 1.0, 0.1)
+
+
+def test_bad_names_and_settings_are_user_errors():
+    with pytest.raises(UserError, match="unknown recipe"):
+        build_recipe("nosuch", {}, "tiny", "cpu")
+    with pytest.raises(UserError, match="no setting lamda_gan"):
+        build_recipe("strsr", {"lamda_gan": 1.0}, "tiny", "cpu")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_losses_are_finite_and_student_maps_lr_to_4x_in_unit_range(recipes, name):
+    recipe = recipes[name]
+    lr, hr = _batch()
+    g = recipe.generator_loss(lr, hr, step=0)
+    assert "loss" in g and all(torch.isfinite(v).all() for v in g.values())
+    d = recipe.discriminator_loss(lr, hr, step=0)
+    assert all(torch.isfinite(v).all() for v in d.values())
+    assert bool(d) == bool(recipe.discriminator_parameters())
+    with torch.no_grad():
+        sr = recipe.student()(lr)
+    assert sr.shape == (2, 3, 32, 32)
+    assert float(sr.min()) >= 0.0 and float(sr.max()) <= 1.0
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_generator_step_moves_only_generator_params_and_discriminator_step_only_its_own(recipes, name):
+    recipe = recipes[name]
+    gen_names = _names(recipe, recipe.generator_parameters())
+    disc_names = _names(recipe, recipe.discriminator_parameters())
+    assert gen_names and not gen_names & disc_names
+    assert all(p.requires_grad == (n in gen_names | disc_names) for n, p in recipe.named_parameters())
+    lr, hr = _batch(1)
+
+    recipe.zero_grad(set_to_none=True)
+    before = _snapshot(recipe)
+    recipe.generator_loss(lr, hr, step=0)["loss"].backward()
+    assert all(p.grad is None for n, p in recipe.named_parameters() if n not in gen_names)
+    torch.optim.Adam(recipe.generator_parameters(), lr=1e-3).step()
+    changed = {n for n, p in recipe.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and changed <= gen_names
+
+    if disc_names:
+        recipe.zero_grad(set_to_none=True)
+        before = _snapshot(recipe)
+        recipe.discriminator_loss(lr, hr, step=0)["loss"].backward()
+        assert all(p.grad is None for n, p in recipe.named_parameters() if n not in disc_names)
+        torch.optim.Adam(recipe.discriminator_parameters(), lr=1e-3).step()
+        changed = {n for n, p in recipe.named_parameters() if not torch.equal(p, before[n])}
+        assert changed and changed <= disc_names
+    recipe.zero_grad(set_to_none=True)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_trainable_state_round_trip_rebuilds_the_same_student(recipes, name):
+    recipe = recipes[name]
+    with torch.no_grad():
+        for p in recipe.generator_parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    sd = recipe.trainable_state_dict()
+    rebuilt = build_recipe(name, recipe.export_config()["cfg"], recipe.export_config()["components"], "cpu")
+    if name == "vpdsr":  # the student starts as a copy of the teacher network
+        t_sd, s_sd = rebuilt.teacher.denoiser.state_dict(), rebuilt.student_diffusion.denoiser.state_dict()
+        assert t_sd.keys() == s_sd.keys() and all(torch.equal(t_sd[k], s_sd[k]) for k in t_sd)
+        assert not any(p.requires_grad for p in rebuilt.teacher.parameters())
+    lr, _ = _batch(2)
+    with torch.no_grad():
+        before = rebuilt.student()(lr)
+        rebuilt.load_trainable_state_dict(sd)
+        assert torch.equal(rebuilt.student()(lr), recipe.student()(lr))
+    assert not torch.equal(before, rebuilt.student()(lr))
+    with pytest.raises(UserError, match="does not match"):
+        rebuilt.load_trainable_state_dict({k: v for k, v in list(sd.items())[1:]})
+
+
+def test_strsr_adds_fdl_only_in_stage_two(recipes):
+    recipe = recipes["strsr"]
+    lr, hr = _batch(3)
+    assert "fdl" not in recipe.generator_loss(lr, hr, step=0)
+    out = recipe.generator_loss(lr, hr, step=1)
+    assert math.isfinite(out["fdl"].item()) and out["fdl"].item() > 0
+    direct = out["l1"] + 3.0 * out["lpips"] + 0.1 * out["ragan_g"] + 0.002 * out["fdl"]  # Eq. 11
+    assert out["loss"].item() == pytest.approx(direct.item(), rel=1e-6)
+
+
+def test_ctsr_stage_two_snapshots_the_stage_one_student_and_the_knob_moves_the_output():
+    recipe = build_recipe("ctsr", FAST["ctsr"], "tiny", "cpu")
+    lr, hr = _batch(4)
+    s1 = recipe.generator_loss(lr, hr, step=0)
+    assert {"l2", "lpips", "l_rn", "l_fl"} <= set(s1)
+    direct = s1["l2"] + 2.0 * s1["lpips"] + 1.0 * s1["l_rn"] + 2.0 * s1["l_fl"]  # Eq. 1 and Eq. 4
+    assert s1["loss"].item() == pytest.approx(direct.item(), rel=1e-5)
+    with torch.no_grad():
+        for p in recipe.generator_parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    assert int(recipe.snapshot_taken) == 0
+    s2 = recipe.generator_loss(lr, hr, step=1)
+    assert set(s2) == {"loss", "ctrl"} and torch.isfinite(s2["loss"])
+    assert int(recipe.snapshot_taken) == 1
+    params = dict(recipe.unet.named_parameters())
+    snap = [n for n in params if ".stage1." in n]
+    assert snap and all(torch.equal(params[n], params[n.replace(".stage1.", ".default.")]) for n in snap)
+    with torch.no_grad():  # stage-two training moves the student away from the snapshot
+        for p in recipe.generator_parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    resumed = build_recipe("ctsr", FAST["ctsr"], "tiny", "cpu")
+    resumed.load_trainable_state_dict(recipe.trainable_state_dict())  # a stage-two resume keeps the frozen T_S
+    assert int(resumed.snapshot_taken) == 1
+    torch.manual_seed(11)
+    want = recipe.generator_loss(lr, hr, step=2)["ctrl"]
+    torch.manual_seed(11)
+    assert torch.equal(resumed.generator_loss(lr, hr, step=2)["ctrl"], want)
+    with torch.no_grad():
+        real, faithful = recipe.student()(lr, t=0.0), recipe.student()(lr, t=1.0)
+    assert real.shape == faithful.shape == (2, 3, 32, 32) and not torch.equal(real, faithful)
+    with pytest.raises(UserError, match="knob t"):
+        recipe.student()(lr, t=1.5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_paper_sized_components_fit_together_at_512px(name):
+    """Every role at SD 2.1 / SD3-medium / ResShift / CLIP-ConvNeXt-XXL shapes with the paper's settings,
+    on the meta device (shapes only, no memory): losses and the student run on a 512 px HR crop."""
+    with torch.device("meta"):
+        recipe = RECIPES[name]({}, "sd21")
+        for module in recipe.modules():  # pyiqa builds a few buffers on the CPU whatever the default device
+            if type(module).__name__ in ("LPIPS", "DISTS"):
+                module.to("meta")
+        lr, hr = torch.rand(1, 3, 128, 128), torch.rand(1, 3, 512, 512)
+        stage_two = 0 if name == "ctsr" else recipe.cfg.get("stage1_steps", 0)  # CTSR's switch reads a flag
+        assert recipe.generator_loss(lr, hr, step=stage_two)["loss"].shape == ()
+        for value in recipe.discriminator_loss(lr, hr, step=stage_two).values():
+            assert value.shape == ()
+        assert recipe.student()(lr).shape == (1, 3, 512, 512)
+
+
+def test_student_reconstruction_path_learns_on_real_crops():
+    """A few optimiser steps of D3SR's pixel MSE through the frozen VAE raise PSNR on real photo crops."""
+    from skimage import data
+
+    img = torch.from_numpy(data.astronaut()[::4, ::4].copy()).permute(2, 0, 1).float() / 255  # 128x128
+    hr = torch.stack([img[:, :32, :32], img[:, 64:96, 48:80]])
+    lr = torch.nn.functional.interpolate(hr, scale_factor=0.25, mode="bicubic", antialias=True).clamp(0, 1)
+    recipe = build_recipe("d3sr", FAST["d3sr"], "tiny", "cpu")
+    student = recipe.student()
+    opt = torch.optim.Adam(recipe.generator_parameters(), lr=1e-2)
+
+    def psnr() -> float:
+        with torch.no_grad():
+            return float(-10 * torch.log10(torch.nn.functional.mse_loss(student(lr), hr)))
+
+    start = psnr()
+    for _ in range(25):
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(student(lr), hr).backward()
+        opt.step()
+    assert psnr() > start + 0.5  # about +1 dB with these settings

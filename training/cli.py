@@ -1,0 +1,82 @@
+"""`train`: train a one-step SR student with one of the distillation recipes from `degrade build` shards."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from srdistill.errors import UserError
+
+EPILOG = """\
+examples:
+  train --recipe d3sr --shards shards/ --out runs/d3sr --components tiny --steps 20
+  train --recipe strsr --shards shards/ --out runs/strsr --components /models/sd3 --set trainer.batch_size=8
+  torchrun --nproc-per-node 4 -m srdistill.training.cli --recipe ctsr --shards shards/ --out runs/ctsr
+
+configuration: defaults < training/configs/RECIPE.yaml < --config FILE < --set (trainer.KEY=V, recipe.KEY=V, or a
+bare trainer KEY=V). Trainer keys are listed in srdistill.training.config.TrainerConfig. Re-running with the same
+--out resumes from its newest checkpoint. The trained student lands in OUT/export and is scored with
+`evaluate leaderboard --method NAME=OUT`.
+"""
+
+
+def _recipe_names() -> list[str]:
+    """Registered recipes: every training/recipe_*.py module registers its class on import."""
+    import importlib
+    import pkgutil
+
+    import srdistill.training as pkg
+    from srdistill.training.recipe import RECIPES
+
+    for mod in pkgutil.iter_modules(pkg.__path__):
+        if mod.name.startswith("recipe_"):
+            importlib.import_module(f"srdistill.training.{mod.name}")
+    return sorted(RECIPES)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="train", description="Train a one-step diffusion SR student (StrSR, D3SR, CTSR or VPD-SR) on degradation shards.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--recipe", required=True, help="recipe name: strsr, d3sr, ctsr or vpdsr")
+    p.add_argument("--shards", required=True, help="training shards: a folder written by `degrade build`, a brace pattern or a .tar")
+    p.add_argument("--out", required=True, help="run folder for the log, checkpoints and the exported student")
+    p.add_argument("--components", default="tiny",
+                   help="'tiny' (random tiny models, CPU in seconds), 'sd21' (SD 2.1-shaped random weights) or a folder of pretrained weights (default: tiny)")
+    p.add_argument("--val-shards", default=None, help="held-out shards scored (trainer.val_metrics, default PSNR-Y and SSIM) every trainer.val_every steps and at the end")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps (overrides trainer.steps)")
+    p.add_argument("--config", default=None, help="YAML file with trainer:/recipe: sections laid over the recipe's defaults")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config value, e.g. trainer.lr_g=1e-5 or recipe.lora_rank=8 (repeatable)")
+    p.add_argument("--fresh", action="store_true", help="ignore checkpoints in --out and start from step 0")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        from srdistill.training.config import load_run_config
+        from srdistill.training.trainer import run_training
+
+        names = _recipe_names()
+        if args.recipe not in names:
+            raise UserError(f"unknown recipe {args.recipe!r}; choose one of {', '.join(names)}.")
+        sets = list(args.sets) + ([f"trainer.steps={args.steps}"] if args.steps is not None else [])
+        run = load_run_config(args.recipe, args.config, sets)
+        summary = run_training(run, shards=args.shards, out=args.out, components=args.components,
+                               val_shards=args.val_shards, progress=not args.quiet, resume=not args.fresh)
+    except UserError as exc:
+        print(f"train: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("train: interrupted; re-run the same command to resume from the newest checkpoint.", file=sys.stderr)
+        return 130
+    if summary.export_dir is not None:
+        for line in summary.lines():
+            print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

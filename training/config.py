@@ -1,0 +1,230 @@
+"""Run configuration: one YAML per recipe (training/configs/<recipe>.yaml) plus `--config FILE` and `--set key=value`.
+
+A config document has two sections::
+
+    trainer:            # keys of TrainerConfig below (the trainer's schema; unknown keys are an error)
+      steps: 1000
+      lr_g: 5.0e-5
+    recipe:             # free-form, handed to build_recipe(name, cfg, ...) (the recipe validates them)
+      lora_rank: 16
+
+Precedence: TrainerConfig defaults < packaged training/configs/<recipe>.yaml < --config FILE < --set.
+`--set` takes `trainer.KEY=V`, `recipe.KEY[.SUB]=V`, or a bare trainer `KEY=V`; values are converted to the
+type of the field (trainer) or of the existing default (recipe), else read as YAML.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from srdistill.errors import UserError
+
+
+@dataclass
+class TrainerConfig:
+    """Every knob of the training loop (the `trainer:` section); recipes' paper values override these defaults."""
+
+    steps: int = 1000                 # optimizer steps (one generator step, then one discriminator step if any)
+    batch_size: int = 4               # samples per process per micro-batch
+    crop: int = 512                   # HR training crop (multiple of the scale); 0 = whole shard samples
+    lr_g: float = 5e-5                # AdamW learning rate of the generator's trainable parameters
+    lr_d: float = 5e-5                # AdamW learning rate of the discriminator's trainable parameters
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    weight_decay: float = 0.01
+    warmup_steps: int = 0             # linear learning-rate warm-up, then constant
+    grad_accum: int = 1               # micro-batches per optimizer step
+    clip_grad: float = 1.0            # max global grad norm per optimizer; 0 disables clipping
+    bf16: bool | None = None          # bf16 autocast; None = on for CUDA, off on CPU
+    log_every: int = 1                # jsonl log interval in steps
+    ckpt_every: int = 500             # checkpoint (and export) interval in steps; 0 = only at the end
+    keep_ckpts: int = 2               # checkpoints kept on disk (oldest deleted first)
+    val_every: int = 0                # validation interval in steps on the held-out shards; 0 = only at the end
+    val_images: int = 8               # held-out samples scored per validation
+    val_metrics: str = "psnry,ssim"   # pyiqa metrics through srdistill.evaluate (leaderboard convention), comma-separated
+    seed: int = 0                     # seeds model init (tiny components), noise draws and the data order
+    num_workers: int = 2              # loader worker processes per training process
+    shuffle_buffer: int = 256         # samples held by each worker's shuffle buffer
+    flips: bool = True                # random horizontal/vertical flips and 90-degree rotations
+    online: str | None = None         # degradation preset/file: re-degrade HR crops on the fly each epoch
+    device: str = "auto"              # "auto" (cuda:LOCAL_RANK if available, else cpu), "cpu", "cuda", ...
+
+
+TRAINER_KEYS = tuple(f.name for f in dataclasses.fields(TrainerConfig))
+
+
+@dataclass
+class RunConfig:
+    """The resolved configuration of one run."""
+
+    recipe: str
+    trainer: TrainerConfig
+    recipe_cfg: dict = field(default_factory=dict)
+    sources: list[str] = field(default_factory=list)   # documents applied, for the run record
+
+    def to_dict(self) -> dict:
+        return {"recipe": self.recipe, "trainer": dataclasses.asdict(self.trainer), "recipe_cfg": self.recipe_cfg}
+
+
+def packaged_config(recipe: str) -> Path | None:
+    """The shipped defaults of a recipe, or None when the package holds none."""
+    path = resources.files("srdistill.training") / "configs" / f"{recipe}.yaml"
+    return Path(str(path)) if path.is_file() else None
+
+
+def read_document(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file {path} does not exist.")
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"config file {path} is not valid YAML ({str(exc).splitlines()[0]}).") from exc
+    if not isinstance(doc, dict) or set(doc) - {"trainer", "recipe"}:
+        raise UserError(f"config file {path} must be a mapping with only `trainer:` and `recipe:` sections.")
+    for section in ("trainer", "recipe"):
+        if not isinstance(doc.get(section) or {}, dict):
+            raise UserError(f"config file {path}: `{section}:` must be a mapping.")
+    return doc
+
+
+def _field_type(name: str) -> Any:
+    hints = typing.get_type_hints(TrainerConfig)
+    return hints[name]
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Convert a YAML/CLI value to a TrainerConfig field type (int, float, bool, str, or Optional of them)."""
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], where)
+    try:
+        if tp is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if tp is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
+            return int(float(value)) if isinstance(value, str) and "e" in value.lower() else int(value)
+        if tp is float:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
+        if tp is str:
+            return str(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{where} must be {tp.__name__}, got {value!r}.") from None
+    raise UserError(f"{where} has an unsupported type {tp}.")
+
+
+def _apply_trainer(cfg: TrainerConfig, values: dict, origin: str) -> None:
+    for key, value in values.items():
+        if key not in TRAINER_KEYS:
+            raise UserError(f"unknown trainer key {key!r} in {origin}; known keys: {', '.join(TRAINER_KEYS)}.")
+        setattr(cfg, key, _coerce(value, _field_type(key), f"trainer.{key} ({origin})"))
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def _parse_recipe_value(text: str, default: Any) -> Any:
+    if isinstance(default, bool):
+        return _coerce(text, bool, "value")
+    if isinstance(default, (int, float)):
+        try:
+            return type(default)(float(text)) if isinstance(default, float) else int(text)
+        except ValueError:
+            pass
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str):
+        try:
+            return float(value)   # YAML 1.1 reads "1e-5" as a string
+        except ValueError:
+            return value
+    return value
+
+
+def _set_recipe(cfg: dict, path: list[str], text: str) -> None:
+    node = cfg
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise UserError(f"--set recipe.{'.'.join(path)}: {part!r} is not a section.")
+    node[path[-1]] = _parse_recipe_value(text, node.get(path[-1]))
+
+
+def apply_set(run: RunConfig, item: str) -> None:
+    """Apply one `--set key=value` to a RunConfig."""
+    if "=" not in item:
+        raise UserError(f"--set {item!r} must look like key=value (e.g. trainer.steps=100 or recipe.lora_rank=8).")
+    key, text = (s.strip() for s in item.split("=", 1))
+    parts = key.split(".")
+    if parts[0] == "trainer" and len(parts) == 2:
+        _apply_trainer(run.trainer, {parts[1]: text}, "--set")
+    elif parts[0] == "recipe" and len(parts) >= 2:
+        _set_recipe(run.recipe_cfg, parts[1:], text)
+    elif len(parts) == 1 and key in TRAINER_KEYS:
+        _apply_trainer(run.trainer, {key: text}, "--set")
+    elif len(parts) == 1 and key in run.recipe_cfg:
+        _set_recipe(run.recipe_cfg, parts, text)
+    else:
+        raise UserError(f"--set {key!r} names no trainer key and no recipe key; write trainer.KEY=V or recipe.KEY=V.")
+
+
+def load_run_config(recipe: str, config_file: str | Path | None = None, sets: list[str] = ()) -> RunConfig:
+    """Resolve a run's configuration: defaults < packaged recipe YAML < `config_file` < `sets`."""
+    run = RunConfig(recipe=recipe, trainer=TrainerConfig())
+    docs = []
+    packaged = packaged_config(recipe)
+    if packaged is not None:
+        docs.append(packaged)
+    if config_file is not None:
+        docs.append(Path(config_file))
+    for path in docs:
+        doc = read_document(path)
+        _apply_trainer(run.trainer, doc.get("trainer") or {}, str(path))
+        run.recipe_cfg = _merge(run.recipe_cfg, doc.get("recipe") or {})
+        run.sources.append(str(path))
+    for item in sets:
+        apply_set(run, item)
+        run.sources.append(f"--set {item}")
+    validate(run.trainer)
+    return run
+
+
+def validate(cfg: TrainerConfig) -> None:
+    positive = ("steps", "batch_size", "grad_accum", "log_every", "keep_ckpts", "val_images")
+    for key in positive:
+        if getattr(cfg, key) < 1:
+            raise UserError(f"trainer.{key} must be at least 1, got {getattr(cfg, key)}.")
+    for key in ("crop", "warmup_steps", "ckpt_every", "val_every", "num_workers", "shuffle_buffer"):
+        if getattr(cfg, key) < 0:
+            raise UserError(f"trainer.{key} must not be negative, got {getattr(cfg, key)}.")
+    for key in ("lr_g", "lr_d", "clip_grad", "weight_decay"):
+        if getattr(cfg, key) < 0:
+            raise UserError(f"trainer.{key} must not be negative, got {getattr(cfg, key)}.")

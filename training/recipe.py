@@ -1,0 +1,153 @@
+"""The Recipe contract (see .notes/CONTRACTS.md), shared latent plumbing, and ``build_recipe``.
+
+A recipe owns every role of one paper's distillation (frozen bases, LoRA / heads, discriminator) and
+exposes generator/discriminator losses for the trainer, the one-step student for export, and the
+trainable state for checkpoints. Frozen bases are rebuilt identically from ``components`` and a seed,
+so a checkpoint of the trainable state plus ``export_config()`` is enough to rebuild the student.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from srdistill.errors import UserError
+
+RECIPES: dict[str, type[Recipe]] = {}
+
+
+def register(cls: type[Recipe]) -> type[Recipe]:
+    RECIPES[cls.name] = cls
+    return cls
+
+
+class Recipe(nn.Module):
+    """Base class: subclasses set ``name`` and ``DEFAULTS`` and build their roles in ``__init__``."""
+
+    name: ClassVar[str]
+    DEFAULTS: ClassVar[dict] = {}
+    scale: int = 4
+
+    def __init__(self, cfg: dict, components: str):
+        super().__init__()
+        unknown = sorted(set(cfg) - set(self.DEFAULTS))
+        if unknown:
+            raise UserError(f"recipe {self.name} has no setting {', '.join(unknown)} "
+                            f"(known: {', '.join(sorted(self.DEFAULTS))})")
+        self.cfg = {**self.DEFAULTS, **cfg}
+        self.components = components
+
+    # -- contract -------------------------------------------------------------------------
+    def generator_parameters(self) -> list[nn.Parameter]:
+        raise NotImplementedError
+
+    def discriminator_parameters(self) -> list[nn.Parameter]:
+        return []
+
+    def generator_loss(self, lr: torch.Tensor, hr: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def discriminator_loss(self, lr: torch.Tensor, hr: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        return {}
+
+    def student(self) -> nn.Module:
+        raise NotImplementedError
+
+    def extra_trainable_state(self) -> dict[str, torch.Tensor]:
+        """Non-optimised state a resume needs (e.g. a frozen snapshot); empty by default."""
+        return {}
+
+    def load_extra_trainable_state(self, sd: dict[str, torch.Tensor]) -> None:
+        """Counterpart of ``extra_trainable_state``."""
+
+    def _named_trainable(self) -> dict[str, nn.Parameter]:
+        wanted = {id(p) for p in self.generator_parameters() + self.discriminator_parameters()}
+        return {n: p for n, p in self.named_parameters(remove_duplicate=False) if id(p) in wanted}
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        sd = {n: p.detach().clone() for n, p in self._named_trainable().items()}
+        sd.update({f"extra.{k}": v.detach().clone() for k, v in self.extra_trainable_state().items()})
+        return sd
+
+    def load_trainable_state_dict(self, sd: dict[str, torch.Tensor]) -> None:
+        params = self._named_trainable()
+        extra = {k[len("extra."):]: v for k, v in sd.items() if k.startswith("extra.")}
+        plain = {k: v for k, v in sd.items() if not k.startswith("extra.")}
+        missing = sorted(set(params) - set(plain))
+        unexpected = sorted(set(plain) - set(params))
+        if missing or unexpected:
+            raise UserError(f"checkpoint does not match recipe {self.name}: "
+                            f"{len(missing)} missing and {len(unexpected)} unexpected tensors "
+                            f"(first: {(missing + unexpected)[0]})")
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(plain[n].to(p))
+        self.load_extra_trainable_state(extra)
+
+    def _apply(self, fn, *args, **kwargs):
+        # students are kept out of the module tree (no duplicate parameter names) but must follow .to()
+        super()._apply(fn, *args, **kwargs)
+        for s in getattr(self, "_students", []):
+            s._apply(fn, *args, **kwargs)
+        return self
+
+    def export_config(self) -> dict:
+        return {"recipe": self.name, "components": self.components, "cfg": copy.deepcopy(self.cfg), "scale": self.scale}
+
+
+@contextlib.contextmanager
+def frozen_params(params: list[nn.Parameter]):
+    """Keep ``params`` out of the autograd graph of a forward pass (gradients still reach the input)."""
+    flags = [p.requires_grad for p in params]
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, f in zip(params, flags):
+            p.requires_grad_(f)
+
+
+class LatentCodec(nn.Module):
+    """VAE in/out as the papers do it: bicubic x4 upsampling of the LR before the encoder, [-1, 1]
+    pixels, latent mean shifted and scaled by the VAE's shift/scaling factors; decoding back to [0, 1]."""
+
+    def __init__(self, vae: nn.Module, scale: int = 4):
+        super().__init__()
+        self.vae = vae
+        self.scale = scale
+        self.sf = float(vae.config.scaling_factor)
+        self.shift = float(getattr(vae.config, "shift_factor", None) or 0.0)
+
+    def encode(self, x01: torch.Tensor) -> torch.Tensor:
+        return (self.vae.encode(x01 * 2 - 1).latent_dist.mode() - self.shift) * self.sf
+
+    def encode_lr(self, lr: torch.Tensor) -> torch.Tensor:
+        up = F.interpolate(lr, scale_factor=self.scale, mode="bicubic", align_corners=False).clamp(0, 1)
+        return self.encode(up)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return (self.vae.decode(z / self.sf + self.shift).sample.clamp(-1, 1) + 1) / 2
+
+
+def build_recipe(name: str, cfg: dict, components: str, device) -> Recipe:
+    """Build recipe ``name`` with settings ``cfg`` (its ``recipe:`` section) on ``components``.
+
+    Random-weight roles are drawn from a fixed seed (``init_seed``) so rebuilding gives the same bases.
+    """
+    if name not in RECIPES:
+        raise UserError(f"unknown recipe {name!r}; choose one of {', '.join(sorted(RECIPES))}")
+    cfg = dict(cfg or {})
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(cfg.get("init_seed", RECIPES[name].DEFAULTS.get("init_seed", 0))))
+        recipe = RECIPES[name](cfg, components)
+    return recipe.to(device)
+
+
+# The recipe modules import the base class above and register themselves in RECIPES on import,
+# so they are imported last (RECIPES is complete as soon as this module is).
+from srdistill.training import recipe_ctsr, recipe_d3sr, recipe_strsr, recipe_vpdsr  # noqa: F401
