@@ -118,7 +118,8 @@ def to_uint8(sr: torch.Tensor) -> np.ndarray:
 
 
 def to_input(lr: np.ndarray, device) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(lr)).permute(2, 0, 1).unsqueeze(0).float().div(255).to(device)
+    # Cached LR arrays may be read-only views; torch must not alias them.
+    return torch.from_numpy(np.array(lr, copy=True)).permute(2, 0, 1).unsqueeze(0).float().div(255).to(device)
 
 
 class RealESRGANTorch(Method):
