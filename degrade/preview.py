@@ -63,7 +63,8 @@ def preview(out: str, grid_path: str | Path, *, samples: int = 8, storage_option
             ax.set_yticks([])
     spec_name = manifest["spec"].get("name", "?")
     fig.suptitle(f"{manifest['source']['name']} · spec {spec_name} ({manifest['spec_hash']}) · seed {manifest['seed']}", fontsize=9)
-    fig.tight_layout()
+    # Keep ~0.4 inch at the top for the title, which tight_layout would otherwise overlap.
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()))
     Path(grid_path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(grid_path, dpi=90)
     plt.close(fig)

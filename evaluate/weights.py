@@ -99,14 +99,27 @@ def explain_build_error(exc: BaseException) -> str:
     if isinstance(exc, ModuleNotFoundError):
         return f"needs the Python package {exc.name!r}, which is not installed"
     name = type(exc).__name__
-    if "LocalEntryNotFound" in name or "OfflineMode" in name:
+    hub_miss = _hub_miss(exc)
+    if hub_miss is not None:
         cache = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub"
-        repo, filename = _hub_request(exc)
+        repo, filename = _hub_request(hub_miss)
         what = f"{repo}/{filename}" if repo else "a file"
         return (f"missing Hugging Face weights {what} (not in the cache {cache}; download it on a connected machine, "
                 f"e.g. `huggingface-cli download {repo or 'REPO'}`, and bring the models--* folder in with `evaluate weights --import`)")
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"could not be built: {name}: {first[:200]}"
+
+
+def _hub_miss(exc: BaseException) -> BaseException | None:
+    """The huggingface_hub cache miss behind `exc`, if any: transformers re-raises it as a plain OSError."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        name = type(exc).__name__
+        if "LocalEntryNotFound" in name or "OfflineMode" in name:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _hub_request(exc: BaseException) -> tuple[str | None, str | None]:

@@ -72,6 +72,14 @@ def test_missing_weights_are_reported_with_file_path_and_url(offline_weights):
         Scorer("lpips")
 
 
+@pytest.mark.slow
+def test_missing_hugging_face_model_names_the_repository(offline_weights):
+    # transformers re-raises the hub's cache miss as a bare OSError; the note must still name what to download.
+    status = weights.probe_metric("qalign")
+    assert not status.ready
+    assert "q-future/one-align" in status.note and "evaluate weights --import" in status.note
+
+
 def test_imported_file_lands_where_the_metric_expects_it(offline_weights, tmp_path):
     expected = weights.probe_metric("musiq").missing[0].expected
     src = tmp_path / "from_connected_machine"
