@@ -6,7 +6,7 @@ import argparse
 import shlex
 import sys
 
-from srdistill.errors import UserError
+from srdistill.errors import UserError, run_command
 
 _DESCRIPTION = """\
 Turn a folder of photos (or a named data set) into degraded HR/LR training pairs.
@@ -154,15 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    try:
-        handlers = {"build": _build, "preview": _preview, "verify": _verify, "replay": _replay}
-        return handlers[args.command](args) if args.command in handlers else args.func(args)
-    except UserError as exc:
-        print(f"degrade: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("degrade: interrupted; re-run the same command to resume.", file=sys.stderr)
-        return 130
+    handlers = {"build": _build, "preview": _preview, "verify": _verify, "replay": _replay}
+    handler = handlers.get(args.command, getattr(args, "func", None))
+    return run_command("degrade", lambda: handler(args), "interrupted; re-run the same command to resume.")
 
 
 if __name__ == "__main__":

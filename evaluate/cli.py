@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from srdistill.errors import UserError
+from srdistill.errors import run_command
 
 EPILOG = """examples:
   evaluate leaderboard --methods all --datasets sample --out runs/eval
@@ -115,14 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return {"leaderboard": cmd_leaderboard, "weights": cmd_weights}[args.command](args)
-    except UserError as exc:
-        print(f"evaluate: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("evaluate: interrupted; completed rows are saved, run the same command again to resume.", file=sys.stderr)
-        return 130
+    handler = {"leaderboard": cmd_leaderboard, "weights": cmd_weights}[args.command]
+    return run_command("evaluate", lambda: handler(args),
+                       "interrupted; completed rows are saved, run the same command again to resume.")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import argparse
 import sys
 from datetime import datetime, timezone
 
-from srdistill.errors import UserError
+from srdistill.errors import run_command
 
 DEFAULT_HISTORY = "srdistill-nightly/history"
 DEFAULT_OUT = "srdistill-nightly/reports"
@@ -124,15 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    try:
-        return {"nightly": _nightly, "pin": _pin, "nights": _nights}[args.command](args)
-    except UserError as exc:
-        print(f"reports: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("reports: interrupted; re-run the same command (the night is recorded only when complete).",
-              file=sys.stderr)
-        return 130
+    handler = {"nightly": _nightly, "pin": _pin, "nights": _nights}[args.command]
+    return run_command("reports", lambda: handler(args),
+                       "interrupted; re-run the same command (the night is recorded only when complete).")
 
 
 if __name__ == "__main__":

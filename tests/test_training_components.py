@@ -8,13 +8,7 @@ from srdistill.errors import UserError
 from srdistill.training import components as C
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one intra-op thread is fastest and does not fight the other test processes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_tiny_roles_are_the_real_library_classes_and_frozen():

@@ -12,13 +12,7 @@ from srdistill.training.resshift import (ResShiftDenoiser, ResShiftDiffusion, Re
                                          sinsr_coefficients)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one intra-op thread is fastest and does not fight the other test processes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _logsig(v: float) -> float:

@@ -13,13 +13,7 @@ from srdistill.errors import UserError
 from srdistill.training.recipe import RECIPES, build_recipe
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one intra-op thread is fastest and does not fight the other test processes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # Smaller-than-paper settings only where they cost CPU time (ranks, LPIPS backbone, FDL slices, stage lengths).

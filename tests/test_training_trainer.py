@@ -25,13 +25,7 @@ def shards(tmp_path_factory):
     return sample_shards(tmp_path_factory)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models on a shared 2-core machine: one intra-op thread avoids oversubscription.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _train(recipe, shards, out, sets, **kw):

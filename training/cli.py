@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from srdistill.errors import UserError
+from srdistill.errors import UserError, run_command
 
 EPILOG = """\
 examples:
@@ -55,23 +55,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        from srdistill.training.config import load_run_config
-        from srdistill.training.trainer import run_training
+    return run_command("train", lambda: _train(args),
+                       "interrupted; re-run the same command to resume from the newest checkpoint.")
 
-        names = _recipe_names()
-        if args.recipe not in names:
-            raise UserError(f"unknown recipe {args.recipe!r}; choose one of {', '.join(names)}.")
-        sets = list(args.sets) + ([f"trainer.steps={args.steps}"] if args.steps is not None else [])
-        run = load_run_config(args.recipe, args.config, sets)
-        summary = run_training(run, shards=args.shards, out=args.out, components=args.components,
-                               val_shards=args.val_shards, progress=not args.quiet, resume=not args.fresh)
-    except UserError as exc:
-        print(f"train: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("train: interrupted; re-run the same command to resume from the newest checkpoint.", file=sys.stderr)
-        return 130
+
+def _train(args: argparse.Namespace) -> int:
+    from srdistill.training.config import load_run_config
+    from srdistill.training.trainer import run_training
+
+    names = _recipe_names()
+    if args.recipe not in names:
+        raise UserError(f"unknown recipe {args.recipe!r}; choose one of {', '.join(names)}.")
+    sets = list(args.sets) + ([f"trainer.steps={args.steps}"] if args.steps is not None else [])
+    run = load_run_config(args.recipe, args.config, sets)
+    summary = run_training(run, shards=args.shards, out=args.out, components=args.components,
+                           val_shards=args.val_shards, progress=not args.quiet, resume=not args.fresh)
     if summary.export_dir is not None:
         for line in summary.lines():
             print(line)
