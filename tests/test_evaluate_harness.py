@@ -7,9 +7,11 @@ import cv2
 import pandas as pd
 import pytest
 import torch
+import torchvision
 from _helpers_evaluate import downscale, offline_weights, pair_dirs, photo, write_png  # noqa: F401
 from srdistill.datasets.images import read_rgb
 from srdistill.evaluate import metrics as metrics_mod
+from srdistill.evaluate import weights
 from srdistill.evaluate.cli import main
 from srdistill.evaluate.harness import run_evaluation
 from srdistill.evaluate.results import PARTS_DIR, RESULTS_NAME
@@ -107,6 +109,33 @@ def test_random_weight_lpips_runs_through_the_harness(tmp_path, pair_dirs, offli
     # random linear heads may weigh differences negatively: the score is nonzero and finite, its sign arbitrary
     assert (frame["status"] == "ok").all() and (frame["value"].abs() > 0).all() and frame["value"].map(math.isfinite).all()
     assert frame["metric_version"].str.contains("pretrained=False").all()
+
+
+def write_random_fid_inception() -> None:
+    """Random weights for pyiqa's FID Inception at the path pyiqa loads them from (same keys as torchvision's)."""
+    expected = weights.probe_metric("fid").missing[0].expected
+    torch.manual_seed(0)
+    net = torchvision.models.inception_v3(weights=None, num_classes=1008, aux_logits=False, init_weights=False)
+    for module in net.modules():
+        if isinstance(module, torch.nn.Conv2d):  # scale-preserving, so 40 random layers neither vanish nor overflow
+            torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+    torch.save(net.state_dict(), expected)
+
+
+def test_random_weight_fid_is_one_folder_row_zero_against_itself(tmp_path, pair_dirs, offline_weights):
+    write_random_fid_inception()
+    other = tmp_path / "other"
+    for stem, name in {"astro": "rocket", "cat": "coffee", "cup": "chelsea"}.items():
+        write_png(other / f"{stem}.png", photo(name, 96, 96))
+    # 1008 logits instead of the default 2048-d pool: same path, and sqrtm of the covariance is ~8x cheaper
+    summary = run(tmp_path / "out", pair_dirs, methods="", metrics="fid",
+                  extra_methods={"same": str(pair_dirs[0]), "other": str(other)},
+                  metric_opts={"fid": {"dims": "logits_unbiased"}})
+    frame = results(tmp_path / "out").set_index("method")
+    assert summary.rows_computed == 2 and len(frame) == 2 and (frame["image"] == "*").all()
+    assert (frame["status"] == "ok").all() and frame["value"].map(math.isfinite).all()
+    assert frame["metric_version"].str.contains("dims=logits_unbiased").all()
+    assert abs(frame.loc["same", "value"]) < 1e-3 * frame.loc["other", "value"] and frame.loc["other", "value"] > 1.0
 
 
 def test_external_outputs_and_their_problems(tmp_path, pair_dirs, offline_weights):

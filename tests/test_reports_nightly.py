@@ -1,5 +1,6 @@
 """End to end: nights on the embedded sample through the real harness, history, comparison, plots and report."""
 
+import math
 import shutil
 from pathlib import Path
 
@@ -79,6 +80,31 @@ def test_nights_on_sample_record_history_flag_a_planted_regression_and_plot_tren
     capsys.readouterr()
     assert main(["nights", "--history", str(hist_dir)]) == 0
     assert "2026-01-01  commit" in capsys.readouterr().out
+
+
+def test_training_job_student_is_evaluated_and_fingerprinted(tmp_path):
+    from srdistill.degrade.build import build
+
+    shards = tmp_path / "shards"
+    build("sample", str(shards), "bicubic", crop=64, limit=2, shard_samples=4, seed=0, workers=1, address="local",
+          progress=False, command="tests")
+    job = {"name": "student", "recipe": "ctsr", "shards": "shards", "steps": 1, "components": "tiny",
+           "overrides": {"trainer.batch_size": 1, "trainer.crop": 64, "trainer.num_workers": 0}}
+    suite = tmp_path / "train.yaml"
+    suite.write_text(yaml.safe_dump({"name": "train", "datasets": ["sample"], "methods": ["bicubic"],
+                                     "metrics": ["psnr"], "training": [job]}))
+    hist_dir, out = tmp_path / "history", tmp_path / "reports"
+    assert main(["nightly", "--suite", str(suite), "--date", "2026-02-01", "--history", str(hist_dir),
+                 "--out", str(out), "--quiet"]) == 0
+    night = h.read_night(hist_dir, "2026-02-01")
+    rows = night.results[night.results["method"] == "student"]
+    # every sample image, including LR sizes that are no multiple of the latent students' downsampling
+    assert len(rows) == 8 and (rows["status"] == "ok").all() and rows["value"].map(math.isfinite).all()
+    fingerprint = night.run["fingerprints"]["method:student"]
+    assert fingerprint.startswith("student-") and set(rows["method_fingerprint"]) == {fingerprint}
+    assert night.run["spec_hashes"]["shards:student"]
+    assert (out / "2026-02-01" / "train" / "student" / "export").is_dir()
+    assert "| student |" in (out / "2026-02-01" / "report.md").read_text()
 
 
 def test_user_mistakes_exit_2_with_one_sentence(tmp_path, capsys):
