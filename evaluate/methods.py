@@ -8,6 +8,8 @@ matched by stem).
 
 from __future__ import annotations
 
+import abc
+
 import contextlib
 import hashlib
 import os
@@ -35,7 +37,7 @@ class Unavailable:
     reason: str
 
 
-class Method:
+class Method(abc.ABC):
     """Base: `upscale(lr uint8 HxWx3) -> sr uint8`; `external` methods instead provide files by stem."""
 
     name: str
@@ -43,11 +45,11 @@ class Method:
     external = False
 
     @property
-    def fingerprint(self) -> str:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def fingerprint(self) -> str: ...
 
-    def upscale(self, lr: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def upscale(self, lr: np.ndarray) -> np.ndarray: ...
 
 
 class Interpolation(Method):
@@ -222,6 +224,9 @@ class ExternalOutputs(Method):
             tokens = [f"{p.relative_to(self.folder).as_posix()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in self._files()]
             self._fingerprint = "outputs-" + hashlib.sha256("\n".join(tokens).encode()).hexdigest()[:16]
         return self._fingerprint
+
+    def upscale(self, lr: np.ndarray) -> np.ndarray:
+        raise TypeError(f"method {self.name} reads SR outputs made elsewhere from {self.folder}; it cannot upscale new images.")
 
     def output_for(self, dataset: str, stem: str) -> Path | None:
         from srdistill.datasets.benchmarks import pairing_stem

@@ -7,6 +7,7 @@ so a checkpoint of the trainable state plus ``export_config()`` is enough to reb
 """
 from __future__ import annotations
 
+import abc
 import contextlib
 import copy
 from typing import ClassVar
@@ -25,7 +26,7 @@ def register(cls: type[Recipe]) -> type[Recipe]:
     return cls
 
 
-class Recipe(nn.Module):
+class Recipe(nn.Module, metaclass=abc.ABCMeta):
     """Base class: subclasses set ``name`` and ``DEFAULTS`` and build their roles in ``__init__``."""
 
     name: ClassVar[str]
@@ -42,20 +43,20 @@ class Recipe(nn.Module):
         self.components = components
 
     # -- contract -------------------------------------------------------------------------
-    def generator_parameters(self) -> list[nn.Parameter]:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def generator_parameters(self) -> list[nn.Parameter]: ...
 
     def discriminator_parameters(self) -> list[nn.Parameter]:
         return []
 
-    def generator_loss(self, lr: torch.Tensor, hr: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def generator_loss(self, lr: torch.Tensor, hr: torch.Tensor, step: int) -> dict[str, torch.Tensor]: ...
 
     def discriminator_loss(self, lr: torch.Tensor, hr: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
         return {}
 
-    def student(self) -> nn.Module:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def student(self) -> nn.Module: ...
 
     def extra_trainable_state(self) -> dict[str, torch.Tensor]:
         """Non-optimised state a resume needs (e.g. a frozen snapshot); empty by default."""
