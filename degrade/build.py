@@ -18,17 +18,12 @@ from dataclasses import dataclass
 from srdistill import __version__
 from srdistill.datasets.images import DEFAULT_MAX_PIXELS
 from srdistill.degrade.manifest import BUILD_DIR, MANIFEST_NAME, PLAN_NAME, dump, read_json
-from srdistill.degrade.plan import Plan, SampleJob, make_plan
-from srdistill.degrade.providers import CropPolicy, SourceImage
+from srdistill.degrade.plan import Plan, make_plan
 from srdistill.degrade.runner import ShardRun, run_shards
 from srdistill.degrade.shards import SCHEMA_VERSION, is_shard_name
 from srdistill.degrade.storage import Storage, default_storage_options
-from srdistill.degrade.writer import ShardRecord, write_shard
+from srdistill.degrade.writer import ShardRecord
 from srdistill.errors import UserError
-
-# Names other modules import from here, though they live in the modules above.
-__all__ = ["BuildSummary", "CropPolicy", "Plan", "SampleJob", "ShardRecord", "SourceImage", "build", "make_plan",
-           "prepare_out", "run_shards", "write_manifest", "write_shard"]
 
 
 @dataclass

@@ -6,7 +6,9 @@ import psutil
 import pytest
 
 from _helpers_degrade import good_folder, shard_bytes
-from srdistill.degrade.build import build, make_plan, write_shard
+from srdistill.degrade.build import build
+from srdistill.degrade.plan import make_plan
+from srdistill.degrade.writer import write_shard
 from srdistill.degrade.spec import load_spec
 from srdistill.degrade.storage import Storage
 

@@ -13,7 +13,9 @@ import webdataset as wds
 from _helpers_degrade import bad_folder, photo, save, tar_members
 from srdistill.datasets.images import decode_png
 from srdistill.datasets.sources import resolve_source
-from srdistill.degrade.build import CropPolicy, SampleJob, SourceImage, write_shard
+from srdistill.degrade.plan import SampleJob
+from srdistill.degrade.providers import CropPolicy, SourceImage
+from srdistill.degrade.writer import write_shard
 from srdistill.degrade.manifest import part_name
 from srdistill.degrade.pipeline import apply_params, sample_rng
 from srdistill.degrade.shards import Sample, ShardWriter, iter_shard, meta_bytes, read_samples, shard_name
