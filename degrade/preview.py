@@ -38,10 +38,8 @@ def _kernel(k: dict | None) -> str:
 
 def preview(out: str, grid_path: str | Path, *, samples: int = 8, storage_options: dict | None = None) -> int:
     """Write a grid of the first `samples` samples (HR | LR upscaled by nearest neighbour); returns how many."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A Figure without pyplot: no global backend switch in the caller's process.
+    from matplotlib.figure import Figure
 
     if samples < 1:
         raise UserError(f"--samples must be at least 1, got {samples}.")
@@ -50,7 +48,8 @@ def preview(out: str, grid_path: str | Path, *, samples: int = 8, storage_option
             for _, key, hr_png, lr_png, meta in islice(build_samples(storage, manifest), samples)]
     if not rows:
         raise UserError(f"{storage.display()} holds no samples to preview.")
-    fig, axes = plt.subplots(len(rows), 2, figsize=(10, 4.2 * len(rows)), squeeze=False)
+    fig = Figure(figsize=(10, 4.2 * len(rows)))
+    axes = fig.subplots(len(rows), 2, squeeze=False)
     for (key, hr, lr, meta), (ax_hr, ax_lr) in zip(rows, axes):
         s = hr.shape[0] // lr.shape[0]
         ax_hr.imshow(hr)
@@ -67,5 +66,4 @@ def preview(out: str, grid_path: str | Path, *, samples: int = 8, storage_option
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()))
     Path(grid_path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(grid_path, dpi=90)
-    plt.close(fig)
     return len(rows)

@@ -5,18 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+from matplotlib.figure import Figure
 from srdistill.reports.leaderboard_md import header
 
 SCATTER_PAIRS = (("psnry", "musiq"), ("lpips", "clipiqa"), ("psnry", "niqe"))
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+def _save(fig: Figure, path: Path) -> Path:
+    # Figures built without pyplot: no global backend switch in the caller's process (e.g. a notebook).
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    return path
 
 
 def _means(board: pd.DataFrame, dataset: str) -> pd.DataFrame:
@@ -26,7 +25,7 @@ def _means(board: pd.DataFrame, dataset: str) -> pd.DataFrame:
 
 def scatter_plots(board: pd.DataFrame, out: Path) -> list[Path]:
     """One PNG per dataset and (fidelity, realism) pair whose both metrics were scored."""
-    plt, written = _plt(), []
+    written = []
     for dataset in sorted(board["dataset"].unique()):
         means = _means(board, dataset)
         for x, y in SCATTER_PAIRS:
@@ -35,36 +34,30 @@ def scatter_plots(board: pd.DataFrame, out: Path) -> list[Path]:
             pts = means[[x, y]].dropna()
             if pts.empty:
                 continue
-            fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
+            fig = Figure(figsize=(5, 4), dpi=100)
+            ax = fig.add_subplot()
             ax.scatter(pts[x], pts[y])
             for method, row in pts.iterrows():
                 ax.annotate(method, (row[x], row[y]), textcoords="offset points", xytext=(4, 4), fontsize=8)
             ax.set_xlabel(header(x))
             ax.set_ylabel(header(y))
             ax.set_title(f"{dataset}: fidelity vs realism")
-            fig.tight_layout()
-            path = Path(out) / f"scatter_{dataset}_{x}_{y}.png"
-            fig.savefig(path)
-            plt.close(fig)
-            written.append(path)
+            written.append(_save(fig, Path(out) / f"scatter_{dataset}_{x}_{y}.png"))
     return written
 
 
 def bar_plots(board: pd.DataFrame, out: Path) -> list[Path]:
     """One PNG per dataset and metric: mean ± std per method."""
-    plt, written = _plt(), []
+    written = []
     for (dataset, metric), part in board[board["n"] > 0].groupby(["dataset", "metric"]):
         part = part.sort_values("method")
-        fig, ax = plt.subplots(figsize=(max(4, 0.8 * len(part) + 2), 3.5), dpi=100)
+        fig = Figure(figsize=(max(4, 0.8 * len(part) + 2), 3.5), dpi=100)
+        ax = fig.add_subplot()
         ax.bar(part["method"], part["mean"], yerr=part["std"].fillna(0), capsize=3)
         ax.set_ylabel(header(metric))
         ax.set_title(f"{dataset}: {header(metric)}")
         ax.tick_params(axis="x", labelrotation=30, labelsize=8)
-        fig.tight_layout()
-        path = Path(out) / f"bars_{dataset}_{metric}.png"
-        fig.savefig(path)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, Path(out) / f"bars_{dataset}_{metric}.png"))
     return written
 
 
