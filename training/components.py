@@ -1,12 +1,14 @@
 """Builders for every role the recipes need, from real library classes.
 
-``components`` is ``"tiny"`` (tiny configs, random weights: tests and CPU smoke runs), ``"sd21"``
-(SD 2.1-shaped UNet/VAE and an SD3-medium-shaped DiT with random weights: benchmarks), or a folder of
-pretrained weights laid out as::
+``components`` is a preset of ``PRESETS`` below (``"tiny"``: tiny configs, random weights, for tests and CPU
+smoke runs; ``"sd21"``: paper-shaped roles with random weights, for benchmarks) or a folder of pretrained
+weights laid out as::
 
-    FOLDER/vae/ unet/ scheduler/ text_encoder/ tokenizer/   diffusers / transformers from_pretrained
+    FOLDER/vae/ unet/ scheduler/ text_encoder/ tokenizer/   diffusers / transformers from_pretrained (SD 2.1-base)
+    FOLDER/osediff.pkl                                       OSEDiff's released LoRA checkpoint (CTSR)
     FOLDER/transformer/ (+ FOLDER/transformer_vae/)          SD3 DiT for StrSR (and its 16-channel VAE)
-    FOLDER/disc_unet/                                        optional larger UNet for D3SR's discriminator
+    FOLDER/text_condition.safetensors                        StrSR's "w/o VLM" text embedding (prompt_embeds, pooled_prompt_embeds)
+    FOLDER/disc_unet/                                        SDXL 1.0-base UNet for D3SR's discriminator
     FOLDER/resshift/                                         diffusers UNet2DModel of the ResShift teacher
     FOLDER/clip_convnext/  FOLDER/clip/                      open_clip ``local-dir:`` folders
     FOLDER/pyiqa/   LPIPS_v0.1_{alex,vgg}-*.pth, DISTS_weights-*.pth, torchvision vgg16-*.pth / alexnet-*.pth
