@@ -66,12 +66,12 @@ class CTSRStudent(nn.Module):
     """forward(lr, t=0.0): the trade-off knob t in [0, 1] (see the module docstring)."""
 
     def __init__(self, codec: LatentCodec, unet: nn.Module, adapters: Adapters, context: torch.Tensor,
-                 alphas_cumprod: torch.Tensor, t_l: int, snapshot_taken: torch.Tensor):
+                 alphas_cumprod: torch.Tensor, t_l: int, flags: dict):
         super().__init__()
         self.codec, self.unet, self.adapters, self.t_l = codec, unet, adapters, int(t_l)
         self.register_buffer("context", context, persistent=False)
         self.register_buffer("alphas_cumprod", alphas_cumprod, persistent=False)
-        self.snapshot_taken = snapshot_taken   # the recipe's buffer (shared)
+        self.flags = flags   # the recipe's {"snapshot": bool} (shared; mirrors its snapshot_taken buffer)
 
     def knob_timestep(self, t: torch.Tensor) -> torch.Tensor:
         return t * (self.alphas_cumprod.numel() - 1)
@@ -89,7 +89,7 @@ class CTSRStudent(nn.Module):
 
     def stage1_latent(self, lr: torch.Tensor) -> torch.Tensor:
         """The stage-1 result z_0: the frozen snapshot T_S once stage two has begun, the student before."""
-        with self.adapters.use(SNAPSHOT if int(self.snapshot_taken) else STUDENT):
+        with self.adapters.use(SNAPSHOT if self.flags["snapshot"] else STUDENT):
             return self.one_step_latent(lr)
 
     def forward(self, lr: torch.Tensor, t: float = 0.0) -> torch.Tensor:
@@ -170,10 +170,11 @@ class CTSRRecipe(Recipe):
                 p.requires_grad_("lora_" in n and f".{STUDENT}." in n)
         self.adapters = Adapters(self.unet, vae)
         self.register_buffer("alphas_cumprod", C.alphas_cumprod(components), persistent=False)
-        self.register_buffer("snapshot_taken", torch.zeros((), dtype=torch.long))
+        self.register_buffer("snapshot_taken", torch.zeros((), dtype=torch.long))   # saved with checkpoints
+        self.flags = {"snapshot": False}
         context = C.null_prompt_embedding(components, self.unet)
         self._students = [CTSRStudent(self.codec, self.unet, self.adapters, context, self.alphas_cumprod, c["t_l"],
-                                      self.snapshot_taken)]
+                                      self.flags)]
         if not student_only:
             self.fidelity = build_fidelity_teacher(components, c, self.alphas_cumprod)
             self.lpips = C.build_lpips(components, c["lpips_net"])
@@ -197,6 +198,7 @@ class CTSRRecipe(Recipe):
         for model in self.adapters.modules:
             C.copy_adapter(model, STUDENT, SNAPSHOT)
         self.snapshot_taken.fill_(1)
+        self.flags["snapshot"] = True
 
     def extra_trainable_state(self):
         snap = {f"{prefix}.{n}": p for prefix, model in (("unet", self.unet), ("vae", self.codec.vae))
@@ -209,6 +211,7 @@ class CTSRRecipe(Recipe):
         with torch.no_grad():
             for k, v in sd.items():
                 (self.snapshot_taken if k == "snapshot_taken" else params[k]).copy_(v)
+        self.flags["snapshot"] = bool(sd.get("snapshot_taken", torch.zeros(())).item())
 
     def generator_parameters(self):
         return C.lora_parameters(self.unet, STUDENT) + C.lora_parameters(self.codec.vae, STUDENT)
@@ -223,7 +226,7 @@ class CTSRRecipe(Recipe):
     def generator_loss(self, lr, hr, step):
         if step < self.cfg["stage1_steps"]:
             return self.stage1_loss(lr, hr)
-        if int(self.snapshot_taken) == 0:
+        if not self.flags["snapshot"]:
             self._take_snapshot()
         return self.stage2_loss(lr)
 
