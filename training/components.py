@@ -62,6 +62,8 @@ PRESETS: dict[str, dict[str, dict]] = {
         "dit": {"sample_size": 8, "in_channels": 4, "out_channels": 4, "num_layers": 2, "attention_head_dim": 8,
                 "num_attention_heads": 2, "joint_attention_dim": 32, "caption_projection_dim": 16,
                 "pooled_projection_dim": 16, "pos_embed_max_size": 32, "patch_size": 2},
+        "dit_zimage": {"in_channels": 4, "dim": 32, "n_layers": 2, "n_refiner_layers": 1, "n_heads": 2, "n_kv_heads": 2,
+                       "cap_feat_dim": 32, "axes_dims": [4, 6, 6], "axes_lens": [64, 32, 32]},
         "resshift": {"block_out_channels": (16, 32), "layers_per_block": 1, "norm_num_groups": 8, "attention_head_dim": 8,
                      "down_block_types": ("DownBlock2D", "AttnDownBlock2D"),
                      "up_block_types": ("AttnUpBlock2D", "UpBlock2D")},
@@ -89,6 +91,9 @@ PRESETS: dict[str, dict[str, dict]] = {
         "dit": {"sample_size": 128, "in_channels": 16, "out_channels": 16, "num_layers": 24, "attention_head_dim": 64,
                 "num_attention_heads": 24, "joint_attention_dim": 4096, "caption_projection_dim": 1536,
                 "pooled_projection_dim": 2048, "pos_embed_max_size": 192, "patch_size": 2},
+        # Z-Image-Turbo's transformer (6B; StrSR's first base).
+        "dit_zimage": {"in_channels": 16, "dim": 3840, "n_layers": 30, "n_refiner_layers": 2, "n_heads": 30,
+                       "n_kv_heads": 30, "cap_feat_dim": 2560, "axes_dims": [32, 48, 48], "axes_lens": [1024, 512, 512]},
         "resshift": {"block_out_channels": (160, 320, 320, 640), "layers_per_block": 2, "attention_head_dim": 32,
                      "down_block_types": ("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
                      "up_block_types": ("AttnUpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D")},
@@ -177,14 +182,15 @@ def keep_down_and_mid(unet: nn.Module) -> nn.Module:
     return unet
 
 
-def build_dit(components: str) -> nn.Module:
-    """diffusers SD3Transformer2DModel (SD3-medium shape for ``sd21``)."""
-    from diffusers import SD3Transformer2DModel
+def build_dit(components: str, base: str = "sd3") -> nn.Module:
+    """The flow DiT: ``base`` "zimage" (diffusers ZImageTransformer2DModel, Z-Image-Turbo's shape for ``sd21``)
+    or "sd3" (SD3Transformer2DModel, SD3-medium's shape)."""
+    from diffusers import SD3Transformer2DModel, ZImageTransformer2DModel
 
+    cls, role = {"sd3": (SD3Transformer2DModel, "dit"), "zimage": (ZImageTransformer2DModel, "dit_zimage")}[base]
     if _is_folder(components):
-        path = _need(components, "transformer", "the DiT (SD3Transformer2DModel)")
-        return frozen(SD3Transformer2DModel.from_pretrained(path))
-    return frozen(SD3Transformer2DModel(**preset_config(components, "dit")))
+        return frozen(cls.from_pretrained(_need(components, "transformer", f"the DiT ({cls.__name__})")))
+    return frozen(cls(**preset_config(components, role)))
 
 
 def noise_scheduler(components: str):
@@ -240,6 +246,7 @@ def build_resshift_unet(components: str, latent_channels: int = 4) -> nn.Module:
 
 UNET_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
                      "conv1", "conv2")
+ZIMAGE_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "w1", "w2", "w3")
 DIT_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out",
                     "ff.net.0.proj", "ff.net.2")
 

@@ -6,8 +6,9 @@ gives z0_hat = z_t1 - t1 G(z_t1, t1, c). The paper writes z_t1 - G(z_t1, t1, c) 
 its t1 = 1; for t1 < 1 only the Euler step keeps G's meaning (a velocity), so that is what runs.
 c (Eq. 5) is ``condition``: ``vlm`` = f_adapt(E_VLM(x_LR)) (a frozen image encoder and a trainable adaptive
 MLP; the paper's Qwen3-VL-4B is replaced by an open_clip image tower, a stand-in), ``text`` = a plain text
-encoder's fixed embedding (the paper's "w/o VLM" ablation) or ``none`` (its "w/o emb"). G is a DiT with LoRA:
-SD3's transformer, a stand-in for the paper's Z-Image-Turbo / FLUX.2 [klein] 4B.
+encoder's fixed embedding (the paper's "w/o VLM" ablation) or ``none`` (its "w/o emb"). G is a DiT with LoRA,
+``base``: ``zimage`` (Z-Image-Turbo, the paper's first base, diffusers' ZImageTransformer2DModel) or ``sd3`` (SD3's
+transformer, a stand-in). The paper's second base, FLUX.2 [klein] 4B, is not wired.
 Discriminator: frozen CLIP-ConvNeXt, features of every stage and the pooled output, trainable conv heads giving
 patch logits; RaGAN (Eq. 7) plus the approximated R1 on Gaussian-noised reals (Eq. 8-9), each averaged over the
 five logit maps. Generator loss Eq. 11: L1 + lambda1 LPIPS + lambda2 RaGAN_G + lambda3 FDL (Eq. 10), lambda3 = 0
@@ -35,12 +36,13 @@ class AdaptiveCondition(nn.Module):
         self.encoder = encoder
         self.tokens, self.joint_dim = tokens, joint_dim
         self.mlp = nn.Sequential(nn.Linear(embed_dim, hidden), nn.GELU(), nn.Linear(hidden, tokens * joint_dim))
-        self.pooled = nn.Linear(embed_dim, pooled_dim)
+        self.pooled = nn.Linear(embed_dim, pooled_dim) if pooled_dim else None   # Z-Image takes no pooled vector
 
     def forward(self, x01: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
             emb = self.encoder.encode_image(C.clip_normalize(self.encoder, x01)).float()
-        return self.mlp(emb).view(-1, self.tokens, self.joint_dim), self.pooled(emb)
+        pooled = self.pooled(emb) if self.pooled is not None else emb.new_zeros(emb.shape[0], 0)
+        return self.mlp(emb).view(-1, self.tokens, self.joint_dim), pooled
 
 
 class ConvNeXtDiscriminator(nn.Module):
@@ -62,6 +64,45 @@ class ConvNeXtDiscriminator(nn.Module):
         pooled = self.clip.visual.head(trunk.forward_head(final))
         logits = [head(f).flatten(1) for head, f in zip(self.heads, stages)]
         return logits + [self.pooled_head(pooled)]
+
+
+class SD3Flow(nn.Module):
+    """G(z_t, t, c) = dz/dt through SD3's transformer: it takes the flow time scaled to [0, 1000] and predicts
+    noise - data, which is dz/dt for z_t = t z_1 + (1 - t) z_0 (Eq. 2-3)."""
+
+    def __init__(self, dit: nn.Module):
+        super().__init__()
+        self.dit = dit
+
+    @staticmethod
+    def condition_widths(dit: nn.Module) -> tuple[int, int]:
+        return dit.config.joint_attention_dim, dit.config.pooled_projection_dim
+
+    def forward(self, z: torch.Tensor, t: float, tokens: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+        tt = torch.full((z.shape[0],), t * 1000.0, device=z.device)
+        return self.dit(hidden_states=z, encoder_hidden_states=tokens, pooled_projections=pooled, timestep=tt).sample
+
+
+class ZImageFlow(nn.Module):
+    """G through Z-Image's transformer: its time runs the other way (1 - t, 1 = clean), it takes per-image lists
+    of [C, 1, H, W] latents and [L, D] caption features, and predicts data - noise, so G is minus its output
+    (as diffusers' ZImagePipeline negates it). No pooled vector."""
+
+    def __init__(self, dit: nn.Module):
+        super().__init__()
+        self.dit = dit
+
+    @staticmethod
+    def condition_widths(dit: nn.Module) -> tuple[int, int]:
+        return dit.config.cap_feat_dim, 0
+
+    def forward(self, z: torch.Tensor, t: float, tokens: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+        tt = torch.full((z.shape[0],), 1.0 - t, device=z.device)
+        out = self.dit([zi.unsqueeze(1) for zi in z], tt, list(tokens), return_dict=False)[0]
+        return -torch.stack(out).squeeze(2)
+
+
+FLOW_BASES = {"zimage": ZImageFlow, "sd3": SD3Flow}
 
 
 TEXT_CONDITION_FILE = "text_condition.safetensors"
@@ -87,7 +128,8 @@ def text_condition(components: str, tokens: int, joint_dim: int, pooled_dim: int
 class StrSRRecipe(Recipe):
     name = "strsr"
     DEFAULTS: ClassVar[dict] = {
-        "init_seed": 0, "t1": 1.0, "lora_rank": 256, "lora_alpha": 256, "condition": "vlm", "cond_tokens": 4,
+        "init_seed": 0, "base": "zimage", "t1": 1.0, "lora_rank": 256, "lora_alpha": 256, "condition": "vlm",
+        "cond_tokens": 4,
         "cond_hidden": 256, "disc_head_channels": 64, "lambda_lpips": 3.0, "lambda_gan": 0.1, "lambda_fdl": 0.002,
         "lambda_r1": 10.0, "r1_sigma": 0.01, "stage1_steps": 40000, "lpips_net": "vgg", "fdl_num_proj": 256,
         "fdl_patch": 5, "fdl_phase_weight": 1.0,
@@ -100,12 +142,15 @@ class StrSRRecipe(Recipe):
             raise UserError(f"strsr condition must be vlm, text (the paper's w/o VLM) or none (w/o emb), got {c['condition']!r}")
         if not 0.0 < float(c["t1"]) <= 1.0:
             raise UserError(f"strsr t1 must lie in (0, 1], got {c['t1']}")
-        self.dit = C.build_dit(components)
+        if c["base"] not in FLOW_BASES:
+            raise UserError(f"strsr base must be one of {', '.join(FLOW_BASES)}, got {c['base']!r}")
+        self.dit = C.build_dit(components, c["base"])
         latent_ch = self.dit.config.in_channels
         sub = "transformer_vae" if latent_ch != 4 and not C.is_preset(components) else "vae"
         self.codec = LatentCodec(C.build_vae(components, latent_channels=latent_ch, sub=sub), self.scale)
-        C.add_lora(self.dit, c["lora_rank"], c["lora_alpha"], C.DIT_LORA_TARGETS)
-        joint, pooled = self.dit.config.joint_attention_dim, self.dit.config.pooled_projection_dim
+        C.add_lora(self.dit, c["lora_rank"], c["lora_alpha"],
+                   C.ZIMAGE_LORA_TARGETS if c["base"] == "zimage" else C.DIT_LORA_TARGETS)
+        joint, pooled = FLOW_BASES[c["base"]].condition_widths(self.dit)
         self.cond = None
         if c["condition"] == "vlm":
             enc = C.build_open_clip(components, "vit")
@@ -113,7 +158,8 @@ class StrSRRecipe(Recipe):
                                           c["cond_hidden"])
         fixed = text_condition(components, c["cond_tokens"], joint, pooled, c["init_seed"]) if c["condition"] == "text" \
             else (torch.zeros(1, c["cond_tokens"], joint), torch.zeros(1, pooled))
-        self._students = [StrSRStudent(self.codec, self.dit, self.cond, c["t1"], fixed, self.scale)]
+        self._students = [StrSRStudent(self.codec, FLOW_BASES[c["base"]](self.dit), self.cond, c["t1"], fixed,
+                                       self.scale)]
         self.disc = self.lpips = None
         if not student_only:
             self.disc = ConvNeXtDiscriminator(C.build_open_clip(components, "convnext"), c["disc_head_channels"])
@@ -123,7 +169,7 @@ class StrSRRecipe(Recipe):
     def generator_parameters(self):
         params = C.lora_parameters(self.dit)
         if self.cond is not None:
-            params += list(self.cond.mlp.parameters()) + list(self.cond.pooled.parameters())
+            params += list(self.cond.mlp.parameters()) + (list(self.cond.pooled.parameters()) if self.cond.pooled else [])
         return params
 
     def discriminator_parameters(self):
@@ -181,10 +227,10 @@ class StrSRRecipe(Recipe):
 class StrSRStudent(nn.Module):
     """One-step SR: lr [B,3,h,w] in [0,1] -> sr [B,3,4h,4w] in [0,1]."""
 
-    def __init__(self, codec: LatentCodec, dit: nn.Module, cond: AdaptiveCondition | None, t1: float,
+    def __init__(self, codec: LatentCodec, flow: nn.Module, cond: AdaptiveCondition | None, t1: float,
                  fixed: tuple[torch.Tensor, torch.Tensor], scale: int):
         super().__init__()
-        self.codec, self.dit, self.cond, self.t1, self.scale = codec, dit, cond, float(t1), scale
+        self.codec, self.velocity, self.cond, self.t1, self.scale = codec, flow, cond, float(t1), scale
         self.register_buffer("fixed_tokens", fixed[0], persistent=False)
         self.register_buffer("fixed_pooled", fixed[1], persistent=False)
 
@@ -193,11 +239,6 @@ class StrSRStudent(nn.Module):
             return self.fixed_tokens.expand(lr.shape[0], -1, -1), self.fixed_pooled.expand(lr.shape[0], -1)
         up = F.interpolate(lr, scale_factor=self.scale, mode="bicubic", align_corners=False).clamp(0, 1)
         return self.cond(up)
-
-    def velocity(self, z: torch.Tensor, t: float, tokens: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
-        """G(z_t, t, c) = dz/dt (Eq. 3-4); SD3's transformer takes the flow time scaled to [0, 1000]."""
-        tt = torch.full((z.shape[0],), t * 1000.0, device=z.device)
-        return self.dit(hidden_states=z, encoder_hidden_states=tokens, pooled_projections=pooled, timestep=tt).sample
 
     def predict_latent(self, lr: torch.Tensor) -> torch.Tensor:
         """Eq. 6 then one Euler step from t1 to 0: z0_hat = z_t1 - t1 G(z_t1, t1, c)."""
