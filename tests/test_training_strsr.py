@@ -107,6 +107,23 @@ def test_condition_ablations_vlm_text_and_none(recipe):
         build_recipe("strsr", {**CFG, "base": "flux2"}, "tiny", "cpu")
 
 
+def test_qwen3vl_encoder_cuts_patches_as_qwen_vl_image_processor_and_feeds_one_token_per_visual_token():
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
+    from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLVisionModel
+
+    r = build_recipe("strsr", CFG, "tiny", "cpu", student_only=True)
+    enc = r.cond.encoder
+    assert isinstance(enc.vision, Qwen3VLVisionModel)
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(6))
+    proc = Qwen2VLImageProcessor(patch_size=16, merge_size=2, temporal_patch_size=2, do_resize=False, do_rescale=False,
+                                 image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    ref = proc(images=[im.permute(1, 2, 0).numpy() for im in x], return_tensors="pt")
+    pixels, grid = enc.patches(x)
+    assert torch.allclose(pixels, ref["pixel_values"], atol=1e-5) and torch.equal(grid, ref["image_grid_thw"])
+    tokens, _ = r.cond(x)
+    assert tokens.shape == (2, (64 // 32) ** 2, r.dit.config.cap_feat_dim)
+
+
 def test_zimage_base_is_diffusers_z_image_transformer():
     from diffusers import ZImageTransformer2DModel
 

@@ -68,6 +68,9 @@ PRESETS: dict[str, dict[str, dict]] = {
                      "down_block_types": ("DownBlock2D", "AttnDownBlock2D"),
                      "up_block_types": ("AttnUpBlock2D", "UpBlock2D")},
         "text_context": {"tokens": 8},
+        "vlm": {"image_size": 64, "vision": {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2,
+                                             "out_hidden_size": 48, "num_position_embeddings": 16,
+                                             "deepstack_visual_indexes": []}},
         "clip_vit": {"embed_dim": 32, "vision": {"layers": 2, "width": 64, "head_width": 32, "patch_size": 16,
                                                  "image_size": 64}},
         "clip_convnext": {"embed_dim": 32, "vision": {"timm_model_name": "convnext_atto", "timm_model_pretrained": False,
@@ -98,6 +101,10 @@ PRESETS: dict[str, dict[str, dict]] = {
                      "down_block_types": ("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
                      "up_block_types": ("AttnUpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D")},
         "text_context": {"tokens": 77},
+        # Qwen3-VL-4B-Instruct's vision tower (its merger projects to the 2560-wide language model).
+        "vlm": {"image_size": 448, "vision": {"depth": 24, "hidden_size": 1024, "intermediate_size": 4096,
+                                              "num_heads": 16, "out_hidden_size": 2560, "num_position_embeddings": 2304,
+                                              "deepstack_visual_indexes": [5, 11, 17]}},
         "clip_vit": {"embed_dim": 768, "vision": {"layers": 24, "width": 1024, "head_width": 64, "patch_size": 14,
                                                   "image_size": 224}},
         "clip_convnext": {"embed_dim": 1024, "vision": {"timm_model_name": "convnext_xxlarge",
@@ -403,6 +410,53 @@ def build_open_clip(components: str, kind: str) -> nn.Module:
     cfg = preset_config(components, f"clip_{kind}")
     text = CLIPTextCfg(context_length=8, vocab_size=64, width=32, heads=2, layers=1)  # never run: image towers only
     return frozen(CLIP(embed_dim=cfg["embed_dim"], vision_cfg=CLIPVisionCfg(**cfg["vision"]), text_cfg=text))
+
+
+class QwenVLVision(nn.Module):
+    """Qwen3-VL's vision tower (transformers' Qwen3VLVisionModel) as an image encoder: [0,1] images, resized to
+    ``image_size``, normalised and cut into patches the way Qwen-VL's image processor does, to the merged visual
+    tokens the language model would read, [B, N, out_hidden_size]. The language model itself is not run."""
+
+    MEAN = STD = 0.5   # Qwen3-VL's preprocessor
+
+    def __init__(self, vision: nn.Module, image_size: int):
+        super().__init__()
+        self.vision, self.image_size = vision, int(image_size)
+        cfg = vision.config
+        self.patch, self.merge, self.temporal = cfg.patch_size, cfg.spatial_merge_size, cfg.temporal_patch_size
+        self.width = cfg.out_hidden_size
+
+    def patches(self, x01: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flattened patches [B * h * w, C * T * p * p] and grid_thw [B, 3], in the image processor's order."""
+        size = self.image_size
+        x = torch.nn.functional.interpolate(x01, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
+        x = (x - self.MEAN) / self.STD
+        b, c, p, m, t = x.shape[0], x.shape[1], self.patch, self.merge, self.temporal
+        gh = gw = size // p
+        x = x.unsqueeze(1).expand(b, t, c, size, size)   # a still image repeats over the temporal patch
+        x = x.reshape(b, 1, t, c, gh // m, m, p, gw // m, m, p).permute(0, 1, 4, 7, 5, 8, 3, 2, 6, 9)
+        grid = torch.tensor([[1, gh, gw]] * b, device=x.device)
+        return x.reshape(b * gh * gw, c * t * p * p), grid
+
+    def forward(self, x01: torch.Tensor) -> torch.Tensor:
+        pixels, grid = self.patches(x01)
+        merged = self.vision(pixels.to(next(self.vision.parameters()).dtype), grid).pooler_output
+        return merged.view(x01.shape[0], -1, self.width)
+
+
+def build_vlm_vision(components: str) -> QwenVLVision:
+    """Qwen3-VL's vision tower: FOLDER/vlm/ (a Qwen3-VL checkpoint; only its vision tower is kept) or a preset."""
+    from transformers import Qwen3VLVisionConfig
+    from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLModel, Qwen3VLVisionModel
+
+    if _is_folder(components):
+        model = Qwen3VLModel.from_pretrained(_need(components, "vlm", "the Qwen3-VL checkpoint (Qwen3-VL-4B-Instruct)"))
+        vision, size = model.visual, 448
+        del model
+    else:
+        cfg = preset_config(components, "vlm")
+        vision, size = Qwen3VLVisionModel(Qwen3VLVisionConfig(**cfg["vision"])), cfg["image_size"]
+    return frozen(QwenVLVision(vision, size))
 
 
 def clip_image_size(model: nn.Module) -> int:

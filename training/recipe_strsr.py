@@ -4,8 +4,9 @@ Generator (Eq. 2-6): rectified flow z_t = t z_1 + (1 - t) z_0 (Eq. 2) with G pre
 (Eq. 3-4); the LR latent z_LR = E_VAE(x_LR) is the state at t = t1 (Eq. 6), and one Euler step from t1 to 0
 gives z0_hat = z_t1 - t1 G(z_t1, t1, c). The paper writes z_t1 - G(z_t1, t1, c) (Sec. 3.1), the same step at
 its t1 = 1; for t1 < 1 only the Euler step keeps G's meaning (a velocity), so that is what runs.
-c (Eq. 5) is ``condition``: ``vlm`` = f_adapt(E_VLM(x_LR)) (a frozen image encoder and a trainable adaptive
-MLP; the paper's Qwen3-VL-4B is replaced by an open_clip image tower, a stand-in), ``text`` = a plain text
+c (Eq. 5) is ``condition``: ``vlm`` = f_adapt(E_VLM(x_LR)) (a frozen encoder and a trainable adaptive MLP;
+``semantic_encoder``: ``qwen3vl``, the vision tower of the paper's Qwen3-VL-4B, or ``clip``, an open_clip image
+tower standing in for it), ``text`` = a plain text
 encoder's fixed embedding (the paper's "w/o VLM" ablation) or ``none`` (its "w/o emb"). G is a DiT with LoRA,
 ``base``: ``zimage`` (Z-Image-Turbo, the paper's first base, diffusers' ZImageTransformer2DModel) or ``sd3`` (SD3's
 transformer, a stand-in). The paper's second base, FLUX.2 [klein] 4B, is not wired.
@@ -28,21 +29,35 @@ from srdistill.training import losses
 from srdistill.training.recipe import LatentCodec, Recipe, frozen_params, register
 
 
-class AdaptiveCondition(nn.Module):
-    """Eq. 5: z_VLM = f_adapt(E_VLM(x_LR)): frozen image embedding -> context tokens + pooled vector."""
+class ClipImage(nn.Module):
+    """open_clip image embedding as a one-feature sequence [B, 1, D] (the stand-in semantic encoder)."""
 
-    def __init__(self, encoder: nn.Module, embed_dim: int, tokens: int, joint_dim: int, pooled_dim: int, hidden: int):
+    def __init__(self, clip: nn.Module):
         super().__init__()
-        self.encoder = encoder
-        self.tokens, self.joint_dim = tokens, joint_dim
-        self.mlp = nn.Sequential(nn.Linear(embed_dim, hidden), nn.GELU(), nn.Linear(hidden, tokens * joint_dim))
-        self.pooled = nn.Linear(embed_dim, pooled_dim) if pooled_dim else None   # Z-Image takes no pooled vector
+        self.clip = clip
+        self.width = C.clip_embed_dim(clip)
+
+    def forward(self, x01: torch.Tensor) -> torch.Tensor:
+        return self.clip.encode_image(C.clip_normalize(self.clip, x01)).float()[:, None]
+
+
+class AdaptiveCondition(nn.Module):
+    """Eq. 5: z_VLM = f_adapt(E_VLM(x_LR)): each feature of the frozen encoder -> ``per_feature`` context tokens
+    (a two-layer MLP), and a pooled vector from their mean when the base takes one."""
+
+    def __init__(self, encoder: nn.Module, per_feature: int, joint_dim: int, pooled_dim: int, hidden: int):
+        super().__init__()
+        self.encoder, self.per_feature, self.joint_dim = encoder, per_feature, joint_dim
+        width = encoder.width
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, per_feature * joint_dim))
+        self.pooled = nn.Linear(width, pooled_dim) if pooled_dim else None   # Z-Image takes no pooled vector
 
     def forward(self, x01: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
-            emb = self.encoder.encode_image(C.clip_normalize(self.encoder, x01)).float()
-        pooled = self.pooled(emb) if self.pooled is not None else emb.new_zeros(emb.shape[0], 0)
-        return self.mlp(emb).view(-1, self.tokens, self.joint_dim), pooled
+            feats = self.encoder(x01).float()
+        tokens = self.mlp(feats).view(feats.shape[0], -1, self.joint_dim)
+        pooled = self.pooled(feats.mean(1)) if self.pooled is not None else feats.new_zeros(feats.shape[0], 0)
+        return tokens, pooled
 
 
 class ConvNeXtDiscriminator(nn.Module):
@@ -129,7 +144,7 @@ class StrSRRecipe(Recipe):
     name = "strsr"
     DEFAULTS: ClassVar[dict] = {
         "init_seed": 0, "base": "zimage", "t1": 1.0, "lora_rank": 256, "lora_alpha": 256, "condition": "vlm",
-        "cond_tokens": 4,
+        "semantic_encoder": "qwen3vl", "cond_tokens": 4,
         "cond_hidden": 256, "disc_head_channels": 64, "lambda_lpips": 3.0, "lambda_gan": 0.1, "lambda_fdl": 0.002,
         "lambda_r1": 10.0, "r1_sigma": 0.01, "stage1_steps": 40000, "lpips_net": "vgg", "fdl_num_proj": 256,
         "fdl_patch": 5, "fdl_phase_weight": 1.0,
@@ -138,6 +153,8 @@ class StrSRRecipe(Recipe):
     def __init__(self, cfg: dict, components: str, *, student_only: bool = False):
         super().__init__(cfg, components, student_only=student_only)
         c = self.cfg
+        if c["semantic_encoder"] not in ("qwen3vl", "clip"):
+            raise UserError(f"strsr semantic_encoder must be qwen3vl (the paper's) or clip (a stand-in), got {c['semantic_encoder']!r}")
         if c["condition"] not in ("vlm", "text", "none"):
             raise UserError(f"strsr condition must be vlm, text (the paper's w/o VLM) or none (w/o emb), got {c['condition']!r}")
         if not 0.0 < float(c["t1"]) <= 1.0:
@@ -153,9 +170,11 @@ class StrSRRecipe(Recipe):
         joint, pooled = FLOW_BASES[c["base"]].condition_widths(self.dit)
         self.cond = None
         if c["condition"] == "vlm":
-            enc = C.build_open_clip(components, "vit")
-            self.cond = AdaptiveCondition(enc, C.clip_embed_dim(enc), c["cond_tokens"], joint, pooled,
-                                          c["cond_hidden"])
+            if c["semantic_encoder"] == "qwen3vl":   # one context token per merged visual token
+                self.cond = AdaptiveCondition(C.build_vlm_vision(components), 1, joint, pooled, c["cond_hidden"])
+            else:
+                enc = ClipImage(C.build_open_clip(components, "vit"))
+                self.cond = AdaptiveCondition(enc, c["cond_tokens"], joint, pooled, c["cond_hidden"])
         fixed = text_condition(components, c["cond_tokens"], joint, pooled, c["init_seed"]) if c["condition"] == "text" \
             else (torch.zeros(1, c["cond_tokens"], joint), torch.zeros(1, pooled))
         self._students = [StrSRStudent(self.codec, FLOW_BASES[c["base"]](self.dit), self.cond, c["t1"], fixed,
