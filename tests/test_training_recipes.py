@@ -14,6 +14,7 @@ import torch
 import yaml
 
 from srdistill.errors import UserError
+from srdistill.training import components as C
 from srdistill.training.recipe import RECIPES, build_recipe
 
 
@@ -256,10 +257,15 @@ def test_student_only_build_has_no_teacher_discriminator_or_loss_network_and_the
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_paper_sized_components_fit_together_at_512px(name):
-    """Every role at SD 2.1 / SD3-medium / ResShift / CLIP-ConvNeXt-XXL shapes with the paper's settings,
-    on the meta device (shapes only, no memory): losses and the student run on a 512 px HR crop."""
+    """Every role at paper shapes (SD 2.1, SDXL, Z-Image-Turbo, ResShift, CLIP-ConvNeXt-XXL) with the paper's
+    settings, on the meta device (shapes only, no memory): losses and the student run on a 512 px HR crop.
+    Qwen3-VL's vision tower cannot run on the meta device, so StrSR runs with the CLIP stand-in and the Qwen3-VL
+    tower is checked to feed Z-Image's caption width."""
     with torch.device("meta"):
-        recipe = RECIPES[name]({}, "sd21")
+        if name == "strsr":
+            vision = C.build_vlm_vision("sd21")
+            assert vision.width == C.preset_config("sd21", "dit_zimage")["cap_feat_dim"] == 2560
+        recipe = RECIPES[name]({"semantic_encoder": "clip"} if name == "strsr" else {}, "sd21")
         for module in recipe.modules():  # pyiqa builds a few buffers on the CPU whatever the default device
             if type(module).__name__ in ("LPIPS", "DISTS"):
                 module.to("meta")
