@@ -12,6 +12,7 @@ import abc
 import contextlib
 import copy
 import inspect
+import logging
 from typing import ClassVar
 
 import torch
@@ -19,6 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from srdistill.errors import UserError
+
+log = logging.getLogger(__name__)
 
 RECIPES: dict[str, type[Recipe]] = {}
 
@@ -107,6 +110,12 @@ class Recipe(nn.Module, metaclass=abc.ABCMeta):
 
     def export_config(self) -> dict:
         return {"recipe": self.name, "components": self.components, "cfg": copy.deepcopy(self.cfg), "scale": self.scale}
+
+    def substitute(self, note: str, loud: bool = True) -> None:
+        """Record (and, when ``loud``, log as a warning) a departure from the paper forced by missing components."""
+        if loud:
+            log.warning("%s", note)
+        self.substitutions.append(note)
 
     def parameter_counts(self) -> dict[str, int]:
         """Trainable parameters of the generator and the discriminator (README's recipe table)."""

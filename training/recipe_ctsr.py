@@ -186,7 +186,7 @@ class CTSRRecipe(Recipe):
             gen = torch.Generator().manual_seed(int(self.cfg["init_seed"]) + 7)
             for model in (self.unet, vae):
                 C.randomize_adapter(model, REALISM, gen)
-            self.substitutions.append("random-weight LoRA stands in for OSEDiff's released checkpoint (preset)")
+            self.substitute("random-weight LoRA stands in for OSEDiff's released checkpoint (preset)", loud=False)
             return
         if (self.cfg["lora_rank"], self.cfg["lora_alpha"]) != (C.OSEDIFF_RANK, C.OSEDIFF_ALPHA):
             raise UserError(f"CTSR continues OSEDiff's LoRA, which has rank {C.OSEDIFF_RANK} and alpha {C.OSEDIFF_ALPHA}; "

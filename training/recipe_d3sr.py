@@ -10,7 +10,6 @@ The paper's lambda1/lambda2 and T_L are in its supplement, absent from our copy:
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -22,8 +21,6 @@ from srdistill.training import components as C
 from srdistill.training import losses
 from srdistill.errors import UserError
 from srdistill.training.recipe import LatentCodec, Recipe, frozen_params, register
-
-log = logging.getLogger(__name__)
 
 SD21_FALLBACK = ("D3SR discriminator: no SDXL UNet (components folder has no disc_unet/), so a second SD 2.1 UNet "
                  "is used: this is the paper's Table 6 ablation, not its main setting")
@@ -124,8 +121,7 @@ class D3SRRecipe(Recipe):
             disc_unet = C.build_unet(components, sub="disc_unet", role="disc_unet")
         else:
             if c["discriminator"] == "sdxl":
-                log.warning(SD21_FALLBACK)
-                self.substitutions.append(SD21_FALLBACK)
+                self.substitute(SD21_FALLBACK)
             disc_unet = C.build_unet(components)
         C.keep_down_and_mid(disc_unet)
         C.add_lora(disc_unet, c["disc_lora_rank"], c["disc_lora_alpha"], C.UNET_LORA_TARGETS)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -43,8 +42,6 @@ from srdistill.training.logging_jsonl import JsonlLog
 from srdistill.training.recipe import frozen_params
 
 from srdistill.errors import UserError
-
-log = logging.getLogger(__name__)
 
 RUN_RECORD = "config.json"   # the run record: resolved config, assumptions, stand-ins, batch sizes
 
@@ -343,8 +340,6 @@ def run_training(run: RunConfig, *, shards, out, components: str = "tiny", val_s
         torch.manual_seed(run.trainer.seed + 1 + info.rank)
         trainer = Trainer(recipe, run, shards=shards, run_dir=out, components=components, device=device, scale=scale,
                           val_shards=val_shards, dist=info, resume=resume)
-        for line in recipe.substitutions:
-            log.warning("%s", line)
         if info.is_main:
             write_run_record(out, run, recipe, shards=shards, val_shards=val_shards, components=components, scale=scale,
                              world_size=info.world_size)
