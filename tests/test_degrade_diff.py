@@ -1,12 +1,10 @@
 """`degrade diff`: two builds under different specs; the report names the changed spec field and parameters."""
 
 import argparse
-import logging
 
 import numpy as np
 import pandas as pd
 import pytest
-import ray
 
 from srdistill.degrade.build import build
 from srdistill.degrade.diff import add_diff_parser, blockiness, compare_params, flatten, noise_sigma
@@ -41,18 +39,14 @@ def test_flatten_and_paired_param_comparison():
     assert cat.set_index("param").loc["mode", "paired"] == 0.0
 
 
-def test_diff_of_two_specs_shows_the_changed_parameter(tmp_path, capsys):
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
-    try:
-        a, b = tmp_path / "a", tmp_path / "b"
-        spec = tmp_path / "lowq.yaml"
-        # Only the final JPEG quality range changes (it is applied last, after every other draw).
-        spec.write_text("base: realesrgan\nname: realesrgan-lowq\nstage2: {jpeg_quality: [10, 20]}\n")
-        build("sample", str(a), "realesrgan", crop=64, crops_per_image=2, limit=4, shard_samples=4,
-              progress=False, command="test")
-        regen(str(a), str(b), str(spec), progress=False, command="test")
-    finally:
-        ray.shutdown()
+def test_diff_of_two_specs_shows_the_changed_parameter(tmp_path, capsys, ray_cluster):
+    a, b = tmp_path / "a", tmp_path / "b"
+    spec = tmp_path / "lowq.yaml"
+    # Only the final JPEG quality range changes (it is applied last, after every other draw).
+    spec.write_text("base: realesrgan\nname: realesrgan-lowq\nstage2: {jpeg_quality: [10, 20]}\n")
+    build("sample", str(a), "realesrgan", crop=64, crops_per_image=2, limit=4, shard_samples=4,
+          progress=False, command="test")
+    regen(str(a), str(b), str(spec), progress=False, command="test")
     parser = argparse.ArgumentParser(prog="degrade")
     add_diff_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["diff", str(a), str(b), "--out", str(tmp_path / "d")])

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _helpers_evaluate import downscale, pair_dirs, photo, write_png  # noqa: F401
+from helpers.images import downscale, real_photo, write_png
 from srdistill.datasets.benchmarks import (
     MissingBenchmark,
     folder_benchmark,
@@ -18,7 +18,7 @@ from srdistill.errors import UserError
 
 
 def make_realsr(root):
-    hr = photo("astronaut", 32, 32)
+    hr = real_photo("astronaut", 32, 32)
     for cam in ("Canon", "Nikon"):
         for i in (1, 2):
             write_png(root / "RealSR(V3)" / cam / "Test" / "4" / f"{cam}_{i:03d}_HR.png", hr)
@@ -58,7 +58,7 @@ def test_folder_pairs_lr_only_and_bad_folders(tmp_path, pair_dirs):
     assert bench.has_hr and len(bench.items) == 3
     lr_only = folder_benchmark(None, lr_dir)
     assert not lr_only.has_hr and lr_only.items[0].hr is None
-    write_png(lr_dir / "stranger.png", photo("coffee", 16, 16))
+    write_png(lr_dir / "stranger.png", real_photo("coffee", 16, 16))
     with pytest.raises(UserError, match="have no HR"):
         folder_benchmark(hr_dir, lr_dir)
     with pytest.raises(UserError, match="does not exist"):
