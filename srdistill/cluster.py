@@ -50,11 +50,12 @@ class UnitRun:
 
 def auth_hint(exc: BaseException) -> bool:
     """True when joining failed because the cluster wants a token this process did not send."""
-    from ray.exceptions import AuthenticationError
+    import ray.exceptions
 
+    auth_error = getattr(ray.exceptions, "AuthenticationError", ())  # Ray >= 2.52
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, AuthenticationError) or "InvalidAuthToken" in str(seen):
+        if isinstance(seen, auth_error) or "InvalidAuthToken" in str(seen):
             return True
         seen = seen.__cause__ or seen.__context__
     return False
