@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import sys
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -123,7 +124,8 @@ class PartsStore:
         if not rows:
             return
         part = pd.DataFrame(rows, columns=list(self.schema.columns))
-        name = f"{self.parts_dir}/part-{uuid.uuid4().hex}.parquet"
+        # Named in write order, so that a restart reads the parts in that order and the last write of a key wins.
+        name = f"{self.parts_dir}/part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
         self.storage.write_bytes(name, _parquet_bytes(part))
         self._parts.append(name)
         self.frame = pd.concat([self.frame, part], ignore_index=True) if len(self.frame) else part
