@@ -117,3 +117,11 @@ def test_sample_is_synthesized_deterministically_and_cached(tmp_path, monkeypatc
     mtime = first.items[0].lr.stat().st_mtime_ns
     again = load_benchmark("sample", data_root=None, cache=tmp_path / "a")
     assert again.items[0].lr.stat().st_mtime_ns == mtime and np.array_equal(read_rgb(again.items[0].lr), read_rgb(first.items[0].lr))
+
+
+def test_evaluate_help_lists_every_benchmark_name():
+    from srdistill.evaluate.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    datasets = next(a for a in sub.choices["leaderboard"]._actions if a.dest == "datasets")
+    assert all(name in datasets.help for name in BENCHMARK_NAMES)
