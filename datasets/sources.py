@@ -84,8 +84,8 @@ SOURCES: dict[str, NamedSource] = {
                              "release, as its train.json names the files)", _SEVEN_DIGITS),
                 SourceLayout("LSDIR", "*/*.png", "LSDIR/<7-digit>/*.png (the release's archives unpacked in place)",
                              _SEVEN_DIGITS),
-                SourceLayout("LSDIR/data", "*.parquet", "LSDIR/data/train-NNNNN-of-00195.parquet (the Hugging Face copy, "
-                             "read directly)"),
+                SourceLayout("LSDIR/data", "train-*.parquet", "LSDIR/data/train-NNNNN-of-00195.parquet (the Hugging Face "
+                             "copy, read directly)"),
             ),
             84_991, "https://ofsoundof.github.io/lsdir-data/ (and as parquet on Hugging Face)",
             "the LSDIR training HR release, 84,991 PNGs in folders of 1,000",
@@ -366,7 +366,21 @@ def _glob_source(pattern: str) -> Source:
     root = Path(prefix if prefix.endswith(os.sep) else os.path.dirname(prefix) or ".")
     if not matches:
         raise UserError(f"source {pattern!r} holds no images: the glob matches no file (searched from {root}).")
-    source = _make_source(pattern, root, [Path(os.path.relpath(p, root)).as_posix() for p in matches], [])
+
+    def rel(p: str) -> str:
+        return Path(os.path.relpath(p, root)).as_posix()
+
+    # `**` follows links to folders, so a link back up the tree matches the same files again under longer paths:
+    # each real file is taken once, under its shortest path.
+    first: dict[str, str] = {}
+    ignored = []
+    for p in sorted(matches, key=lambda p: (p.count(os.sep), p)):
+        real = os.path.realpath(p)
+        if real in first:
+            ignored.append(Skip(rel(p), f"the same file as {rel(first[real])} (reached through a link); taken once"))
+        else:
+            first[real] = p
+    source = _make_source(pattern, root, [rel(p) for p in first.values()], ignored)
     if not source.files:
         raise UserError(f"source {pattern!r} holds no images: the files it matches are parquet files without images "
                         f"({source.ignored[0].reason}).")

@@ -167,3 +167,12 @@ def test_a_parquet_source_builds_on_ray_and_resumes_by_file(tmp_path, ray_sessio
     assert (first.samples, first.shards) == (5, 3) and verify(str(out)).ok
     again = build(str(tmp_path / "src"), str(out), "bicubic", workers=2, **OPTS)
     assert (again.shards_built, again.shards_reused) == (0, 3)
+
+
+def test_a_recursive_glob_through_a_symlink_loop_takes_each_file_once(tmp_path):
+    good_folder(tmp_path / "src", n=2, size=16)
+    save(tmp_path / "src/d/inner.png", photo(16, 16, 9))
+    os.symlink("..", tmp_path / "src/d/up")
+    src = resolve_source(str(tmp_path / "src/**/*.png"))
+    assert [i.rel for i in src.items()] == ["d/inner.png", "img0.png", "img1.png"]
+    assert src.skipped() and all("reached through a link" in s.reason for s in src.skipped())
