@@ -78,8 +78,8 @@ def check_sources(manifest: dict) -> tuple[list[str], list[str]]:
     source, identity = manifest.get("source") or {}, manifest.get("identity") or {}
     args, mode = source.get("resolve"), source.get("identity")
     if not args or not mode:
-        return [], ["sources not checked: this build recorded no source identity (written by an older srdistill, or "
-                    "by `degrade regen`, whose source is its parent build)."]
+        return [], [("sources not checked: this build recorded no source identity (written by an older srdistill, or "
+                     "by `degrade regen`, whose source is its parent build).")]
     policy = identity.get("crop_policy") or {}
     crop, per_image = (0, 1) if policy.get("mode") == "full" else (policy.get("crop", 0), policy.get("crops_per_image", 1))
     try:
@@ -87,11 +87,13 @@ def check_sources(manifest: dict) -> tuple[list[str], list[str]]:
                          shard_samples=identity["shard_samples"], seed=manifest["seed"], limit=args.get("limit"),
                          data_root=args.get("data_root"), split=identity["split"], max_pixels=identity["max_pixels"],
                          source_identity=mode)
-    except (UserError, KeyError) as exc:
+    except UserError as exc:
         return [], [f"sources not checked: {exc}"]
+    except KeyError as exc:
+        return [], [f"sources not checked: the manifest has no {exc} entry."]
     if plan.build_id != manifest.get("build_id"):
-        return [f"the source {args['src']} no longer lists the files this build was made from "
-                f"({identity.get('images')} images then, {plan.images} now); re-run the build into a new --out."], []
+        return [(f"the source {args['src']} no longer lists the files this build was made from "
+                 f"({identity.get('images')} images then, {plan.images} now); re-run the build into a new --out.")], []
     _, digests = recorded(manifest)
     changed = [n for n, d in digests.items() if d != plan.shard_sources.get(n)]
     return [f"{n}: its source files changed since it was written ({mode} identity); re-run the build command to "

@@ -42,9 +42,9 @@ def test_named_sources_follow_their_documented_layout(data_root, name):
     assert [i.rel for i in src.items()] == expected
     assert all("." not in i.key and i.source == name for i in src.items())
     assert all(i.path == str(data_root / SOURCES[name].layouts[0].subdir / i.rel) for i in src.items())
-    assert src.notes == [f"{name}: {SOURCES[name].images:,} images expected, found {len(expected)} in "
-                         f"{data_root / SOURCES[name].layouts[0].subdir} (a partial or different copy? the release is "
-                         f"{SOURCES[name].about})."]
+    assert src.notes == [(f"{name}: {SOURCES[name].images:,} images expected, found {len(expected)} in "
+                          f"{data_root / SOURCES[name].layouts[0].subdir} (a partial or different copy? the release is "
+                          f"{SOURCES[name].about}).")]
 
 
 def test_lsdir_keys_keep_the_folder(data_root):

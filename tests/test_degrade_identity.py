@@ -119,8 +119,8 @@ def test_a_changed_source_redoes_its_shard_says_so_and_verify_notices(tmp_path, 
     assert verify(str(out)).ok
     edit_in_place(src / "img3.png", seed=99)
     report = verify(str(out))
-    assert report.problems == ["train-000001.tar: its source files changed since it was written (stat identity); "
-                               "re-run the build command to rewrite it."]
+    assert report.problems == [("train-000001.tar: its source files changed since it was written (stat identity); "
+                                "re-run the build command to rewrite it.")]
     with caplog.at_level(logging.WARNING):
         again = build(str(src), str(out), "bicubic", workers=2, **OPTS)
     assert (again.shards_built, again.shards_reused, again.sources_changed) == (1, 2, ["train-000001.tar"])
@@ -143,7 +143,9 @@ def test_an_interrupted_build_whose_source_changed_redoes_that_shard(tmp_path, r
     class Crash(Exception):
         pass
 
-    def crash_after_two(record, seen=[]):
+    seen = []
+
+    def crash_after_two(record):
         seen.append(record.name)
         if len(seen) == 2:
             raise Crash
