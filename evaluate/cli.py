@@ -29,7 +29,8 @@ def _leaderboard_parser(sub) -> None:
     p.add_argument("--method", action="append", metavar="NAME=DIR", help="add a method: a training run folder (with export/) "
                                                                          "or a folder of SR outputs named by image stem; repeatable")
     p.add_argument("--datasets", default="all", help="'all' (every set found on disk, plus sample) or a comma list of "
-                                                     "DIV2K-val, RealSR, DRealSR, RealSet65, RealLQ250, ImageNet-Test, sample")
+                                                     "DIV2K-val, RealSR, DRealSR, RealSet65, RealLQ250, ImageNet-Test, "
+                                                     "StableSR-DIV2K, StableSR-RealSR, StableSR-DRealSR, sample (any case)")
     p.add_argument("--hr", help="folder of HR images, paired by file stem with --lr (adds one dataset)")
     p.add_argument("--lr", help="folder of LR images (alone: an LR-only dataset, scored with no-reference metrics)")
     p.add_argument("--metrics", default="all", help="'all' (psnry,ssim,lpips,dists,niqe,musiq,maniqa,clipiqa,qalign,qualiclip,fid) "
