@@ -337,7 +337,9 @@ def test_released_checkpoints_load_by_key(tmp_path):
     folder = tmp_path / "resshift"
     folder.mkdir()
     unet_state = _random_state(official_unet_keys(OFFICIAL_UNET), gen)
-    torch.save({"state_dict": {f"module.{k}": v for k, v in unet_state.items()}}, folder / "resshift_realsrx4_s15_v1.pth")
+    ddp_saved = {"state_dict": {f"module.{k}": v for k, v in unet_state.items()}}
+    torch.save(ddp_saved, folder / "resshift_realsrx4_s15_v1.pth")
+    del ddp_saved
     del unet_state
     vq_state = _random_state(official_vq_keys(), gen)
     torch.save(vq_state, folder / "autoencoder_vq_f4.pth")

@@ -135,7 +135,8 @@ def test_schedule_is_resshifts_in_the_recipe_and_its_yaml():
     assert (sch.steps, sch.kappa) == (STEPS, KAPPA)
     assert np.allclose(sch.etas().numpy(), paper_etas(STEPS), rtol=1e-12)
     assert full.student_diffusion.schedule == sch
-    assert torch.allclose(full.teacher.denoiser.etas.double(), torch.tensor(paper_etas(STEPS), dtype=torch.float64), rtol=1e-6)
+    want = torch.tensor(paper_etas(STEPS), dtype=torch.float64)
+    assert torch.allclose(full.teacher.denoiser.etas.double(), want, rtol=1e-6)
 
 
 def test_paper_weights_student_initialisation_and_trainable_set(recipe):

@@ -202,7 +202,7 @@ class SwinTransformerBlock(nn.Module):
         self.register_buffer("attn_mask", shifted_window_mask(resolution, resolution, window, shift) if shift else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _, c, h, w = x.shape
+        h, w = x.shape[-2:]
         y = self.norm1(x)
         if self.shift:
             y = torch.roll(y, shifts=(-self.shift, -self.shift), dims=(2, 3))
@@ -296,7 +296,8 @@ class ResShiftUNet(nn.Module):
                     layers.append(Upsample(ch))
                     ds *= 2
                 self.output_blocks.append(TimestepEmbedSequential(*layers))
-        self.out = nn.Sequential(GroupNorm32(ch), nn.SiLU(), nn.Conv2d(mc * cfg.channel_mult[0], cfg.out_channels, 3, padding=1))
+        self.out = nn.Sequential(GroupNorm32(ch), nn.SiLU(),
+                                 nn.Conv2d(mc * cfg.channel_mult[0], cfg.out_channels, 3, padding=1))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
         emb = self.time_embed(timestep_embedding(t, self.cfg.model_channels))
