@@ -365,3 +365,15 @@ def test_a_file_of_another_configuration_is_refused_with_the_first_bad_key(tmp_p
     torch.save(state, folder / "resshift_realsrx4_s15_v1.pth")
     with pytest.raises(UserError, match=r"1 mis-shaped tensors \(first: input_blocks.0.0.weight\)"):
         build_resshift(str(tmp_path))
+
+
+def test_tiny_teacher_maps_lr_to_a_4x_image_and_its_noise_matters():
+    torch.manual_seed(2)
+    teacher = build_resshift("tiny", ResShiftSchedule(steps=3))
+    gen = torch.Generator().manual_seed(4)
+    lr, n1, n2 = torch.rand(1, 3, 8, 12, generator=gen), torch.randn(1, 3, 8, 12, generator=gen), \
+        torch.randn(1, 3, 8, 12, generator=gen)
+    with torch.no_grad():
+        a, b = teacher(lr, n1), teacher(lr, n2)
+    assert a.shape == (1, 3, 32, 48) and float(a.min()) >= 0 and float(a.max()) <= 1
+    assert not torch.equal(a, b) and torch.equal(a, teacher(lr, n1))
