@@ -89,8 +89,8 @@ def read_document(path: str | Path) -> dict:
         doc = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise UserError(f"config file {path} is not valid YAML ({str(exc).splitlines()[0]}).") from exc
-    if not isinstance(doc, dict) or set(doc) - {"trainer", "recipe"}:
-        raise UserError(f"config file {path} must be a mapping with only `trainer:` and `recipe:` sections.")
+    if not isinstance(doc, dict) or set(doc) - {"trainer", "recipe", "assumptions"}:
+        raise UserError(f"config file {path} must be a mapping with only `trainer:`, `recipe:` and `assumptions:` sections.")
     for section in ("trainer", "recipe"):
         if not isinstance(doc.get(section) or {}, dict):
             raise UserError(f"config file {path}: `{section}:` must be a mapping.")
