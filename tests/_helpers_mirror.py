@@ -64,3 +64,65 @@ def upstream_path(url: str) -> str:
 
     parts = urlsplit(url)
     return parts.netloc + parts.path
+
+
+class HubHandler(SimpleHTTPRequestHandler):
+    """The few Hub routes huggingface_hub's snapshot_download uses, answered from a Hub cache tree
+    (`models--ORG--NAME/refs/REV`, `.../snapshots/COMMIT/PATH`): repo info, tree listing, file resolve."""
+
+    def _send(self, code: int, body: bytes = b"", headers: dict | None = None, error: str | None = None):
+        self.send_response(code)
+        for key, value in {**(headers or {}), **({"X-Error-Code": error} if error else {})}.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command == "GET":
+            self.wfile.write(body)
+
+    def _snapshot(self, org: str, name: str, revision: str):
+        repo = self.server.root / f"models--{org}--{name}"
+        if not repo.is_dir():
+            return None, "RepoNotFound"
+        ref = repo / "refs" / revision
+        commit = ref.read_text().strip() if ref.is_file() else revision
+        snap = repo / "snapshots" / commit
+        return (commit, snap) if snap.is_dir() else (None, "RevisionNotFound")
+
+    def _answer(self):
+        import hashlib
+        import json
+        import re
+        from urllib.parse import unquote, urlsplit
+
+        self.server.requests.append((self.command, self.path))
+        path = urlsplit(self.path).path
+        route = (re.match(r"^/api/models/([^/]+)/([^/]+)/revision/([^/]+)$", path)
+                 or re.match(r"^/api/models/([^/]+)/([^/]+)/tree/([^/]+)$", path)
+                 or re.match(r"^/([^/]+)/([^/]+)/resolve/([^/]+)/(.+)$", path))
+        if route is None:
+            return self._send(404)
+        org, name, revision = route.group(1), route.group(2), unquote(route.group(3))
+        found, detail = self._snapshot(org, name, revision)
+        if found is None:
+            return self._send(404, b"{}", error=detail)
+        commit, snap = found, detail
+        files = sorted(p.relative_to(snap).as_posix() for p in snap.rglob("*") if p.is_file())
+        if "/revision/" in path:
+            body = {"id": f"{org}/{name}", "sha": commit, "siblings": [{"rfilename": f} for f in files]}
+            return self._send(200, json.dumps(body).encode(), {"Content-Type": "application/json"})
+        if "/tree/" in path:
+            body = [{"type": "file", "path": f, "size": (snap / f).stat().st_size,
+                     "oid": hashlib.sha1((snap / f).read_bytes()).hexdigest()} for f in files]
+            return self._send(200, json.dumps(body).encode(), {"Content-Type": "application/json"})
+        rel = unquote(route.group(4))
+        if rel not in files:
+            return self._send(404, b"", error="EntryNotFound")
+        data = (snap / rel).read_bytes()
+        etag = '"' + hashlib.sha256(data).hexdigest() + '"'
+        return self._send(200, data, {"X-Repo-Commit": commit, "ETag": etag})
+
+    do_GET = _answer
+    do_HEAD = _answer
+
+    def log_message(self, format, *args):
+        pass
