@@ -58,6 +58,8 @@ class DownloadPolicy:
         if not parts.scheme.startswith("http") or not parts.netloc:
             return url
         path = parts.path + (f"?{parts.query}" if parts.query else "")
+        if self.hf_endpoint and url.startswith(self.hf_endpoint.rstrip("/") + "/"):
+            return url  # built from HF_ENDPOINT already (pyiqa builds its URLs with huggingface_hub at import)
         if self.hf_endpoint and parts.hostname in HF_HOSTS:
             return self.hf_endpoint.rstrip("/") + path
         if self.mirror:

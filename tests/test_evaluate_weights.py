@@ -5,7 +5,8 @@ import os
 
 import pytest
 import torch
-from _helpers_evaluate import offline_weights  # noqa: F401
+import pandas as pd
+from _helpers_evaluate import offline_weights, pair_dirs  # noqa: F401
 from _helpers_mirror import dead_url, serve, upstream_path
 from srdistill.evaluate import cli, weights
 from srdistill.evaluate.metrics import MetricUnavailable, Scorer
@@ -54,6 +55,7 @@ def test_policy_maps_each_upstream_host_to_a_folder_and_hugging_face_to_its_endp
     both = download.DownloadPolicy(mirror="http://m.lan/w", hf_endpoint="http://hub.lan")
     assert both.source(hf) == "http://hub.lan/chaofengc/IQA-PyTorch-Weights/resolve/main/y.pth"
     assert both.source(url).startswith("http://m.lan/w/github.com/")
+    assert both.source("http://hub.lan/org/x/resolve/main/z.pth") == "http://hub.lan/org/x/resolve/main/z.pth"
 
 
 def test_missing_weights_are_fetched_from_the_mirror_into_pyiqa_cache_once(mirror, cnniqa_file):
@@ -166,3 +168,21 @@ def test_weights_cli_bad_download_requests_are_one_sentence(offline_weights, mon
     out = capsys.readouterr().out
     failed = [line for line in out.splitlines() if "FAILED" in line]
     assert len(failed) == 1 and mirror in failed[0] and "cannot be reached" in failed[0]
+
+
+def test_leaderboard_fetches_through_the_mirror_and_an_unreachable_one_loses_no_row(mirror, pair_dirs, tmp_path):
+    hr_dir, lr_dir = pair_dirs
+    out = tmp_path / "eval"
+    base = ["leaderboard", "--methods", "bicubic", "--hr", str(hr_dir), "--lr", str(lr_dir),
+            "--metrics", "psnry,cnniqa", "--out", str(out), "--quiet"]
+    dead = dead_url()
+    assert cli.main(base + ["--mirror", dead]) == 0
+    first = pd.read_parquet(out / "results.parquet").set_index(["image", "metric"]).sort_index()
+    assert (first.xs("psnry", level="metric")["status"] == "ok").all() and len(first) == 6
+    skipped = first.xs("cnniqa", level="metric")["status"]
+    assert skipped.str.startswith("skipped: could not download").all() and skipped.str.contains(dead).all()
+    assert cli.main(base + ["--mirror", mirror.url]) == 0
+    second = pd.read_parquet(out / "results.parquet").set_index(["image", "metric"]).sort_index()
+    assert (second["status"] == "ok").all() and len(second) == 6
+    pd.testing.assert_frame_equal(second.xs("psnry", level="metric"), first.xs("psnry", level="metric"))
+    assert len(mirror.requests) == 1
