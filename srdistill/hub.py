@@ -98,7 +98,7 @@ def resolve_snapshot(mid: ModelId) -> Path:
     return _resolve(mid, endpoint, str(download.hf_cache_dir()), offline)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _resolve(mid: ModelId, endpoint: str, cache: str, offline: bool) -> Path:
     from huggingface_hub import HfApi, snapshot_download
     from huggingface_hub.errors import IncompleteSnapshotError

@@ -2,10 +2,11 @@
 
 import hashlib
 import os
+from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
-import pandas as pd
 from _helpers_evaluate import offline_weights, pair_dirs  # noqa: F401
 from _helpers_mirror import dead_url, serve, upstream_path
 from srdistill.evaluate import cli, weights
@@ -125,7 +126,7 @@ def test_torch_hub_hash_check_and_clip_checksums_guard_the_cache(tmp_path, mirro
         fetched = clip_model._download(clip_url, str(weights.hub_dir() / "clip"))
     assert torch.equal(state["w"], torch.arange(5.0))
     assert sorted(p.name for p in (weights.hub_dir() / "checkpoints").iterdir()) == [os.path.basename(good)]
-    assert open(fetched, "rb").read() == blob.read_bytes()
+    assert Path(fetched).read_bytes() == blob.read_bytes()
     with weights.weight_downloads(offline=True), pytest.raises(weights.MissingWeights):
         clip_model._download(clip_url.replace(sha, "f" * 64), str(weights.hub_dir() / "clip"))
 

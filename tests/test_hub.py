@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 from _helpers_mirror import HubHandler, dead_url, serve
-
-from srdistill import hub
-from srdistill.errors import UserError
 from srdistill.training import cli as train_cli
 from srdistill.training import components as C
 from srdistill.training.config import load_run_config
+
+from srdistill import hub
+from srdistill.errors import UserError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -67,10 +67,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from srdistill import download
-    from srdistill.hub import resolve_components
     from srdistill.training.config import load_run_config
     from srdistill.training.trainer import run_training
+
+    from srdistill import download
+    from srdistill.hub import resolve_components
 
     names = _recipe_names()
     if args.recipe not in names:

@@ -47,9 +47,9 @@ def _is_folder(components: str) -> bool:
 
 
 def _need(components: str, sub: str, what: str) -> Path:
-    from srdistill.hub import role_dir  # a folder, or a Hugging Face model id resolved into the hub's cache
+    from srdistill.hub import role_dir
 
-    path = role_dir(components, sub)
+    path = role_dir(components, sub)  # a folder, or a Hugging Face model id resolved into the hub's cache
     if not path.exists():
         raise MissingWeights(
             f"components folder {components} is missing {what} (looked for {path}); "
