@@ -153,9 +153,18 @@ def explain_build_error(exc: BaseException) -> str:
             return (f"missing Hugging Face weights {what} (not in the cache {cache}; source: {url}; run without --offline "
                     f"to download it, or `huggingface-cli download {repo or 'REPO'}` on a connected machine and bring the "
                     f"models--* folder in with `evaluate weights --import`)")
-        return f"could not download Hugging Face weights {what} from {url}: {_first_line(hub_miss)}"
+        return f"could not download Hugging Face weights {what} from {url}: {_first_line(_root_cause(hub_miss))}"
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"could not be built: {name}: {first[:200]}"
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The innermost exception of a chain (the refused connection under the hub's generic cache-miss error)."""
+    seen = {id(exc)}
+    while (exc.__cause__ or exc.__context__) is not None and id(exc.__cause__ or exc.__context__) not in seen:
+        exc = exc.__cause__ or exc.__context__
+        seen.add(id(exc))
+    return exc
 
 
 def _first_line(exc: BaseException) -> str:

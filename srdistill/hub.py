@@ -70,11 +70,12 @@ def select_files(files: list[str]) -> list[str]:
 
 def _explain(exc: BaseException, mid: ModelId, endpoint: str, cache: Path, offline: bool) -> str:
     """One sentence for a failed resolution, by the hub's exception kind (looked up by name along the chain)."""
-    names = set()
-    seen: BaseException | None = exc
-    while seen is not None:
-        names.update(cls.__name__ for cls in type(seen).__mro__)
-        seen = seen.__cause__ or seen.__context__
+    names, chain = set(), [exc]
+    while (chain[-1].__cause__ or chain[-1].__context__) is not None and len(chain) < 20:
+        chain.append(chain[-1].__cause__ or chain[-1].__context__)
+    for link in chain:
+        names.update(cls.__name__ for cls in type(link).__mro__)
+    root = chain[-1]  # e.g. the refused connection under the hub's generic error
     if "RevisionNotFoundError" in names:
         return (f"model {mid.repo} has no revision {mid.revision!r} on {endpoint}; "
                 f"give a branch, tag or commit that exists (org/name@REVISION), or leave @REVISION out for main.")
@@ -85,8 +86,8 @@ def _explain(exc: BaseException, mid: ModelId, endpoint: str, cache: Path, offli
         return (f"model {mid} is not in the Hugging Face cache {cache} and downloads are off (--offline, SRDISTILL_OFFLINE "
                 f"or HF_HUB_OFFLINE); run once online, or `huggingface-cli download {mid.repo}` on a connected machine "
                 f"and copy its models--* folder into {cache}.")
-    return (f"cannot reach {endpoint} to resolve model id {mid} ({type(exc).__name__}: "
-            f"{str(exc).strip().splitlines()[0][:160] if str(exc).strip() else 'no detail'}); check the network or "
+    return (f"cannot reach {endpoint} to resolve model id {mid} ({type(root).__name__}: "
+            f"{str(root).strip().splitlines()[0][:160] if str(root).strip() else 'no detail'}); check the network or "
             f"HF_ENDPOINT, or pass --offline to use the Hugging Face cache {cache}.")
 
 

@@ -187,3 +187,24 @@ def test_leaderboard_fetches_through_the_mirror_and_an_unreachable_one_loses_no_
     assert (second["status"] == "ok").all() and len(second) == 6
     pd.testing.assert_frame_equal(second.xs("psnry", level="metric"), first.xs("psnry", level="metric"))
     assert len(mirror.requests) == 1
+
+
+@pytest.mark.slow  # huggingface_hub retries a refused connection with back-off before giving up
+def test_a_hugging_face_file_that_cannot_be_fetched_is_one_sentence_with_its_url(offline_weights, monkeypatch):
+    import huggingface_hub.constants
+    from huggingface_hub import hf_hub_download
+
+    for name in ("HF_HUB_OFFLINE", "ENDPOINT", "HUGGINGFACE_CO_URL_TEMPLATE"):
+        monkeypatch.setattr(huggingface_hub.constants, name, getattr(huggingface_hub.constants, name))
+    monkeypatch.delenv("SRDISTILL_OFFLINE")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("HF_ENDPOINT", dead_url())
+    download.sync_hub_constants()
+    with pytest.raises(Exception) as err:  # what transformers would re-raise from inside a metric's constructor
+        hf_hub_download("q-future/one-align", "config.json", cache_dir=str(offline_weights / "hf"))
+    note = weights.explain_build_error(err.value)
+    assert note.startswith("could not download Hugging Face weights q-future/one-align/config.json from "
+                           f"{os.environ['HF_ENDPOINT']}/q-future/one-align/resolve/main/config.json")
+    assert "refused" in note and "\n" not in note
+    monkeypatch.setenv("SRDISTILL_OFFLINE", "1")
+    assert weights.explain_build_error(err.value).startswith("missing Hugging Face weights q-future/one-align/config.json")

@@ -208,7 +208,8 @@ def test_bad_model_ids_revisions_and_endpoints_are_one_sentence(loopback_hub, mo
     monkeypatch.setenv("HF_ENDPOINT", dead_url())
     with pytest.raises(UserError) as err:
         hub.resolve_components("org-a/tiny-sd", {}, "unused")
-    assert "cannot reach" in str(err.value) and os.environ["HF_ENDPOINT"] in str(err.value) and "\n" not in str(err.value)
+    msg = str(err.value)
+    assert "cannot reach" in msg and os.environ["HF_ENDPOINT"] in msg and "refused" in msg and "\n" not in msg
     monkeypatch.setenv("SRDISTILL_OFFLINE", "1")
     with pytest.raises(UserError, match="not in the Hugging Face cache"):
         hub.resolve_components("org-a/tiny-sd", {}, "unused")
