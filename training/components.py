@@ -1,7 +1,8 @@
 """Builders for every role the recipes need, from real library classes.
 
 ``components`` is ``"tiny"`` (tiny configs, random weights: tests and CPU smoke runs), ``"sd21"``
-(SD 2.1-shaped UNet/VAE and an SD3-medium-shaped DiT with random weights: benchmarks), or a folder of
+(SD 2.1-shaped UNet/VAE and an SD3-medium-shaped DiT with random weights: benchmarks), a Hugging Face
+model id (``org/name[@revision]``, resolved by srdistill.hub into the hub's cache), or a folder of
 pretrained weights laid out as::
 
     FOLDER/vae/ unet/ scheduler/ text_encoder/ tokenizer/   diffusers / transformers from_pretrained
@@ -46,7 +47,9 @@ def _is_folder(components: str) -> bool:
 
 
 def _need(components: str, sub: str, what: str) -> Path:
-    path = Path(components) / sub
+    from srdistill.hub import role_dir
+
+    path = role_dir(components, sub)  # a folder, or a Hugging Face model id resolved into the hub's cache
     if not path.exists():
         raise MissingWeights(
             f"components folder {components} is missing {what} (looked for {path}); "
