@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from srdistill.errors import UserError
+from srdistill.hub import role_dir
 from srdistill.training.nets.resshift_unet import ResShiftUNet, SwinUNetConfig
 from srdistill.training.nets.vqgan import VQAutoencoder, VQConfig
 
@@ -216,7 +217,7 @@ def build_resshift_net(components: str, latent_channels: int = 3) -> ResShiftUNe
                         f"not a {latent_channels}-channel one, so {components} cannot provide it")
     net = ResShiftUNet(official)
     if components not in PRESETS:
-        load_official_state(net, Path(components) / RESSHIFT_DIR / UNET_FILE, components)
+        load_official_state(net, role_dir(components, RESSHIFT_DIR) / UNET_FILE, components)
     return _frozen(net)
 
 
@@ -228,7 +229,7 @@ def build_resshift_vq(components: str) -> VQAutoencoder:
         return _frozen(VQAutoencoder(VQConfig.tiny()))
     vq = VQAutoencoder(VQConfig.official())
     if components not in PRESETS:
-        load_official_state(vq, Path(components) / RESSHIFT_DIR / VQ_FILE, components)
+        load_official_state(vq, role_dir(components, RESSHIFT_DIR) / VQ_FILE, components)
     return _frozen(vq)
 
 
