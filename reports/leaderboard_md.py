@@ -81,7 +81,7 @@ def section_header(part: pd.DataFrame, dataset: str, protocol: str, metrics: lis
     proto = (protocols or {}).get(protocol)
     if proto is not None:
         lines.append(f"Protocol: {proto.title}.")
-    lines.append(f"Images: {_prep(part)}.")
+    lines.append(f"Images: {_prep(part).rstrip('.')}.")
     versions = part.groupby("metric")["metric_version"].last() if "metric_version" in part else pd.Series(dtype=str)
     if len(versions):
         lines.append("Metrics: " + "; ".join(f"{m} ({_options(versions[m])})" for m in metrics if m in versions)
