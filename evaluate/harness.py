@@ -157,7 +157,7 @@ class MetricPlan:
     stated: dict[str, dict]
 
     def version(self, metric: str) -> str:
-        return metric_version(metric, self.stated[metric])
+        return metric_version(metric, options=self.stated[metric])
 
 
 def _row(method: Method, bench: Benchmark, image: str, metric: str, value: float, status: str, seconds: float,

@@ -58,10 +58,13 @@ def metric_options(name: str, overrides: dict[str, dict] | None = None) -> dict:
     return {**METRIC_OPTS.get(name, {}), **((overrides or {}).get(name, {}))}
 
 
-def metric_version(name: str, options: dict | None = None) -> str:
-    """pyiqa version plus the options as stated (`unspecified` ones included), so a convention change
-    invalidates cached rows."""
-    suffix = "".join(f";{k}={v}" for k, v in sorted((options or {}).items()))
+def metric_version(name: str, overrides: dict[str, dict] | None = None, *, options: dict | None = None) -> str:
+    """pyiqa version plus the options a metric is built with, so a convention change invalidates cached rows.
+
+    `options`: the options exactly as a protocol states them (`unspecified` ones included); without it, the default
+    protocol's (METRIC_OPTS) updated by `overrides`."""
+    opts = metric_options(name, overrides) if options is None else options
+    suffix = "".join(f";{k}={v}" for k, v in sorted(opts.items()))
     return f"pyiqa-{pyiqa_version()}{suffix}"
 
 
@@ -88,6 +91,7 @@ class Scorer:
     """One built pyiqa metric: scores an SR image (against its HR for FR metrics)."""
 
     def __init__(self, name: str, device: str = "cpu", opts: dict | None = None):
+        """`opts`: pyiqa.create_metric options, exactly; None means the default protocol's (METRIC_OPTS)."""
         import pyiqa
 
         self.info = metric_info(name)
@@ -95,7 +99,7 @@ class Scorer:
         self.device = device
         try:
             with weights.downloads_blocked(), contextlib.redirect_stdout(io.StringIO()):
-                self.model = pyiqa.create_metric(name, device=device, **(opts or {}))
+                self.model = pyiqa.create_metric(name, device=device, **(METRIC_OPTS.get(name, {}) if opts is None else opts))
         except Exception as exc:  # reported as the metric's status
             raise MetricUnavailable(weights.explain_build_error(exc)) from exc
         self.model.eval()
