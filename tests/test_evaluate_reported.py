@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from srdistill.evaluate.protocol import PRESETS, load_protocol
-from srdistill.evaluate.reported import COLUMNS, canonical_method, load_reported
+from srdistill.evaluate.reported import COLUMNS, canonical_method, counterparts, load_reported
 
 ROOT = Path(__file__).resolve().parents[1]
 # The papers sit in ../shared/papers beside the main checkout (two levels up from a worktree under wt/).
@@ -146,3 +146,19 @@ def test_one_model_under_two_protocols_stays_two_rows():
     ose = rep[(rep["method"] == "OSEDiff") & (rep["dataset"] == "DIV2K-val") & rep["metric"].str.startswith("lpips")]
     assert sorted(zip(ose["protocol"], ose["metric"], ose["value"])) == [
         ("ctsr", "lpips-vgg", 0.3058), ("d3sr", "lpips", 0.3447), ("strsr", "lpips", 0.3972)]
+
+
+@pytest.mark.parametrize("recipe, name, expected", [
+    ("ctsr", "mine@t=0.2", ["CTSR (t=0.2)"]), ("ctsr", "mine", ["CTSR (t=0.0)", "CTSR (t=0.2)", "CTSR (t=0.8)"]),
+    ("d3sr", "mine", ["D3SR", "D3SR (public data)"]), ("vpdsr", "mine", ["VPD-SR"]), ("strsr", "mine", ["StrSR-Z", "StrSR-F"])])
+def test_a_trained_student_reproduces_its_recipes_paper_method(tmp_path, recipe, name, expected):
+    import json
+
+    from srdistill.evaluate.methods import TrainedStudent, builtin_method
+
+    (tmp_path / "export").mkdir()
+    (tmp_path / "export" / "student.json").write_text(json.dumps({"recipe": recipe}))
+    assert counterparts(TrainedStudent(name, tmp_path)) == expected
+    assert set(expected) <= set(load_reported()["method"])  # every id names transcribed rows
+    assert counterparts(builtin_method("bicubic", "cpu", 0)) == []
+    assert counterparts(builtin_method("realesrgan-x4plus", "cpu", 0)) == ["Real-ESRGAN"]
