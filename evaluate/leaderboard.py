@@ -14,7 +14,7 @@ from srdistill.evaluate.metrics import metric_info
 from srdistill.evaluate.results import OK, UNRECORDED_PROTOCOL
 
 LEADERBOARD_NAME = "leaderboard.parquet"
-COLUMNS = ["dataset", "protocol", "protocol_hash", "metric", "metric_version", "method", "mean", "std", "n", "n_failed",
+COLUMNS = ["dataset", "protocol", "protocol_hash", "metric", "metric_options", "metric_version", "method", "mean", "std", "n", "n_failed",
            "complete", "rank", "lower_better", "note", "dataset_meta"]
 
 
@@ -43,7 +43,8 @@ def build_leaderboard(results: pd.DataFrame) -> pd.DataFrame:
             if len(ok) and not complete:
                 notes.append(f"incomplete: {len(images[method])} of the {len(union)} images other methods have, not ranked")
             groups.append({"dataset": dataset, "protocol": protocol, "protocol_hash": rows["protocol_hash"].iloc[-1],
-                           "metric": metric, "metric_version": rows["metric_version"].iloc[-1], "method": method,
+                           "metric": metric, "metric_options": metric_options_text(rows["metric_version"].iloc[-1]),
+                           "metric_version": rows["metric_version"].iloc[-1], "method": method,
                            "mean": float(ok.mean()) if len(ok) else float("nan"),
                            "std": float(ok.std(ddof=0)) if len(ok) else float("nan"),
                            "n": int(len(ok)), "n_failed": int(len(failed)), "complete": bool(complete),
@@ -56,6 +57,11 @@ def build_leaderboard(results: pd.DataFrame) -> pd.DataFrame:
         board.loc[ranked.index, "rank"] = ranked["mean"].rank(method="min", ascending=bool(metric_info(metric).lower_better))
     board["rank"] = board["rank"].astype("Int64")
     return board[COLUMNS].sort_values(["dataset", "protocol", "metric", "rank", "method"]).reset_index(drop=True)
+
+
+def metric_options_text(metric_version: str) -> str:
+    """`pyiqa-0.1.16;crop_border=0;test_y_channel=unspecified` -> `crop_border=0;test_y_channel=unspecified`."""
+    return ";".join(str(metric_version).split(";")[1:])
 
 
 def _meta(text) -> str:

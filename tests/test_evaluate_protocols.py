@@ -192,7 +192,9 @@ def test_d3sr_and_ctsr_protocols_sit_beside_their_papers_rows_and_never_mix(tmp_
 
     board = pd.read_parquet(out / "leaderboard.parquet")
     assert set(board["protocol"]) == {"d3sr", "ctsr"} and board["protocol_hash"].str.len().eq(16).all()
-    assert board["metric_version"].str.contains("unspecified").any()
+    options = board.set_index(["protocol", "dataset", "metric", "method"])["metric_options"]
+    assert options[("ctsr", "RealSR", "psnr", "bicubic")] == "crop_border=unspecified;test_y_channel=unspecified"
+    assert options[("d3sr", "RealSR", "psnry", "bicubic")] == "color_space=ycbcr;crop_border=unspecified"
 
     md = (out / "leaderboard.md").read_text()
     sections = {s.split("\n", 1)[0]: s for s in md.split("\n## ")[1:]}

@@ -42,7 +42,7 @@ def test_means_std_n_and_ranks_follow_each_metrics_direction(board):
     assert (lpips["n"] == 0).all() and lpips["mean"].isna().all() and lpips["rank"].isna().all()
     assert lpips["note"].iloc[0] == "2 rows skipped: missing weights alex.pth"
     assert set(board["protocol"]) == {"p1"} and set(board["protocol_hash"]) == {"p1-hash"}
-    assert set(board["metric_version"]) == {"pyiqa-x;opt=p1"}
+    assert set(board["metric_version"]) == {"pyiqa-x;opt=p1"} and set(board["metric_options"]) == {"opt=p1"}
 
 
 def test_a_method_missing_images_is_not_ranked_over_a_different_image_set():
