@@ -250,3 +250,23 @@ def test_measured_row_of_a_reported_method_shows_the_difference(tmp_path, data_r
     row = repro[(repro["paper"] == "D3SR") & (repro["table"] == "Table 1")].iloc[0]
     assert row["gap"] == pytest.approx(gap) and row["reported"] == 24.57 and row["protocol"] == "d3sr"
     assert "| RealSR | d3sr | OSEDiff | OSEDiff | D3SR Table 1 | PSNR↑ |" in (out / "reproduction.md").read_text()
+
+
+def test_osediff_preset_takes_128_px_lr_centre_crops_of_full_realsr(tmp_path, offline_weights):
+    import cv2
+
+    root = tmp_path / "data"
+    hr = cv2.resize(photo("astronaut", 512, 512), (560, 544), interpolation=cv2.INTER_CUBIC)  # LR will be 140 x 136
+    write_png(root / "RealSR(V3)" / "Canon" / "Test" / "4" / "Canon_001_HR.png", hr)
+    write_png(root / "RealSR(V3)" / "Canon" / "Test" / "4" / "Canon_001_LR4.png", downscale(hr))
+    out = tmp_path / "out"
+    run_evaluation("bicubic", "RealSR", "psnry", out, data_root=str(root), progress=False, protocol="osediff")
+    cached = next((out / "cache").glob("RealSR-prep-*"))
+    assert read_rgb(cached / "lr" / "Canon_001.png").shape == (128, 128, 3)
+    assert np.array_equal(read_rgb(cached / "hr" / "Canon_001.png"), hr[4 * 4:4 * 4 + 512, 4 * 6:4 * 6 + 512])  # (136-128)//2, (140-128)//2
+    from srdistill.evaluate.report import write_reports
+
+    write_reports(out)
+    md = (out / "leaderboard.md").read_text()
+    assert f"## RealSR — protocol osediff ({load_protocol('osediff').hash})" in md
+    assert "LR centre crops of 128 px" in md and "psnry (color_space=ycbcr, crop_border=0)" in md
