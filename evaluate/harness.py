@@ -75,11 +75,11 @@ class EvalSummary:
             self.failures[key] = self.failures.get(key, 0) + rows
 
     def lines(self) -> list[str]:
-        reasons = "reasons below and in the status column" if self.rows_failed else "none"
+        reasons = " (reasons below and in the status column)" if self.rows_failed else ""
         head = f"under protocol {self.protocol.name} ({self.protocol.hash}) " if self.protocol is not None else ""
         out = [f"evaluated {len(self.methods)} methods x {len(self.datasets)} datasets x {len(self.metrics)} metrics "
                f"{head}in {self.seconds:.1f} s: {self.rows_computed} rows computed, {self.rows_reused} reused, "
-               f"{self.rows_failed} not scored ({reasons}), {self.sr_generated} SR images generated"]
+               f"{self.rows_failed} not scored{reasons}, {self.sr_generated} SR images generated"]
         out += [f"method {u.name} unavailable: {u.reason}" for u in self.unavailable_methods]
         out += [m.sentence() for m in self.missing_datasets]
         out += [f"metric {name} skipped: {reason}" for name, reason in sorted(self.skipped_metrics.items())]
