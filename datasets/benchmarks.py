@@ -267,8 +267,10 @@ def _sizes_look_like_crops(bench: Benchmark) -> bool:
     return all(_size(i.lr) == CROP_LR for i in bench.items) and all(_size(i.hr) == CROP_HR for i in bench.items if i.hr)
 
 
-def _refusal(layout: BenchmarkLayout, bench: Benchmark, root: Path) -> str | None:
-    """Why this folder is not the set it is named as (count or sizes differ from the release), or None."""
+def _refusal(layout: BenchmarkLayout, bench: Benchmark, root: Path, partial: bool = False) -> str | None:
+    """Why this folder is not the set it is named as (count or sizes differ from the release), or None.
+
+    `partial` accepts a copy whose count differs (noted on the set), never one whose image sizes say it is another set."""
     unit = "pairs" if bench.has_hr else "images"
     found = len(bench.items)
     orphans = f" (and {len(bench.left_out)} HR without LR, first {bench.left_out[0].name})" if bench.left_out else ""
@@ -285,9 +287,11 @@ def _refusal(layout: BenchmarkLayout, bench: Benchmark, root: Path) -> str | Non
                      else f"this is not StableSR's release ({layout.published})")
             return (f"{layout.name}: StableSR's crops are LR 128x128 and HR 512x512, but {odd.stem} is LR {lw}x{lh} and "
                     f"HR {hw}x{hh} in {root}: {guess}.")
-    if found != layout.count:
+    if found != layout.count and partial:
+        bench.notes.append(f"{head}: evaluated as a partial copy (--partial-sets); its numbers are not the published set's.")
+    elif found != layout.count:
         return (f"{head}: a partial or different copy? {layout.name} is {layout.layout}, published at "
-                f"{layout.published}; for another folder use --hr/--lr.")
+                f"{layout.published}; for another folder use --hr/--lr, or --partial-sets to evaluate it anyway.")
     return None
 
 
@@ -356,8 +360,9 @@ def _write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def load_benchmark(name: str, *, data_root: str | os.PathLike | None, cache: Path) -> Benchmark | MissingBenchmark:
-    """A named set (any case, or `sample`), or why it cannot be loaded."""
+def load_benchmark(name: str, *, data_root: str | os.PathLike | None, cache: Path,
+                   partial: bool = False) -> Benchmark | MissingBenchmark:
+    """A named set (any case, or `sample`), or why it cannot be loaded (`partial`: see _refusal)."""
     name = canonical_name(name)
     if name == "sample":
         return synthesize("sample", _images(sample_dir(), "*"), cache, max_side=SAMPLE_MAX_SIDE)
@@ -366,14 +371,17 @@ def load_benchmark(name: str, *, data_root: str | os.PathLike | None, cache: Pat
     if isinstance(found, MissingBenchmark):
         return found
     if layout.lr_glob is None:
-        if len(found.hr) != layout.count:
+        if len(found.hr) != layout.count and not partial:
             return MissingBenchmark(name, str(found.root), layout.layout, layout.published,
                                     f"{name}: {layout.count} HR images expected, found {len(found.hr)} in {found.root}: "
                                     f"a partial or different copy? {name} is {layout.layout}, published at "
-                                    f"{layout.published}.")
+                                    f"{layout.published}; --partial-sets evaluates it anyway.")
+        if len(found.hr) != layout.count:
+            _say([f"benchmark {name}: {layout.count} HR images expected, found {len(found.hr)} in {found.root}: "
+                  f"evaluated as a partial copy (--partial-sets)."])
         return synthesize(name, found.hr, cache)
     bench = pair_folders(name, found.hr, found.lr, found.root)
-    refusal = _refusal(layout, bench, found.root)
+    refusal = _refusal(layout, bench, found.root, partial)
     if refusal:
         return MissingBenchmark(name, str(found.root), layout.layout, layout.published, refusal)
     note = _suffix_note(layout, bench)
@@ -396,7 +404,8 @@ def _hr_folder(bench: Benchmark, cache: Path) -> Path:
 
 
 def resolve_benchmarks(spec: str, *, data_root: str | os.PathLike | None, cache: Path,
-                       hr: str | None = None, lr: str | None = None) -> tuple[list[Benchmark], list[MissingBenchmark]]:
+                       hr: str | None = None, lr: str | None = None,
+                       partial: bool = False) -> tuple[list[Benchmark], list[MissingBenchmark]]:
     """`all` -> every set found (missing ones reported); `a,b` -> exactly those (a missing one is a UserError).
 
     `--hr/--lr` folders are added as one more set named after the LR folder.
@@ -407,7 +416,7 @@ def resolve_benchmarks(spec: str, *, data_root: str | os.PathLike | None, cache:
     given = list(BENCHMARK_NAMES) if every else [s.strip() for s in (spec or "").split(",") if s.strip()]
     names = list(dict.fromkeys(canonical_name(n) for n in given))  # any case; a set named twice is loaded once
     for name in names:
-        result = load_benchmark(name, data_root=data_root, cache=cache)
+        result = load_benchmark(name, data_root=data_root, cache=cache, partial=partial)
         if isinstance(result, MissingBenchmark):
             if not every:
                 raise UserError(result.sentence())

@@ -14,6 +14,8 @@ EPILOG = """examples:
   evaluate leaderboard --methods bicubic,realesrgan-x4plus --datasets RealSR,DRealSR --data-root /data --out eval/
   evaluate leaderboard --methods bicubic --method mine=runs/d3sr-01 --method 'ctsr@t=0.2=runs/ctsr' --datasets sample --out eval/
   evaluate leaderboard --methods bicubic --hr my/HR --lr my/LR --metrics psnry,ssim,niqe --out eval/
+  evaluate leaderboard --protocol d3sr --methods realesrgan-x4plus --datasets all --data-root /data --out eval/
+  evaluate protocols                    # the presets (d3sr, ctsr, strsr, vpdsr, osediff, srdistill) and what each fixes
   evaluate weights                      # which metrics are ready offline, and what is missing where
   evaluate weights --download --metrics lpips,dists,musiq   # fetch what those metrics need, print where it went
   evaluate weights --download --mirror http://mirror.lan/weights   # same, from an internal mirror
@@ -54,6 +56,12 @@ def _leaderboard_parser(sub) -> None:
     p.add_argument("--tile", type=int, default=0, help="network tile size in LR pixels (default 0: whole image up to 512 px per side, 512-px tiles beyond)")
     p.add_argument("--crop-to-match", action="store_true", help="crop SR and HR to their common top-left area when sizes differ "
                                                                 "(default: a size mismatch is an error)")
+    p.add_argument("--protocol", help="evaluation protocol: a preset (d3sr, ctsr, strsr, vpdsr, osediff, srdistill; see "
+                                      "`evaluate protocols`) or a YAML file; it fixes how each set is prepared and each "
+                                      "metric's options (default: srdistill)")
+    p.add_argument("--partial-sets", action="store_true",
+                   help="evaluate a named set whose image count differs from its release (default: refuse it, since its "
+                        "numbers would not be the published set's); the console notes each such set")
     p.add_argument("--no-reported", action="store_true", help="leave the papers' reported numbers out of leaderboard.md")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _download_flags(p)
@@ -86,7 +94,7 @@ def cmd_leaderboard(args) -> int:
     summary = run_evaluation(args.methods, datasets, args.metrics, Path(args.out), extra_methods=extra,
                              data_root=args.data_root, hr=args.hr, lr=args.lr, runs_root=args.runs, device=args.device,
                              tile=args.tile, crop_to_match=args.crop_to_match, weights_dir=args.weights_dir,
-                             progress=not args.quiet)
+                             progress=not args.quiet, protocol=args.protocol, partial_sets=args.partial_sets)
     written = write_reports(Path(args.out), summary, include_reported=not args.no_reported)
     for line in summary.lines():
         print(line)
@@ -141,18 +149,34 @@ def _download_weights(weights, names: list[str], metric_opts: dict, policy: down
     return 1 if failed else 0
 
 
+def _protocols_parser(sub) -> None:
+    p = sub.add_parser("protocols", help="list the evaluation protocols and what each fixes",
+                       description="Each preset (or a protocol FILE given as argument): its hash, how each dataset is "
+                                   "prepared, each metric's pyiqa options, and what its source leaves unspecified.")
+    p.add_argument("names", nargs="*", metavar="NAME|FILE", help="presets or protocol files to show (default: every preset)")
+
+
+def cmd_protocols(args) -> int:
+    from srdistill.evaluate.protocol import PRESETS, describe_protocol, load_protocol
+
+    for i, name in enumerate(args.names or PRESETS):
+        print(("\n" if i else "") + "\n".join(describe_protocol(load_protocol(name))))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="evaluate", description=__doc__, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     _leaderboard_parser(sub)
     _weights_parser(sub)
+    _protocols_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler = {"leaderboard": cmd_leaderboard, "weights": cmd_weights}[args.command]
+    handler = {"leaderboard": cmd_leaderboard, "weights": cmd_weights, "protocols": cmd_protocols}[args.command]
     return run_command("evaluate", lambda: handler(args),
                        "interrupted; completed rows are saved, run the same command again to resume.")
 

@@ -15,9 +15,11 @@ import pandas as pd
 
 RESULTS_NAME = "results.parquet"
 PARTS_DIR = "results.parts"
-KEY = ["method", "dataset", "image", "metric"]
-COLUMNS = ["method", "dataset", "image", "metric", "value", "status", "metric_version", "method_fingerprint",
-           "dataset_fingerprint", "dataset_meta", "seconds"]
+KEY = ["method", "dataset", "protocol", "image", "metric"]
+COLUMNS = ["method", "dataset", "protocol", "image", "metric", "value", "status", "metric_version", "method_fingerprint",
+           "dataset_fingerprint", "dataset_meta", "seconds", "protocol_hash"]
+# Rows written before protocols existed: kept and shown under this name, never reused (their hash matches none).
+UNRECORDED_PROTOCOL = "unrecorded"
 OK = "ok"
 
 
@@ -42,17 +44,24 @@ class ResultStore:
         if not frames:
             return empty_results()
         frame = pd.concat(frames, ignore_index=True)
-        return frame.drop_duplicates(KEY, keep="last").reset_index(drop=True)
+        if "protocol" not in frame.columns:
+            frame["protocol"] = UNRECORDED_PROTOCOL
+        if "protocol_hash" not in frame.columns:
+            frame["protocol_hash"] = ""
+        frame[["protocol", "protocol_hash"]] = frame[["protocol", "protocol_hash"]].fillna({"protocol": UNRECORDED_PROTOCOL, "protocol_hash": ""})
+        return frame[COLUMNS].drop_duplicates(KEY, keep="last").reset_index(drop=True)
 
     @staticmethod
     def _build_index(frame: pd.DataFrame) -> dict[tuple, tuple]:
         ok = frame[frame["status"] == OK]
-        return {tuple(k): (mv, mf, df) for k, mv, mf, df in zip(
-            ok[KEY].itertuples(index=False, name=None), ok["metric_version"], ok["method_fingerprint"], ok["dataset_fingerprint"])}
+        return {tuple(k): (mv, mf, df, ph) for k, mv, mf, df, ph in zip(
+            ok[KEY].itertuples(index=False, name=None), ok["metric_version"], ok["method_fingerprint"],
+            ok["dataset_fingerprint"], ok["protocol_hash"])}
 
-    def has(self, key: tuple, metric_version: str, method_fp: str, dataset_fp: str) -> bool:
-        """A completed ok row with the same versions and fingerprints exists (error rows are retried)."""
-        return self._index.get(key) == (metric_version, method_fp, dataset_fp)
+    def has(self, key: tuple, metric_version: str, method_fp: str, dataset_fp: str, protocol_hash: str) -> bool:
+        """A completed ok row (key in KEY order) with the same versions, fingerprints and protocol hash exists
+        (error rows are retried)."""
+        return self._index.get(key) == (metric_version, method_fp, dataset_fp, protocol_hash)
 
     def add(self, rows: list[dict]) -> None:
         """Persist rows now (one part file)."""
@@ -67,8 +76,8 @@ class ResultStore:
         self.frame = pd.concat([self.frame, part], ignore_index=True) if len(self.frame) else part
         for row in rows:
             if row["status"] == OK:
-                self._index[(row["method"], row["dataset"], row["image"], row["metric"])] = (
-                    row["metric_version"], row["method_fingerprint"], row["dataset_fingerprint"])
+                self._index[tuple(row[k] for k in KEY)] = (
+                    row["metric_version"], row["method_fingerprint"], row["dataset_fingerprint"], row["protocol_hash"])
 
     def merge(self) -> pd.DataFrame:
         """Fold part files into results.parquet (atomic replace) and return the merged frame."""
