@@ -6,7 +6,7 @@ file renamed, or one whole upload to an fsspec URL such as s3://bucket/prefix). 
 A crash or Ctrl-C leaves parts behind, which the next store on the same folder reads first.
 
 A file that cannot be read (a part truncated by a full disk or a kill during upload) or that holds a foreign
-table (no key or fingerprint columns) is set aside under a `.damaged` name, kept for inspection, and its rows
+table (a column missing) is set aside under a `.damaged` name, kept for inspection, and its rows
 count as missing, so they are computed again; the store says so through `notify`.
 
 The index answers "is this key done, with these fingerprints?": a row counts when `usable(frame)` keeps it
@@ -35,22 +35,28 @@ def _every_row(frame: pd.DataFrame) -> pd.Series:
     return pd.Series(True, index=frame.index)
 
 
+def _as_is(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame
+
+
 @dataclass(frozen=True)
 class TableSchema:
     """The table's columns in order with their pandas dtypes, the key that names a row, the fingerprint columns
-    a reused row must match, and which rows count as done."""
+    a reused row must match, which rows count as done, and how a table written by an older version gains the
+    columns added since."""
 
     columns: dict[str, str]
     key: tuple[str, ...]
     fingerprint: tuple[str, ...] = ()
     usable: Callable[[pd.DataFrame], pd.Series] = field(default=_every_row, compare=False)
+    upgrade: Callable[[pd.DataFrame], pd.DataFrame] = field(default=_as_is, compare=False)
 
     def empty(self) -> pd.DataFrame:
         return pd.DataFrame({c: pd.Series(dtype=t) for c, t in self.columns.items()})
 
     def foreign(self, frame: pd.DataFrame) -> list[str]:
-        """Key and fingerprint columns the frame lacks (a table of some other kind)."""
-        return [c for c in (*self.key, *self.fingerprint) if c not in frame.columns]
+        """Columns the (upgraded) frame lacks: a table of some other kind."""
+        return [c for c in self.columns if c not in frame.columns]
 
 
 class PartsStore:
@@ -77,6 +83,7 @@ class PartsStore:
             frame = pd.read_parquet(io.BytesIO(self.storage.read_bytes(name)))
         except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
             return self._put_aside(name, f"it cannot be read ({str(exc).strip()[:120]})")
+        frame = self.schema.upgrade(frame)
         missing = self.schema.foreign(frame)
         if missing:
             return self._put_aside(name, f"it lacks the column(s) {', '.join(missing)}")
@@ -106,7 +113,7 @@ class PartsStore:
         frames = [f for f in frames if f is not None]
         if not frames:
             return self.schema.empty()
-        frame = pd.concat(frames, ignore_index=True)
+        frame = pd.concat(frames, ignore_index=True)[list(self.schema.columns)]
         return frame.drop_duplicates(list(self.schema.key), keep="last").reset_index(drop=True)
 
     def _add_to_index(self, frame: pd.DataFrame) -> None:

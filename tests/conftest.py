@@ -16,11 +16,13 @@ import pytest
 
 from helpers.images import downscale, real_photo, write_png
 
-# Forced, not defaulted: a value already in the environment must not let a test reach a hub or open a window.
+# Nothing may reach the network during tests: srdistill and the Hub are offline unless a test points them (with
+# monkeypatch) at its own server on 127.0.0.1. Forced, not defaulted: a value already in the environment must
+# not let a test reach a hub or open a window.
 # RAY_AUTH_MODE=token is what Ray 2.60 gives a local cluster anyway; set before Ray is imported (it caches it),
 # so that every cluster of the session, subprocesses' too, authenticates the same way.
-_SESSION_ENV = {"HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg", "RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "0",
-                "RAY_AUTH_MODE": "token"}
+_SESSION_ENV = {"SRDISTILL_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg", "RAY_USAGE_STATS_ENABLED": "0",
+                "RAY_DEDUP_LOGS": "0", "RAY_AUTH_MODE": "token"}
 _session_env = pytest.MonkeyPatch()
 
 

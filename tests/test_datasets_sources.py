@@ -37,11 +37,14 @@ def data_root(tmp_path_factory):
 @pytest.mark.parametrize("name", sorted(LAYOUT_FILES))
 def test_named_sources_follow_their_documented_layout(data_root, name):
     src = resolve_source(name, data_root)
-    prefix = SOURCES[name].subdir + "/"
+    prefix = SOURCES[name].layouts[0].subdir + "/"
     expected = sorted(rel.removeprefix(prefix) for rel in LAYOUT_FILES[name])
     assert [i.rel for i in src.items()] == expected
     assert all("." not in i.key and i.source == name for i in src.items())
-    assert all(i.path == str(data_root / SOURCES[name].subdir / i.rel) for i in src.items())
+    assert all(i.path == str(data_root / SOURCES[name].layouts[0].subdir / i.rel) for i in src.items())
+    assert src.notes == [(f"{name}: {SOURCES[name].images:,} images expected, found {len(expected)} in "
+                          f"{data_root / SOURCES[name].layouts[0].subdir} (a partial or different copy? the release is "
+                          f"{SOURCES[name].about}).")]
 
 
 def test_lsdir_keys_keep_the_folder(data_root):
@@ -66,13 +69,14 @@ def test_missing_data_set_names_source_path_and_layout(tmp_path, monkeypatch):
         resolve_source("LSDIR", tmp_path)
     msg = str(err.value)
     assert "LSDIR" in msg and str(tmp_path / "LSDIR/HR/train") in msg and "0001000/0000001.png" in msg
+    assert all(str(tmp_path / lay.subdir) in msg for lay in SOURCES["LSDIR"].layouts)
     with pytest.raises(UserError, match=DATA_ROOT_ENV):
         resolve_source("Flickr2K")
 
 
 def test_empty_named_source_and_empty_folder(tmp_path):
     (tmp_path / "DIV2K/DIV2K_valid_HR").mkdir(parents=True)
-    with pytest.raises(UserError, match="DIV2K-valid is empty"):
+    with pytest.raises(UserError, match=r"DIV2K-valid not found .*DIV2K_valid_HR holds no \*\.png files"):
         resolve_source("DIV2K-valid", tmp_path)
     (tmp_path / "nothing").mkdir()
     with pytest.raises(UserError, match="holds no images"):

@@ -50,7 +50,7 @@ def test_manifest_describes_the_build(source, reference):
     assert m["schema_version"] == 1 and m["spec_hash"] == spec_hash(spec) and m["spec"]["name"] == "bicubic"
     assert (m["seed"], m["scale"], m["split"], m["shard_samples"]) == (7, 4, "train", 3)
     assert m["crop_policy"]["crop"] == 64 and m["crop_policy"]["crops_per_image"] == 2
-    assert m["source"] == {"name": source.name, "root": str(source), "images": 5}
+    assert {k: m["source"][k] for k in ("name", "root", "images")} == {"name": source.name, "root": str(source), "images": 5}
     assert [s["samples"] for s in m["shards"]] == [3, 3, 3, 1]
     assert m["totals"] == {"samples": 10, "shards": 4, "bytes": sum(s["bytes"] for s in m["shards"]), "images": 5, "skipped": 0}
     for s in m["shards"]:

@@ -64,7 +64,7 @@ def test_a_truncated_part_and_a_foreign_table_are_set_aside_and_their_rows_count
     foreign = PartsStore(str(tmp_path), SCHEMA, name="scores", notify=notes.append)
     assert not foreign.has(("a",), ("m1",)) and len(foreign.frame) == 0
     assert (tmp_path / "scores.parquet.damaged").exists() and not (tmp_path / "scores.parquet").exists()
-    assert "lacks the column(s) item, model" in notes[0]
+    assert "lacks the column(s) item, score, model, state" in notes[0]
     (tmp_path / "scores.parquet").write_bytes(b"not parquet at all")
     PartsStore(str(tmp_path), SCHEMA, name="scores", notify=notes.append)
     assert (tmp_path / "scores.parquet.damaged2").read_bytes() == b"not parquet at all"
@@ -86,9 +86,9 @@ def test_the_store_works_on_s3(s3):
 
 
 def result_row(image: str, value: float, status: str = "ok") -> dict:
-    return {"method": "bicubic", "dataset": "set5", "image": image, "metric": "psnry", "value": value, "status": status,
-            "metric_version": "pyiqa-0.1.16", "method_fingerprint": "opencv-x4", "dataset_fingerprint": "abcd",
-            "dataset_meta": "{}", "seconds": 0.5}
+    return {"method": "bicubic", "dataset": "set5", "protocol": "srdistill", "image": image, "metric": "psnry",
+            "value": value, "status": status, "metric_version": "pyiqa-0.1.16", "method_fingerprint": "opencv-x4",
+            "dataset_fingerprint": "abcd", "dataset_meta": "{}", "seconds": 0.5, "protocol_hash": "p1"}
 
 
 def test_result_store_writes_the_bytes_it_wrote_before_the_parts_store(tmp_path):
@@ -102,7 +102,18 @@ def test_result_store_writes_the_bytes_it_wrote_before_the_parts_store(tmp_path)
     expected = expected.drop_duplicates(KEY, keep="last").sort_values(KEY).reset_index(drop=True)
     expected.to_parquet(tmp_path / "expected.parquet", index=False)
     assert (tmp_path / RESULTS_NAME).read_bytes() == (tmp_path / "expected.parquet").read_bytes()
-    assert ResultStore(tmp_path).has(("bicubic", "set5", "a", "psnry"), "pyiqa-0.1.16", "opencv-x4", "abcd")
+    reopened = ResultStore(tmp_path)
+    assert reopened.has(("bicubic", "set5", "srdistill", "a", "psnry"), "pyiqa-0.1.16", "opencv-x4", "abcd", "p1")
+    assert not reopened.has(("bicubic", "set5", "srdistill", "a", "psnry"), "pyiqa-0.1.16", "opencv-x4", "abcd", "p2")
+
+
+def test_results_written_before_protocols_are_kept_under_unrecorded_and_not_reused(tmp_path, capsys):
+    old = pd.DataFrame([{k: v for k, v in result_row("a", 30.0).items() if k not in ("protocol", "protocol_hash")}])
+    old.to_parquet(tmp_path / RESULTS_NAME, index=False)
+    store = ResultStore(tmp_path)
+    assert store.frame[["protocol", "protocol_hash"]].values.tolist() == [["unrecorded", ""]]
+    assert list(store.frame.columns) == COLUMNS and "aside" not in capsys.readouterr().err
+    assert not store.has(("bicubic", "set5", "srdistill", "a", "psnry"), "pyiqa-0.1.16", "opencv-x4", "abcd", "p1")
 
 
 def test_evaluate_recomputes_the_rows_of_a_damaged_part_and_a_foreign_results_file(tmp_path, pair_dirs,

@@ -1,13 +1,14 @@
 """Builders for every role the recipes need, from real library classes.
 
 ``components`` is ``"tiny"`` (tiny configs, random weights: tests and CPU smoke runs), ``"sd21"``
-(SD 2.1-shaped UNet/VAE and an SD3-medium-shaped DiT with random weights: benchmarks), or a folder of
+(SD 2.1-shaped UNet/VAE and an SD3-medium-shaped DiT with random weights: benchmarks), a Hugging Face
+model id (``org/name[@revision]``, resolved by srdistill.hub into the hub's cache), or a folder of
 pretrained weights laid out as::
 
     FOLDER/vae/ unet/ scheduler/ text_encoder/ tokenizer/   diffusers / transformers from_pretrained
     FOLDER/transformer/ (+ FOLDER/transformer_vae/)          SD3 DiT for StrSR (and its 16-channel VAE)
     FOLDER/disc_unet/                                        optional larger UNet for D3SR's discriminator
-    FOLDER/resshift/                                         diffusers UNet2DModel of the ResShift teacher
+    FOLDER/resshift/  resshift_realsrx4_s15_v1.pth, autoencoder_vq_f4.pth    ResShift's released files, as named there
     FOLDER/clip_convnext/  FOLDER/clip/                      open_clip ``local-dir:`` folders
     FOLDER/pyiqa/   LPIPS_v0.1_{alex,vgg}-*.pth, DISTS_weights-*.pth, torchvision vgg16-*.pth / alexnet-*.pth
 
@@ -46,7 +47,9 @@ def _is_folder(components: str) -> bool:
 
 
 def _need(components: str, sub: str, what: str) -> Path:
-    path = Path(components) / sub
+    from srdistill.hub import role_dir
+
+    path = role_dir(components, sub)  # a folder, or a Hugging Face model id resolved into the hub's cache
     if not path.exists():
         raise MissingWeights(
             f"components folder {components} is missing {what} (looked for {path}); "
@@ -61,7 +64,7 @@ def frozen(module: nn.Module) -> nn.Module:
 
 
 # --------------------------------------------------------------------------------------------
-# diffusers: VAE, UNet, DiT, noise schedule, ResShift denoiser
+# diffusers: VAE, UNet, DiT, noise schedule; ResShift's network
 # --------------------------------------------------------------------------------------------
 
 
@@ -145,19 +148,11 @@ def null_prompt_embedding(components: str, unet: nn.Module) -> torch.Tensor:
 
 
 def build_resshift_unet(components: str, latent_channels: int = 4) -> nn.Module:
-    """diffusers UNet2DModel used as ResShift's x0-predictor (input: state and LR latent, concatenated)."""
-    from diffusers import UNet2DModel
+    """ResShift's Swin-UNet x0-predictor, forward(x, t, lq) (srdistill.training.resshift.build_resshift_net;
+    ``build_resshift`` there gives the whole released teacher: network, VQ-f4 codec and schedule)."""
+    from srdistill.training.resshift import build_resshift_net
 
-    if _is_folder(components):
-        return frozen(UNet2DModel.from_pretrained(_need(components, "resshift", "the ResShift teacher (UNet2DModel)")))
-    if components == "tiny":
-        cfg = {"block_out_channels": (16, 32), "layers_per_block": 1, "norm_num_groups": 8, "attention_head_dim": 8,
-               "down_block_types": ("DownBlock2D", "AttnDownBlock2D"), "up_block_types": ("AttnUpBlock2D", "UpBlock2D")}
-    else:
-        cfg = {"block_out_channels": (160, 320, 320, 640), "layers_per_block": 2, "attention_head_dim": 32,
-               "down_block_types": ("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
-               "up_block_types": ("AttnUpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D")}
-    return frozen(UNet2DModel(in_channels=2 * latent_channels, out_channels=latent_channels, **cfg))
+    return build_resshift_net(components, latent_channels)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,16 +1,18 @@
 """Run configuration: one YAML per recipe (training/configs/<recipe>.yaml) plus `--config FILE` and `--set key=value`.
 
-A config document has two sections::
+A config document has these sections (`components:` is optional)::
 
     trainer:            # keys of TrainerConfig below (the trainer's schema; unknown keys are an error)
       steps: 1000
       lr_g: 5.0e-5
     recipe:             # free-form, handed to build_recipe(name, cfg, ...) (the recipe validates them)
       lora_rank: 16
+    components:         # optional per-role sources (a folder or a Hugging Face model id), see srdistill.hub
+      vae: stabilityai/sd-vae-ft-mse
 
 Precedence: TrainerConfig defaults < packaged training/configs/<recipe>.yaml < --config FILE < --set.
-`--set` takes `trainer.KEY=V`, `recipe.KEY[.SUB]=V`, or a bare trainer `KEY=V`; values are converted to the
-type of the field (trainer) or of the existing default (recipe), else read as YAML.
+`--set` takes `trainer.KEY=V`, `recipe.KEY[.SUB]=V`, `components.ROLE=ID_OR_DIR`, or a bare trainer `KEY=V`;
+values are converted to the type of the field (trainer) or of the existing default (recipe), else read as YAML.
 """
 
 from __future__ import annotations
@@ -70,9 +72,11 @@ class RunConfig:
     trainer: TrainerConfig
     recipe_cfg: dict = field(default_factory=dict)
     sources: list[str] = field(default_factory=list)   # documents applied, for the run record
+    components: dict[str, str] = field(default_factory=dict)  # per-role sources: role -> folder or model id
 
     def to_dict(self) -> dict:
-        return {"recipe": self.recipe, "trainer": dataclasses.asdict(self.trainer), "recipe_cfg": self.recipe_cfg}
+        return {"recipe": self.recipe, "trainer": dataclasses.asdict(self.trainer), "recipe_cfg": self.recipe_cfg,
+                "component_overrides": dict(self.components)}
 
 
 def packaged_config(recipe: str) -> Path | None:
@@ -89,9 +93,10 @@ def read_document(path: str | Path) -> dict:
         doc = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise UserError(f"config file {path} is not valid YAML ({str(exc).splitlines()[0]}).") from exc
-    if not isinstance(doc, dict) or set(doc) - {"trainer", "recipe"}:
-        raise UserError(f"config file {path} must be a mapping with only `trainer:` and `recipe:` sections.")
-    for section in ("trainer", "recipe"):
+    if not isinstance(doc, dict) or set(doc) - {"trainer", "recipe", "assumptions", "components"}:
+        raise UserError(f"config file {path} must be a mapping with only `trainer:`, `recipe:`, `assumptions:` and "
+                        f"`components:` sections.")
+    for section in ("trainer", "recipe", "components"):
         if not isinstance(doc.get(section) or {}, dict):
             raise UserError(f"config file {path}: `{section}:` must be a mapping.")
     return doc
@@ -188,12 +193,15 @@ def apply_set(run: RunConfig, item: str) -> None:
         _apply_trainer(run.trainer, {parts[1]: text}, "--set")
     elif parts[0] == "recipe" and len(parts) >= 2:
         _set_recipe(run.recipe_cfg, parts[1:], text)
+    elif parts[0] == "components" and len(parts) == 2:
+        run.components[parts[1]] = text
     elif len(parts) == 1 and key in TRAINER_KEYS:
         _apply_trainer(run.trainer, {key: text}, "--set")
     elif len(parts) == 1 and key in run.recipe_cfg:
         _set_recipe(run.recipe_cfg, parts, text)
     else:
-        raise UserError(f"--set {key!r} names no trainer key and no recipe key; write trainer.KEY=V or recipe.KEY=V.")
+        raise UserError(f"--set {key!r} names no trainer key and no recipe key; write trainer.KEY=V, recipe.KEY=V "
+                        f"or components.ROLE=FOLDER_OR_MODEL_ID.")
 
 
 def load_run_config(recipe: str, config_file: str | Path | None = None, sets: list[str] = ()) -> RunConfig:
@@ -209,6 +217,7 @@ def load_run_config(recipe: str, config_file: str | Path | None = None, sets: li
         doc = read_document(path)
         _apply_trainer(run.trainer, doc.get("trainer") or {}, str(path))
         run.recipe_cfg = _merge(run.recipe_cfg, doc.get("recipe") or {})
+        run.components.update({str(k): str(v) for k, v in (doc.get("components") or {}).items()})
         run.sources.append(str(path))
     for item in sets:
         apply_set(run, item)
