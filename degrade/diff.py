@@ -3,9 +3,13 @@
 Three views, side by side in a markdown summary with PNG plots:
 - the spec fields that differ (from the two manifests);
 - the distribution of every recorded degradation parameter (from each sample's json);
-- statistics measured on the LR images themselves: PSNR against a plain bicubic downscale of the HR,
-  a noise level estimate (Immerkær 1996), a blur measure (Laplacian variance relative to the bicubic
-  downscale) and JPEG blockiness (8×8 grid discontinuity).
+- statistics measured on the LR images themselves: strength (PSNR against a plain bicubic downscale of the HR,
+  mean absolute deviation from its area downscale), colour (spread of R−G relative to the HR's), high-frequency
+  energy (Laplacian variance relative to the bicubic downscale), a noise level estimate (Immerkær 1996) and
+  JPEG blockiness (8×8 grid discontinuity).
+
+`degrade diff BUILD --reference realesrgan` compares a build's LR statistics with those of the Real-ESRGAN
+reference implementation (degrade/reference.py) run on the same HR images.
 """
 
 from __future__ import annotations
@@ -33,8 +37,10 @@ _IMMERKAER = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float64)
 
 LR_STATS = {
     "psnr_vs_bicubic": "LR vs bicubic-downscaled HR, PSNR (dB)",
+    "mad_vs_area": "mean |LR − area-downscaled HR| (8-bit units)",
+    "colour_ratio": "colour: std(R−G) of LR / of area-downscaled HR",
+    "sharpness_ratio": "high frequencies: Laplacian variance of LR / of bicubic (<1 blurrier)",
     "noise_sigma": "noise σ of the LR (Immerkær, 8-bit units)",
-    "sharpness_ratio": "sharpness: Laplacian variance of LR / of bicubic (<1 blurrier)",
     "blockiness": "JPEG 8×8 blockiness (1 = none)",
 }
 
@@ -100,15 +106,24 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else float(10 * math.log10(255.0**2 / mse))
 
 
+def colour_spread(img: np.ndarray) -> float:
+    """Standard deviation of R − G: how much chroma an image carries."""
+    return float(np.std(img[..., 0].astype(np.float64) - img[..., 1].astype(np.float64)))
+
+
 def lr_statistics(hr: np.ndarray, lr: np.ndarray) -> dict[str, float]:
-    """The LR statistics of one sample, against an antialiased bicubic downscale of its HR."""
-    ref = np.asarray(Image.fromarray(hr).resize((lr.shape[1], lr.shape[0]), Image.Resampling.BICUBIC))
+    """The LR statistics of one sample, against an antialiased bicubic and an area (box) downscale of its HR."""
+    size = (lr.shape[1], lr.shape[0])
+    ref = np.asarray(Image.fromarray(hr).resize(size, Image.Resampling.BICUBIC))
+    area = cv2.resize(hr.astype(np.float64), size, interpolation=cv2.INTER_AREA)
     g, gref = _gray(lr), _gray(ref)
-    ref_var = laplacian_variance(gref)
+    ref_var, area_spread = laplacian_variance(gref), colour_spread(area)
     return {
         "psnr_vs_bicubic": psnr(lr, ref),
-        "noise_sigma": noise_sigma(g),
+        "mad_vs_area": float(np.mean(np.abs(lr.astype(np.float64) - area))),
+        "colour_ratio": colour_spread(lr) / area_spread if area_spread > 0 else float("nan"),
         "sharpness_ratio": laplacian_variance(g) / ref_var if ref_var > 0 else float("nan"),
+        "noise_sigma": noise_sigma(g),
         "blockiness": blockiness(g),
     }
 
