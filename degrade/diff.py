@@ -418,11 +418,12 @@ def diff_reference(build: str, reference: str, out: str | Path, limit: int = DEF
     if len(built.lr) and len(ref_lr):
         plots.append(_hist_grid(out / "lr_stats.png", "LR statistics", list(LR_STATS), ref_lr, built.lr,
                                 ("reference", "build")).name)
-    lines = ["# Build vs the Real-ESRGAN reference", "", f"- build: `{build}` (spec "
-             f"`{manifest.get('spec', {}).get('name', '?')}`, {manifest.get('spec_hash', '?')})",
-             f"- reference: basicsr + realesrgan (RealESRGANDataset kernels + RealESRGANModel.feed_data, CPU) under "
-             f"the `{ref_spec.name}` numbers, scale {ref_spec.scale}, seed {seed}, one draw per HR read "
-             f"(its centred square where the HR is not square)",
+    lines = ["# Build vs the Real-ESRGAN reference", "",
+             (f"- build: `{build}` (spec `{manifest.get('spec', {}).get('name', '?')}`, "
+              f"{manifest.get('spec_hash', '?')})"),
+             (f"- reference: basicsr + realesrgan (RealESRGANDataset kernels + RealESRGANModel.feed_data, CPU) "
+              f"under the `{ref_spec.name}` numbers, scale {ref_spec.scale}, seed {seed}, one draw per HR read "
+              f"(its centred square where the HR is not square)"),
              f"- samples: {len(built.lr)} of {manifest.get('totals', {}).get('samples', '?')}", "",
              "## LR statistics", "",
              f"Two-sample KS test per statistic; p < {alpha:g} marks a distribution that differs.", ""]

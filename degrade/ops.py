@@ -204,7 +204,7 @@ def jpeg(img: np.ndarray, quality: float, codec: str) -> np.ndarray:
     if codec == "diffjpeg":
         return diffjpeg.diffjpeg(img, quality)
     if codec == "libjpeg":
-        return libjpeg(img, int(round(quality)))
+        return libjpeg(img, round(quality))
     raise ValueError(f"unknown JPEG codec {codec!r}")
 
 
