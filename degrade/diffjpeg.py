@@ -11,12 +11,14 @@ It is not libjpeg, and its differences shape the LR distribution, so each is kep
   clamped to [0, 255] and returned in [0, 1] as float.
 
 The 8x8 DCT is one (blocks, 64) x (64, 64) product per plane, the same contraction as the reference's
-tensordot, so the results agree with it to float rounding (a coefficient that lies within float rounding of
-a rounding boundary may round the other way: a rare single-block difference).
+tensordot, and the colour transforms, pooling and repetition are OpenCV's per-pixel kernels, so the results
+agree with the reference to float rounding (a coefficient that lies within float rounding of a rounding
+boundary may round the other way: a rare single-block difference).
 """
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 # The reference's tables: luma transposed, chroma 99 outside its top-left 4x4 (also transposed, symmetric).
@@ -28,10 +30,10 @@ _C_TABLE = np.full((8, 8), 99, dtype=np.float32)
 _C_TABLE[:4, :4] = np.array([[17, 18, 24, 47], [18, 21, 26, 66], [24, 26, 56, 99], [47, 66, 99, 99]]).T
 _C_TABLE = _C_TABLE.reshape(64)
 
-_RGB2YCBCR = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]],
-                      dtype=np.float32).T
-_YCBCR_SHIFT = np.array([0.0, 128.0, 128.0], dtype=np.float32)
-_YCBCR2RGB = np.array([[1.0, 0.0, 1.402], [1.0, -0.344136, -0.714136], [1.0, 1.772, 0.0]], dtype=np.float32).T
+# Colour transforms as OpenCV transform matrices (rows = output channels; the forward one adds the shift).
+_FORWARD = np.array([[0.299, 0.587, 0.114, 0.0], [-0.168736, -0.331264, 0.5, 128.0],
+                     [0.5, -0.418688, -0.081312, 128.0]], dtype=np.float32)
+_INVERSE = np.array([[1.0, 0.0, 1.402], [1.0, -0.344136, -0.714136], [1.0, 1.772, 0.0]], dtype=np.float32)
 
 
 def _dct_matrices() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -75,27 +77,23 @@ def _code_plane(plane: np.ndarray, table: np.ndarray) -> np.ndarray:
 
 def diffjpeg(img: np.ndarray, quality: float) -> np.ndarray:
     """Compress and decompress a float RGB image (HxWx3, values clamped to [0, 1] first, as the reference's
-    feed_data does before every JPEG) at a real-valued quality in (0, 100]; float32 HxWx3 in [0, 1]."""
+    feed_data does before every JPEG) at a real-valued quality in (0, 100); float32 HxWx3 in [0, 1]."""
     h, w = img.shape[:2]
     ph, pw = -(-h // 16) * 16, -(-w // 16) * 16
     x = np.zeros((ph, pw, 3), dtype=np.float32)
     np.clip(img, 0.0, 1.0, out=x[:h, :w])
     x *= np.float32(255.0)
-    ycc = x @ _RGB2YCBCR
-    ycc += _YCBCR_SHIFT
+    ycc = cv2.transform(x, _FORWARD)
 
     factor = quality_factor(quality)
-    y_table, c_table = _Y_TABLE * factor, _C_TABLE * factor
-    out = np.empty((ph, pw, 3), dtype=np.float32)
-    out[..., 0] = _code_plane(np.ascontiguousarray(ycc[..., 0]), y_table)
-    c = ycc[..., 1:]
-    pooled = (((c[0::2, 0::2] + c[0::2, 1::2]) + c[1::2, 0::2]) + c[1::2, 1::2]) / np.float32(4.0)
-    up = out.reshape(ph // 2, 2, pw // 2, 2, 3)
-    for ch in (0, 1):
-        coded = _code_plane(np.ascontiguousarray(pooled[..., ch]), c_table)
-        coded -= np.float32(128.0)
-        up[..., ch + 1] = coded[:, None, :, None]  # each chroma sample repeated over its 2x2 pixels
-    rgb = out @ _YCBCR2RGB
+    y = _code_plane(np.ascontiguousarray(ycc[..., 0]), _Y_TABLE * factor)
+    # 2x2 averages of Cb, Cr (OpenCV's exact-halving area path), coded, then each sample repeated 2x2
+    pooled = cv2.resize(np.ascontiguousarray(ycc[..., 1:]), (pw // 2, ph // 2), interpolation=cv2.INTER_AREA)
+    c_table = _C_TABLE * factor
+    chroma = np.dstack([_code_plane(np.ascontiguousarray(pooled[..., c]), c_table) for c in (0, 1)])
+    chroma -= np.float32(128.0)
+    chroma = cv2.resize(chroma, (pw, ph), interpolation=cv2.INTER_NEAREST)
+    rgb = cv2.transform(cv2.merge([y, chroma[..., 0], chroma[..., 1]]), _INVERSE)
     np.clip(rgb, 0.0, 255.0, out=rgb)
     rgb = rgb[:h, :w]
     rgb /= np.float32(255.0)
