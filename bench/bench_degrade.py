@@ -71,13 +71,13 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # ru_maxrss is KiB on Linux
 
 
-def run_ours(n: int, size: int, warmup: int, seed: int) -> dict:
+def run_ours(n: int, size: int, warmup: int, seed: int, preset: str = "realesrgan") -> dict:
     import cv2
     from srdistill.degrade.pipeline import degrade_image
     from srdistill.degrade.spec import load_spec
 
     cv2.setNumThreads(1)
-    spec = load_spec("realesrgan")
+    spec = load_spec(preset)
     crops = _crops(n, size)
     for i in range(warmup):
         degrade_image(crops[i % n], spec, seed, f"warmup{i}")
@@ -133,7 +133,7 @@ def run_reference(n: int, size: int, warmup: int, seed: int) -> dict:
 def _child(which: str, args) -> dict:
     cmd = [sys.executable, __file__, "--_worker", which, "--images", str(args.images),
            "--ref-images", str(args.ref_images), "--crop", str(args.crop), "--warmup", str(args.warmup),
-           "--seed", str(args.seed)]
+           "--seed", str(args.seed), "--preset", args.preset]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         last = (out.stderr.strip().splitlines() or ["no error output"])[-1]
@@ -151,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--crop", type=int, default=512, help="crop side in pixels, a multiple of 4 (default 512)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed images before timing (default 2)")
     ap.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    ap.add_argument("--preset", default="realesrgan",
+                    help="our degradation preset, e.g. realesrgan-libjpeg (default realesrgan; the reference always "
+                         "runs the realesrgan numbers)")
     ap.add_argument("--skip-reference", action="store_true", help="time only ours")
     ap.add_argument("--_worker", choices=["ours", "reference"], help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -158,13 +161,13 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--images and --ref-images must be >= 1 and --crop a multiple of 4 >= 16")
 
     if args._worker == "ours":
-        print(json.dumps(run_ours(args.images, args.crop, args.warmup, args.seed)))
+        print(json.dumps(run_ours(args.images, args.crop, args.warmup, args.seed, args.preset)))
         return 0
     if args._worker == "reference":
         print(json.dumps(run_reference(args.ref_images, args.crop, args.warmup, args.seed)))
         return 0
 
-    print(f"Real-ESRGAN degradation, {args.crop}x{args.crop} crops, realesrgan preset, 1 thread per process; "
+    print(f"Real-ESRGAN degradation, {args.crop}x{args.crop} crops, {args.preset} preset, 1 thread per process; "
           f"images/s/core = images per CPU-second of the process (wall-clock rate in brackets)", flush=True)
     ours = _child("ours", args)
     ours_ips = ours["images"] / ours["cpu_seconds"]
