@@ -154,6 +154,12 @@ class ReferenceDegrader:
     def close(self) -> None:
         self._tmp.cleanup()
 
+    def draw_kernels(self) -> dict[str, np.ndarray]:
+        """One draw of RealESRGANDataset's kernels alone: kernel1, kernel2, sinc_kernel (21x21 float32; the
+        final sinc is a unit pulse when not drawn)."""
+        d = self._dataset[0]
+        return {k: d[k].numpy() for k in ("kernel1", "kernel2", "sinc_kernel")}
+
     def __call__(self, hr: np.ndarray) -> np.ndarray:
         """The reference's uint8 LR of `hr` (one fresh random draw)."""
         torch = self._torch

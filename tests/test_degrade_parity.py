@@ -245,6 +245,41 @@ def test_diffjpeg_does_not_depend_on_the_blas_thread_count(tmp_path):
     assert len(digests) == 1
 
 
+def _kernel_shape_stats(k: np.ndarray) -> tuple[float, float]:
+    """(second moment about the centre, peak weight) of a kernel: its spread and its sharpness."""
+    r = k.shape[0] // 2
+    yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
+    return float((k * (xx**2 + yy**2)).sum()), float(k.max())
+
+
+def test_kernel_sampling_matches_the_reference_dataset(ref):
+    """Kernels drawn by RealESRGANDataset and by sample_params have the same distribution of spread and peak,
+    for stage 1, stage 2 (when it blurs) and the final sinc (a unit pulse when none is drawn)."""
+    from srdistill.degrade.reference import ReferenceDegrader
+
+    spec = load_spec("realesrgan")
+    degrader = ReferenceDegrader(spec, seed=1)
+    try:
+        theirs = [degrader.draw_kernels() for _ in range(800)]
+    finally:
+        degrader.close()
+    rng = sample_rng(1, "kernel-parity")
+    ours = [sample_params(spec, rng, (64, 64)) for _ in range(800)]
+    pulse = np.zeros((1, 1))
+    pulse[0, 0] = 1.0
+    pairs = {
+        "kernel1": ([kernels.build_kernel(p["stage1"]["kernel"]) for p in ours], [t["kernel1"] for t in theirs]),
+        "kernel2": ([kernels.build_kernel(p["stage2"]["kernel"]) for p in ours if p["stage2"]["kernel"]],
+                    [t["kernel2"] for t in theirs]),  # feed_data decides whether to blur, not the dataset
+        "sinc": ([kernels.build_kernel(p["final"]["sinc"]) if p["final"]["sinc"] else pulse for p in ours],
+                 [t["sinc_kernel"] for t in theirs]),
+    }
+    for name, (a, b) in pairs.items():
+        sa, sb = np.array([_kernel_shape_stats(k) for k in a]), np.array([_kernel_shape_stats(k) for k in b])
+        for i, what in enumerate(("spread", "peak")):
+            assert stats.ks_2samp(sa[:, i], sb[:, i]).pvalue > P_MIN, (name, what)
+
+
 # ------------------------------------------------------------------ the whole chain, noise off
 
 
