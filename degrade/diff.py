@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import argparse
 import math
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 

@@ -11,7 +11,6 @@ says how and why the difference is acceptable.
 
 from __future__ import annotations
 
-
 import cv2
 import numpy as np
 from scipy import sparse

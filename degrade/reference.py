@@ -13,6 +13,7 @@ passed through; fields it hard-codes must equal the `realesrgan` preset's, or Us
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import random
 import sys
@@ -98,8 +99,6 @@ class _ReusedUSM:
         self.usm, self.keep, self.cache = usm, keep, {}
 
     def __call__(self, img):
-        import hashlib
-
         key = (tuple(img.shape), hashlib.sha1(img.contiguous().numpy().tobytes()).hexdigest())
         if key not in self.cache:
             if len(self.cache) >= self.keep:
