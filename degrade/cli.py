@@ -21,6 +21,7 @@ manifest.json. The same source, spec and seed always give byte-identical shards.
   degrade replay shards/                          # re-derive LRs from HR + params, bit for bit
   degrade regen --from shards/ --spec new.yaml --out shards2/   # same HR, new degradation
   degrade diff shards/ shards2/ --out diff/       # how two builds differ
+  degrade diff shards/ --reference realesrgan     # LR statistics against the Real-ESRGAN reference's
 """
 
 _BUILD_EPILOG = """\
