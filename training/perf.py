@@ -18,10 +18,13 @@ CPU where it would only cost time.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import dataclasses
 from dataclasses import dataclass
 
 import torch
+import torch.utils.checkpoint
 from torch import nn
 
 from srdistill.errors import UserError
@@ -81,6 +84,51 @@ def set_tf32(on: bool) -> None:
     torch.backends.cudnn.allow_tf32 = on
 
 
+def _block_state(block) -> tuple[list, list]:
+    """What a recipe may switch on a network between forward and backward: which parameters require grad
+    (frozen_params, the trainer's phases) and which peft adapters are active (CTSR's teacher = adapters off)."""
+    if not isinstance(block, nn.Module):
+        return [], []
+    grads = [(p, p.requires_grad) for p in block.parameters()]
+    adapters = [(m, m._disable_adapters, copy.copy(m._active_adapter)) for m in block.modules()
+                if hasattr(m, "_disable_adapters") and hasattr(m, "_active_adapter")]
+    return grads, adapters
+
+
+@contextlib.contextmanager
+def _restored(state: tuple[list, list]):
+    grads, adapters = state
+    now = _block_state_of(grads, adapters)
+    _set_state(grads, adapters)
+    try:
+        yield
+    finally:
+        _set_state(*now)
+
+
+def _block_state_of(grads, adapters) -> tuple[list, list]:
+    return ([(p, p.requires_grad) for p, _ in grads],
+            [(m, m._disable_adapters, copy.copy(m._active_adapter)) for m, _, _ in adapters])
+
+
+def _set_state(grads, adapters) -> None:
+    for p, flag in grads:
+        p.requires_grad_(flag)
+    for m, disabled, active in adapters:
+        m._disable_adapters, m._active_adapter = disabled, active
+
+
+def state_preserving_checkpoint(block, *args):
+    """Non-reentrant activation checkpointing whose recomputation sees the block as its forward did.
+
+    Without this, a recipe that freezes parameters or switches LoRA adapters for one forward call (and
+    restores them before backward) would be recomputed in a different state: wrong or failing gradients."""
+    state = _block_state(block)
+    return torch.utils.checkpoint.checkpoint(block.__call__ if isinstance(block, nn.Module) else block, *args,
+                                             use_reentrant=False,
+                                             context_fn=lambda: (contextlib.nullcontext(), _restored(state)))
+
+
 def enable_checkpointing(module: nn.Module) -> list[str]:
     """Turn on activation checkpointing in every diffusers model inside `module`; returns their names."""
     from diffusers import ModelMixin
@@ -88,7 +136,7 @@ def enable_checkpointing(module: nn.Module) -> list[str]:
     done = []
     for name, m in module.named_modules():
         if isinstance(m, ModelMixin) and m._supports_gradient_checkpointing:
-            m.enable_gradient_checkpointing()
+            m.enable_gradient_checkpointing(state_preserving_checkpoint)
             done.append(name)
     return done
 
