@@ -204,6 +204,13 @@ def _build(name: str, cfg: dict, components: str, device):
     return build_recipe(name, cfg, components, device)
 
 
+def _graphs_compiled() -> int:
+    """Graphs torch.compile has produced in this process so far (a count that grows on every recompilation)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
 def recipe_section(name: str, args, device, work: Path) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
@@ -224,7 +231,8 @@ def recipe_section(name: str, args, device, work: Path) -> dict:
 
     def make_run(batch: int, accum: int, run_dir: Path, n_steps: int):
         sets = [f"crop={crop}", f"batch_size={batch}", f"grad_accum={accum}", f"steps={n_steps}", f"ckpt_every={half}",
-                f"num_workers={args.loader_workers}", "shuffle_buffer=16", f"device={device}", "keep_ckpts=4"]
+                f"num_workers={args.loader_workers}", "shuffle_buffer=16", f"device={device}", "keep_ckpts=4",
+                f"compile_student={args.compile}"]
         run = load_run_config(name, None, sets)
         recipe.load_trainable_state_dict({k: v.to(device) for k, v in init.items()})
         torch.manual_seed(1)
@@ -257,7 +265,7 @@ def recipe_section(name: str, args, device, work: Path) -> dict:
     trainer.stream = TimedStream(trainer.stream)
 
     # 2. `steps` steps: losses, time split, peak memory; checkpoint in the middle
-    losses, times, waits = [], [], []
+    losses, times, waits, graphs = [], [], [], []
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     for i in range(steps):
@@ -268,6 +276,7 @@ def recipe_section(name: str, args, device, work: Path) -> dict:
         times.append(time.perf_counter() - t0)
         waits.append(trainer.stream.wait - w0)
         losses.append({k: v for k, v in logs.items() if k.endswith("/loss")})
+        graphs.append(_graphs_compiled())
         if trainer.step == half:
             trainer.save()
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
@@ -302,7 +311,8 @@ def recipe_section(name: str, args, device, work: Path) -> dict:
             "data_wait_fraction": wait_s / step_s if step_s > 0 else None,
             "samples_per_s": samples / step_s if step_s > 0 else None,
             "peak_gib": peak, "step_flops": flops, "achieved_tflops": flops / step_s / 1e12 if step_s > 0 else None,
-            "bf16_peak_tflops": peak_tflops,
+            "bf16_peak_tflops": peak_tflops, "compile_student": args.compile,
+            "graphs_compiled_after_warmup": graphs[-1] - graphs[timed.start - 1] if timed.start > 0 else None,
             "mfu": flops / step_s / (peak_tflops * 1e12) if peak_tflops and step_s > 0 else None}
 
 
@@ -387,16 +397,16 @@ def markdown(report: dict) -> str:
              f"dense bf16 peak used for MFU: {_f(env['bf16_peak_tflops'], '.0f')} TFLOP/s, "
              f"components {report['components']}, {report['total_seconds']:.0f} s in all", "",
              "| recipe | res | paper batch | fits | batch x accum | peak GiB | samples/s | step s | data wait | MFU "
-             "| losses finite | resume repeats |",
-             "| --- | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
+             "| losses finite | resume repeats | graphs compiled after warm-up |",
+             "| --- | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: |"]
     for name in RECIPES:
         r = report.get(f"recipe:{name}")
         if r is None:
             continue
         if r["status"] != "ok":
-            lines.append(f"| {name} | | | {r['status']}: {r['reason']} | | | | | | | | |")
+            lines.append(f"| {name} | | | {r['status']}: {r['reason']} | | | | | | | | | |")
         elif not r.get("fits") and "batch" not in r:
-            lines.append(f"| {name} | {r['resolution']} | {r['paper_batch']} | no: {r['reason']} | | | | | | | | |")
+            lines.append(f"| {name} | {r['resolution']} | {r['paper_batch']} | no: {r['reason']} | | | | | | | | | |")
         else:
             lines.append(
                 f"| {name} | {r['resolution']} | {r['paper_batch']} | {'yes' if r['fits'] else 'no'} | "
@@ -404,7 +414,8 @@ def markdown(report: dict) -> str:
                 f"{_f(r['step_s'], '.3f')} | {_f(100 * r['data_wait_fraction'], '.1f')}% | "
                 f"{_f(None if r['mfu'] is None else 100 * r['mfu'], '.1f')}{'%' if r['mfu'] is not None else ''} | "
                 f"{'yes' if r['losses_finite'] else 'NO'} | {'yes' if r['resume_matches'] else 'NO'} "
-                f"(max rel diff {r['resume_max_rel_diff']:.1e}) |")
+                f"(max rel diff {r['resume_max_rel_diff']:.1e}) | "
+                f"{r['graphs_compiled_after_warmup'] if r['compile_student'] else 'not compiled'} |")
     m = report.get("metrics", {})
     lines += ["", "| metric | img/s | matches CPU |", "| --- | ---: | --- |"]
     if m.get("status") != "ok":
@@ -432,12 +443,17 @@ def parse_args(argv):
     p.add_argument("--wheels", default=str(ROOT / ".whl"), help="folder of pure-Python wheels from `make gpu-wheels`")
     p.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=RECIPES)
     p.add_argument("--skip", nargs="*", default=[], choices=("recipes", "metrics", "realesrgan"))
+    p.add_argument("--compile", action="store_true", help="torch.compile the student (trainer.compile_student) and "
+                   "count graphs compiled after the warm-up steps (0: no recompilation)")
+    p.add_argument("--steps", type=int, default=None, help="steps per recipe (default 20; 4 with --quick)")
     args = p.parse_args(argv)
+    if args.steps is not None and args.steps < 2:
+        p.error("--steps must be at least 2 (the resume check restarts from the middle checkpoint)")
     quick = args.quick
     args.components = "tiny" if quick else "sd21"
     args.crop = 32 if quick else None                 # None: the recipe YAML's (paper) resolution
     args.batch = 2 if quick else None                 # None: the recipe YAML's per-process batch
-    args.steps = 4 if quick else 20
+    args.steps = args.steps or (4 if quick else 20)
     args.warmup = 1 if quick else 3
     args.loader_workers = 0 if quick else 4
     args.resume_rtol = 1e-5 if quick else 1e-3       # bf16 kernels on a GPU need not be bitwise repeatable

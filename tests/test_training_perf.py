@@ -208,7 +208,7 @@ def test_accumulated_micro_batches_equal_one_batch_k_times_larger(shards, tmp_pa
                                          f"lr_g={lr_g}", f"weight_decay={wd}", "fused_adamw=false"])
     trainer = Trainer(recipe, run, shards=shards, run_dir=tmp_path, components="tiny", device=CPU, scale=4)
     micro = [_batch(seed=i, n=2) for i in range(k)]
-    trainer._phase(recipe.generator_loss, micro, 0, trainer.opt_g, trainer.sched_g, trainer.g_params, [], "g")
+    logs = trainer._phase(recipe.generator_loss, micro, 0, trainer.opt_g, trainer.sched_g, trainer.g_params, [], "g")
     trainer.stream.close()
     # Independently: the gradient of the mean loss over all 2k samples, then AdamW's first step by its formula
     # (m_hat = g, v_hat = g^2, so the step is lr * g / (|g| + eps) after decoupled weight decay).
@@ -218,6 +218,10 @@ def test_accumulated_micro_batches_equal_one_batch_k_times_larger(shards, tmp_pa
     up = F.interpolate(big_lr, scale_factor=4, mode="bicubic", align_corners=False)
     loss = ((F.conv2d(up, ws[0], ws[1], padding=1) - big_hr) ** 2).mean()
     grads = torch.autograd.grad(loss, ws)
+    # AdamW's step is blind to a constant scale of the gradient, so the accumulated gradient and the logged
+    # loss are compared too (a missing 1/k would only show there).
+    assert all(torch.allclose(p.grad, g, atol=1e-7, rtol=1e-5) for p, g in zip(recipe.generator_parameters(), grads))
+    assert logs["g/loss"] == pytest.approx(float(loss), rel=1e-6)
     expected = [w * (1 - lr_g * wd) - lr_g * g / (g.abs() + eps) for w, g in zip(w0, grads)]
     for p, e in zip(recipe.generator_parameters(), expected):
         assert torch.allclose(p.detach(), e, atol=1e-6)

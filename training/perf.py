@@ -175,7 +175,8 @@ def student_backbone(recipe) -> nn.Module:
 def compile_student(recipe, **compile_kwargs) -> nn.Module:
     """torch.compile the student's trainable backbone in place (nn.Module.compile); returns it."""
     backbone = student_backbone(recipe)
-    backbone.compile(**compile_kwargs)
+    if getattr(backbone, "_compiled_call_impl", None) is None:   # a second Trainer on the same recipe: keep the compiled one
+        backbone.compile(**compile_kwargs)
     return backbone
 
 
