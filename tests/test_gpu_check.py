@@ -94,3 +94,32 @@ def test_cuda_asked_for_without_cuda_is_one_sentence(gpu_check, tmp_path, capsys
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "sees no CUDA device" in err and "Traceback" not in err
     assert not (tmp_path / "gpu_check.json").exists()
+
+
+@pytest.mark.slow
+def test_a_batch_that_does_not_fit_falls_back_to_a_smaller_one_with_accumulation(gpu_check, tmp_path, monkeypatch):
+    # The out-of-memory error is raised where CUDA raises it, inside the student's forward, whenever a
+    # micro-batch holds more than one sample: the check must settle on batch 1 x 2 accumulated steps.
+    from srdistill.training import perf
+
+    real_build = gpu_check._build
+
+    def build_that_fits_one_sample(*args, **kwargs):
+        recipe = real_build(*args, **kwargs)
+
+        def out_of_memory(module, inputs):
+            if inputs[0].shape[0] > 1:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+        perf.student_backbone(recipe).register_forward_pre_hook(out_of_memory)
+        return recipe
+
+    monkeypatch.setattr(gpu_check, "_build", build_that_fits_one_sample)
+    out = tmp_path / "out"
+    assert gpu_check.main(["--quick", "--recipes", "vpdsr", "--skip", "metrics", "realesrgan", "--out", str(out),
+                           "--wheels", str(tmp_path / "none")]) == 0
+    r = json.loads((out / "gpu_check.json").read_text())["recipe:vpdsr"]
+    assert r["status"] == "ok", r.get("traceback")
+    assert (r["fits"], r["batch"], r["grad_accum"], r["tried_batches"]) == (False, 1, 2, [2, 1])
+    assert r["losses_finite"] and r["resume_matches"] and r["samples_per_s"] > 0
+    assert "| vpdsr | 32 | 2 | no | 1 x 2 |" in (out / "gpu_check.md").read_text()
