@@ -123,3 +123,30 @@ def test_a_batch_that_does_not_fit_falls_back_to_a_smaller_one_with_accumulation
     assert (r["fits"], r["batch"], r["grad_accum"], r["tried_batches"]) == (False, 1, 2, [2, 1])
     assert r["losses_finite"] and r["resume_matches"] and r["samples_per_s"] > 0
     assert "| vpdsr | 32 | 2 | no | 1 x 2 |" in (out / "gpu_check.md").read_text()
+
+
+def test_source_tree_is_importable_without_an_install(tmp_path):
+    # On the GPU machine srdistill is not installed: the check must import it from the checkout it sits in.
+    script = tmp_path / "probe.py"
+    script.write_text(
+        "import importlib.util, sys\n"
+        "sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f).lower()]\n"
+        "try:\n"
+        "    import srdistill.training\n"
+        "    sys.exit('srdistill is still importable: the probe removed nothing')\n"
+        "except ImportError:\n"
+        "    pass\n"
+        f"spec = importlib.util.spec_from_file_location('gpu_check', {str(ROOT / 'bench' / 'gpu_check.py')!r})\n"
+        "mod = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(mod)\n"
+        "print(mod.import_source_tree())\n"
+        "from srdistill.training.config import load_run_config\n"
+        "import srdistill.training.config as c\n"
+        "print(c.__file__)\n"
+        "print(load_run_config('vpdsr').trainer.crop)\n")
+    import subprocess
+
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0] == "source tree" and lines[1] == str(ROOT / "training" / "config.py") and int(lines[2]) > 0
