@@ -44,8 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="train", description="Train a one-step diffusion SR student (StrSR, D3SR, CTSR or VPD-SR) on degradation shards.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--recipe", required=True, help="recipe name: strsr, d3sr, ctsr or vpdsr")
-    p.add_argument("--shards", required=True, help="training shards: a folder written by `degrade build`, a brace pattern or a .tar")
-    p.add_argument("--out", required=True, help="run folder for the log, checkpoints and the exported student")
+    p.add_argument("--shards", default=None, help="training shards: a folder written by `degrade build`, a brace pattern or a .tar")
+    p.add_argument("--out", default=None, help="run folder for the log, checkpoints and the exported student")
     p.add_argument("--components", default="tiny",
                    help="'tiny' (random tiny models, CPU in seconds), 'sd21' (SD 2.1-shaped random weights), a folder of "
                         "pretrained weights, or a Hugging Face model id org/name[@revision] (default: tiny)")
@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override one config value, e.g. trainer.lr_g=1e-5 or recipe.lora_rank=8 (repeatable)")
     p.add_argument("--fresh", action="store_true", help="ignore checkpoints in --out and start from step 0")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the recipe's trainable and frozen parameter counts at the --components preset's shape "
+                        "(meta device: builds and trains nothing) and exit; --shards and --out are not needed")
     return p
 
 
@@ -78,6 +81,13 @@ def _train(args: argparse.Namespace) -> int:
         raise UserError(f"unknown recipe {args.recipe!r}; choose one of {', '.join(names)}.")
     sets = list(args.sets) + ([f"trainer.steps={args.steps}"] if args.steps is not None else [])
     run = load_run_config(args.recipe, args.config, sets)
+    if args.dry_run:
+        from srdistill.training.paramcount import count
+
+        print("\n".join(count(args.recipe, args.components, run.recipe_cfg).lines()))
+        return 0
+    if args.shards is None or args.out is None:
+        raise UserError("train needs --shards and --out (only --dry-run runs without them).")
     download.configure(offline=args.offline)
     components = resolve_components(args.components, run.components, Path(args.out) / "components")
     summary = run_training(run, shards=args.shards, out=args.out, components=components,

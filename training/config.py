@@ -59,6 +59,13 @@ class TrainerConfig:
     flips: bool = True                # random horizontal/vertical flips and 90-degree rotations
     online: str | None = None         # degradation preset/file: re-degrade HR crops on the fly each epoch
     device: str = "auto"              # "auto" (cuda:LOCAL_RANK if available, else cpu), "cpu", "cuda", ...
+    # memory/speed switches, see training/perf.py; None = auto (on for CUDA, off on the CPU)
+    grad_checkpointing: bool | None = None   # activation checkpointing in the recipe's diffusers models
+    tf32: bool = True                 # TF32 matmuls/convolutions (CUDA only)
+    channels_last: bool | None = None  # NHWC weights where convolutions dominate
+    fused_adamw: bool | None = None   # fused AdamW kernel where torch has one for the device
+    pin_memory: bool = True           # page-locked batches, non-blocking copies (CUDA only)
+    compile_student: bool = False     # torch.compile the student's trainable backbone
 
 
 TRAINER_KEYS = tuple(f.name for f in dataclasses.fields(TrainerConfig))
