@@ -9,6 +9,7 @@ written last. `prepare_out` and `write_manifest` serve `degrade regen` too.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import os
 import shlex
 import sys
@@ -48,6 +49,14 @@ class BuildSummary:
             f"{self.shards_built} shards written, {self.shards_reused} reused; {self.skipped} source files skipped; "
             f"{self.images_per_second:.2f} img/s; peak worker memory {self.worker_peak_rss / 2**20:.0f} MiB"
         ) + (f"; {len(self.sources_changed)} rewritten because their source files changed" if self.sources_changed else "")
+
+
+def check_run_options(*, seed: int | None, workers: int | None) -> None:
+    """Refuse options a Ray worker would only trip over after the cluster started (`seed=None`: not given)."""
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers must be at least 1, got {workers}.")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0):
+        raise UserError(f"--seed must be a non-negative integer, got {seed!r}.")
 
 
 def prepare_out(storage: Storage, plan: Plan) -> dict[str, dict]:
@@ -167,8 +176,7 @@ def build(src: str, out: str, spec="realesrgan", *, scale: int | None = None, cr
         if scale < 1:
             raise UserError(f"--scale must be a positive integer, got {scale}.")
         spec = dataclasses.replace(spec, scale=scale)
-    if workers is not None and workers < 1:
-        raise UserError(f"--workers must be at least 1, got {workers}.")
+    check_run_options(seed=seed, workers=workers)
     plan = make_plan(src, spec, crop=crop, crops_per_image=crops_per_image, shard_samples=shard_samples, seed=seed,
                      limit=limit, data_root=data_root, split=split, max_pixels=max_pixels, source_identity=source_identity)
     options = default_storage_options(str(out)) if storage_options is None else storage_options

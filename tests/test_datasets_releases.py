@@ -15,15 +15,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from _helpers_degrade import photo, save
+from helpers.images import save, smooth_image
 from srdistill.datasets.benchmarks import LAYOUTS, Benchmark, MissingBenchmark, load_benchmark, resolve_benchmarks
 from srdistill.datasets.images import encode_png, read_rgb
 from srdistill.datasets.parquet import read_parquet_image
 from srdistill.datasets.sources import resolve_source
 from srdistill.errors import UserError
 
-HR, LR = photo(16, 16, 1), photo(4, 4, 2)
-CROP_HR, CROP_LR = photo(512, 512, 3), photo(128, 128, 4)
+HR, LR = smooth_image(16, 16, 1), smooth_image(4, 4, 2)
+CROP_HR, CROP_LR = smooth_image(512, 512, 3), smooth_image(128, 128, 4)
 
 
 def put(root: Path, rels: list[str], img: np.ndarray) -> None:
@@ -211,7 +211,7 @@ def write_parquet(path: Path, images: list[np.ndarray], row_group_size: int = 2)
 
 
 def test_lsdir_hugging_face_parquet_is_read_directly_row_by_row(tmp_path):
-    imgs = [photo(16, 16, seed=10 + i) for i in range(5)]
+    imgs = [smooth_image(16, 16, seed=10 + i) for i in range(5)]
     write_parquet(tmp_path / "LSDIR/data/train-00000-of-00195.parquet", imgs[:3])
     write_parquet(tmp_path / "LSDIR/data/train-00001-of-00195.parquet", imgs[3:])
     items = resolve_source("LSDIR", tmp_path).items()

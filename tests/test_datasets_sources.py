@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from _helpers_degrade import bad_folder, photo, png16, save
+from helpers.images import bad_folder, png16, save, smooth_image
 from srdistill.datasets import sources
 from srdistill.datasets.images import BadImage, decode_png, encode_png, image_size, read_rgb
 from srdistill.datasets.sources import DATA_ROOT_ENV, SAMPLE_PHOTOS, SOURCES, resolve_source, sample_dir, unique_keys
@@ -27,7 +27,7 @@ LAYOUT_FILES = {
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
-    img = photo(16, 16)
+    img = smooth_image(16, 16)
     for files in LAYOUT_FILES.values():
         for rel in files:
             save(root / rel, img)
@@ -99,8 +99,8 @@ def test_sample_is_the_bundled_rgb_photos():
 
 
 def test_folder_lists_images_recursively_and_records_other_files(tmp_path):
-    save(tmp_path / "b/z.jpg", photo(8, 8))
-    save(tmp_path / "a.png", photo(8, 8))
+    save(tmp_path / "b/z.jpg", smooth_image(8, 8))
+    save(tmp_path / "a.png", smooth_image(8, 8))
     (tmp_path / "notes.txt").write_text("x")
     src = resolve_source(str(tmp_path))
     assert [i.rel for i in src.items()] == ["a.png", "b/z.jpg"]
@@ -109,9 +109,9 @@ def test_folder_lists_images_recursively_and_records_other_files(tmp_path):
 
 
 def test_glob_source_is_relative_to_its_fixed_prefix(tmp_path):
-    save(tmp_path / "x/one.png", photo(8, 8))
-    save(tmp_path / "x/y/two.png", photo(8, 8))
-    save(tmp_path / "x/y/three.jpg", photo(8, 8))
+    save(tmp_path / "x/one.png", smooth_image(8, 8))
+    save(tmp_path / "x/y/two.png", smooth_image(8, 8))
+    save(tmp_path / "x/y/three.jpg", smooth_image(8, 8))
     src = resolve_source(str(tmp_path / "x/**/*.png"))
     assert src.root == tmp_path / "x"
     assert [i.rel for i in src.items()] == ["one.png", "y/two.png"]
@@ -138,7 +138,7 @@ def test_registry_describes_every_source():
 # ---- image reading ----
 
 def test_conversion_policy(tmp_path):
-    rgb = photo(12, 10, 3)
+    rgb = smooth_image(12, 10, 3)
     gray = rgb[:, :, 0]
     assert np.array_equal(read_rgb(save(tmp_path / "rgb.png", rgb)), rgb)
     assert np.array_equal(read_rgb(save(tmp_path / "g.png", Image.fromarray(gray, "L"))), np.dstack([gray] * 3))
@@ -155,7 +155,7 @@ def test_conversion_policy(tmp_path):
 
 
 def test_exif_orientation_is_applied(tmp_path):
-    img = Image.fromarray(photo(10, 20, 1))
+    img = Image.fromarray(smooth_image(10, 20, 1))
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise for display
     img.save(tmp_path / "o.jpg", exif=exif, quality=95)
@@ -174,14 +174,14 @@ def test_bad_files_raise_with_a_reason(tmp_path):
 
 
 def test_pixel_limit_reads_only_the_header(tmp_path):
-    path = save(tmp_path / "big.png", photo(64, 64))
+    path = save(tmp_path / "big.png", smooth_image(64, 64))
     assert image_size(path.read_bytes()) == (64, 64)
     with pytest.raises(BadImage, match="64x64 pixels is over the limit of 4095"):
         read_rgb(path, max_pixels=4095)
 
 
 def test_png_codec_roundtrip_and_deterministic_bytes():
-    img = photo(33, 17, 4)
+    img = smooth_image(33, 17, 4)
     data = encode_png(img)
     assert data == encode_png(img.copy())
     assert np.array_equal(decode_png(data), img)

@@ -9,25 +9,17 @@ import tarfile
 import pytest
 import webdataset as wds
 
-from _helpers_degrade import bad_folder, good_folder, shard_bytes
+from helpers.images import bad_folder, good_folder
+from helpers.shards import shard_bytes
 from srdistill.degrade.build import build
 from srdistill.degrade.manifest import BUILD_DIR, MANIFEST_NAME, PLAN_NAME, read_manifest
 from srdistill.degrade.spec import spec_hash, load_spec
 from srdistill.degrade.verify import replay, verify
 from srdistill.errors import UserError
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
 
 OPTS = dict(crop=64, crops_per_image=2, shard_samples=3, seed=7, progress=False)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def ray_session():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

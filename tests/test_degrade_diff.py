@@ -1,12 +1,10 @@
 """`degrade diff`: two builds under different specs; the report names the changed spec field and parameters."""
 
 import argparse
-import logging
 
 import numpy as np
 import pandas as pd
 import pytest
-import ray
 
 from srdistill.degrade.build import build
 from srdistill.degrade.diff import add_diff_parser, blockiness, compare_params, flatten, lr_statistics, noise_sigma
@@ -43,7 +41,7 @@ def test_flatten_and_paired_param_comparison():
 
 
 @pytest.fixture(scope="module")
-def builds(tmp_path_factory):
+def builds(tmp_path_factory, ray_cluster):
     """A `realesrgan` build of 8 samples, and two regens of it: a low final JPEG quality, and a light one."""
     root = tmp_path_factory.mktemp("builds")
     a, b, c = root / "a", root / "b", root / "c"
@@ -54,14 +52,10 @@ def builds(tmp_path_factory):
     stage = "{blur_prob: 0.0, resize: {probs: [0, 0, 1]}, noise: {gaussian_prob: 1.0, sigma_range: [0, 0]}, " \
             "jpeg_quality: [94, 95]}"
     light.write_text(f"base: realesrgan\nname: light\nstage1: {stage}\nstage2: {stage}\nfinal: {{sinc_prob: 0.0}}\n")
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
-    try:
-        build("sample", str(a), "realesrgan", crop=64, crops_per_image=2, limit=4, shard_samples=4,
-              progress=False, command="test")
-        regen(str(a), str(b), str(lowq), progress=False, command="test")
-        regen(str(a), str(c), str(light), progress=False, command="test")
-    finally:
-        ray.shutdown()
+    build("sample", str(a), "realesrgan", crop=64, crops_per_image=2, limit=4, shard_samples=4,
+          progress=False, command="test")
+    regen(str(a), str(b), str(lowq), progress=False, command="test")
+    regen(str(a), str(c), str(light), progress=False, command="test")
     return a, b, c
 
 

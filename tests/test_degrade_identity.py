@@ -10,7 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from _helpers_degrade import good_folder, photo, save, shard_bytes
+from helpers.images import good_folder, save, smooth_image
+from helpers.shards import shard_bytes
 from srdistill.datasets.images import encode_png
 from srdistill.datasets.sources import resolve_source
 from srdistill.degrade.build import build
@@ -27,7 +28,7 @@ PLAN_OPTS = dict(crop=32, crops_per_image=1, shard_samples=2, seed=3, limit=None
 def edit_in_place(path, seed: int) -> None:
     """New pixels under the same name, with a modification time that surely differs."""
     before = os.stat(path)
-    save(path, photo(64, 64, seed=seed))
+    save(path, smooth_image(64, 64, seed=seed))
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))
 
 
@@ -35,7 +36,7 @@ def edit_in_place(path, seed: int) -> None:
 
 def test_a_symlink_loop_is_walked_once_and_reported(tmp_path):
     good_folder(tmp_path / "src", n=4, size=16)
-    save(tmp_path / "src/d/inner.png", photo(16, 16, 9))
+    save(tmp_path / "src/d/inner.png", smooth_image(16, 16, 9))
     os.symlink("..", tmp_path / "src/d/up")
     os.symlink(tmp_path / "src/d", tmp_path / "src/again")  # a second link to a folder already listed
     src = resolve_source(str(tmp_path / "src"))
@@ -46,7 +47,7 @@ def test_a_symlink_loop_is_walked_once_and_reported(tmp_path):
 
 def test_a_link_to_a_folder_outside_the_tree_is_followed(tmp_path):
     good_folder(tmp_path / "elsewhere", n=2, size=16)
-    save(tmp_path / "src/a.png", photo(16, 16, 5))
+    save(tmp_path / "src/a.png", smooth_image(16, 16, 5))
     os.symlink(tmp_path / "elsewhere", tmp_path / "src/linked")
     assert [i.rel for i in resolve_source(str(tmp_path / "src")).items()] == ["a.png", "linked/img0.png", "linked/img1.png"]
 
@@ -80,7 +81,7 @@ def test_content_identity_ignores_a_touch_that_stat_identity_sees(tmp_path):
 
 
 def write_parquet(path, seeds: list[int]) -> None:
-    cells = [{"bytes": encode_png(photo(64, 64, seed=s)), "path": f"{s}.png"} for s in seeds]
+    cells = [{"bytes": encode_png(smooth_image(64, 64, seed=s)), "path": f"{s}.png"} for s in seeds]
     kind = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.table({"image": pa.array(cells, type=kind)}), path, row_group_size=2)
@@ -101,17 +102,8 @@ def test_a_changed_parquet_file_changes_the_shards_holding_its_rows(tmp_path):
 
 # ---- building on Ray ----
 
-@pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    yield
-    ray.shutdown()
-
-
 @pytest.mark.slow
-def test_a_changed_source_redoes_its_shard_says_so_and_verify_notices(tmp_path, ray_session, caplog):
+def test_a_changed_source_redoes_its_shard_says_so_and_verify_notices(tmp_path, ray_cluster, caplog):
     src = good_folder(tmp_path / "src", n=6, size=64)
     out = tmp_path / "out"
     first = build(str(src), str(out), "bicubic", workers=2, **OPTS)
@@ -136,7 +128,7 @@ def test_a_changed_source_redoes_its_shard_says_so_and_verify_notices(tmp_path, 
 
 
 @pytest.mark.slow
-def test_an_interrupted_build_whose_source_changed_redoes_that_shard(tmp_path, ray_session):
+def test_an_interrupted_build_whose_source_changed_redoes_that_shard(tmp_path, ray_cluster):
     src = good_folder(tmp_path / "src", n=6, size=64)
     out = tmp_path / "out"
 
@@ -161,7 +153,7 @@ def test_an_interrupted_build_whose_source_changed_redoes_that_shard(tmp_path, r
 
 
 @pytest.mark.slow
-def test_a_parquet_source_builds_on_ray_and_resumes_by_file(tmp_path, ray_session):
+def test_a_parquet_source_builds_on_ray_and_resumes_by_file(tmp_path, ray_cluster):
     write_parquet(tmp_path / "src/data/train-00000-of-00002.parquet", [1, 2, 3])
     write_parquet(tmp_path / "src/data/train-00001-of-00002.parquet", [4, 5])
     out = tmp_path / "out"
@@ -173,7 +165,7 @@ def test_a_parquet_source_builds_on_ray_and_resumes_by_file(tmp_path, ray_sessio
 
 def test_a_recursive_glob_through_a_symlink_loop_takes_each_file_once(tmp_path):
     good_folder(tmp_path / "src", n=2, size=16)
-    save(tmp_path / "src/d/inner.png", photo(16, 16, 9))
+    save(tmp_path / "src/d/inner.png", smooth_image(16, 16, 9))
     os.symlink("..", tmp_path / "src/d/up")
     src = resolve_source(str(tmp_path / "src/**/*.png"))
     assert [i.rel for i in src.items()] == ["d/inner.png", "img0.png", "img1.png"]

@@ -39,11 +39,6 @@ def ref(one_torch_thread):
     return import_reference()
 
 
-@pytest.fixture(scope="module")
-def photo():
-    return np.ascontiguousarray(data.astronaut()[100:196, 150:278])  # 96x128 real photo crop
-
-
 def _t(img: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32)).permute(2, 0, 1)[None].contiguous()
 

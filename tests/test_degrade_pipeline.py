@@ -30,11 +30,6 @@ def spec():
 
 
 @pytest.fixture(scope="module")
-def photo():
-    return np.ascontiguousarray(data.astronaut()[100:196, 150:278])  # 96x128 real photo crop
-
-
-@pytest.fixture(scope="module")
 def draws(spec):
     rng = sample_rng(0, "frequency-test")
     return [sample_params(spec, rng, (64, 64)) for _ in range(20000)]

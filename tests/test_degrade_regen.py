@@ -2,10 +2,8 @@
 
 import argparse
 import json
-import logging
 
 import pytest
-import ray
 
 from srdistill.degrade.build import build
 from srdistill.degrade.manifest import read_manifest
@@ -21,13 +19,6 @@ pytestmark = pytest.mark.slow
 NEW_SPEC = "base: realesrgan\nname: realesrgan-nosinc\nfinal: {sinc_prob: 0.0}\n"
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 def _samples(folder):
     out = {}
     for entry in read_manifest(str(folder))["shards"]:
@@ -37,7 +28,7 @@ def _samples(folder):
     return out
 
 
-def test_regen_keeps_keys_and_hr_and_changes_only_what_the_spec_changes(tmp_path, cluster):
+def test_regen_keeps_keys_and_hr_and_changes_only_what_the_spec_changes(tmp_path, ray_cluster):
     parent, child = tmp_path / "parent", tmp_path / "child"
     spec_file = tmp_path / "nosinc.yaml"
     spec_file.write_text(NEW_SPEC)
@@ -85,7 +76,7 @@ def test_regen_keeps_keys_and_hr_and_changes_only_what_the_spec_changes(tmp_path
     assert json.loads((child / "manifest.json").read_text())["shards"] == manifest["shards"]
 
 
-def test_regen_mistakes_are_user_errors(tmp_path, cluster):
+def test_regen_mistakes_are_user_errors(tmp_path, ray_cluster):
     with pytest.raises(UserError, match="manifest.json"):
         regen(str(tmp_path / "nothing"), str(tmp_path / "out"), "bicubic", progress=False)
     parent = tmp_path / "p"
@@ -98,7 +89,7 @@ def test_regen_mistakes_are_user_errors(tmp_path, cluster):
         regen(str(parent), str(tmp_path / "o"), str(spec2), progress=False)
 
 
-def test_regen_subcommand_parses_and_runs(tmp_path, cluster, capsys):
+def test_regen_subcommand_parses_and_runs(tmp_path, ray_cluster, capsys):
     parent = tmp_path / "p"
     build("sample", str(parent), "bicubic", crop=32, limit=2, progress=False, command="test")
     parser = argparse.ArgumentParser(prog="degrade")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _helpers_evaluate import downscale, pair_dirs, photo, write_png  # noqa: F401
+from helpers.images import downscale, real_photo, write_png
 from srdistill.datasets.benchmarks import (
     BENCHMARK_NAMES,
     LAYOUTS,
@@ -24,7 +24,7 @@ from srdistill.errors import UserError
 
 def make_realsr(root):
     """RealSR (V3)'s 100 x4 test pairs, 50 per camera (hard links to one tiny pair)."""
-    hr = photo("astronaut", 32, 32)
+    hr = real_photo("astronaut", 32, 32)
     first_hr = write_png(root / "RealSR(V3)" / "Canon" / "Test" / "4" / "Canon_001_HR.png", hr)
     first_lr = write_png(root / "RealSR(V3)" / "Canon" / "Test" / "4" / "Canon_001_LR4.png", downscale(hr))
     for cam in ("Canon", "Nikon"):
@@ -62,7 +62,7 @@ def test_stablesr_test_sets_are_named_exactly_as_the_protocols_reference_them():
 
 def test_folder_pairs_say_so_when_an_hr_has_no_lr(tmp_path, pair_dirs, caplog):
     hr_dir, lr_dir = pair_dirs
-    write_png(hr_dir / "lonely.png", photo("coffee", 16, 16))
+    write_png(hr_dir / "lonely.png", real_photo("coffee", 16, 16))
     with caplog.at_level(logging.WARNING):
         bench = folder_benchmark(hr_dir, lr_dir)
     assert len(bench.items) == 3 and [p.name for p in bench.left_out] == ["lonely.png"]
@@ -94,7 +94,7 @@ def test_folder_pairs_lr_only_and_bad_folders(tmp_path, pair_dirs):
     assert bench.has_hr and len(bench.items) == 3
     lr_only = folder_benchmark(None, lr_dir)
     assert not lr_only.has_hr and lr_only.items[0].hr is None
-    write_png(lr_dir / "stranger.png", photo("coffee", 16, 16))
+    write_png(lr_dir / "stranger.png", real_photo("coffee", 16, 16))
     with pytest.raises(UserError, match="have no HR"):
         folder_benchmark(hr_dir, lr_dir)
     with pytest.raises(UserError, match="does not exist"):

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 import torchvision
-from _helpers_evaluate import downscale, offline_weights, pair_dirs, photo, write_png  # noqa: F401
+from helpers.images import real_photo, write_png
 from srdistill.datasets.images import read_rgb
 from srdistill.evaluate import metrics as metrics_mod
 from srdistill.evaluate import weights
@@ -128,7 +128,7 @@ def test_random_weight_fid_is_one_folder_row_zero_against_itself(tmp_path, pair_
     write_random_fid_inception()
     other = tmp_path / "other"
     for stem, name in {"astro": "rocket", "cat": "coffee", "cup": "chelsea"}.items():
-        write_png(other / f"{stem}.png", photo(name, 96, 96))
+        write_png(other / f"{stem}.png", real_photo(name, 96, 96))
     # 1008 logits instead of the default 2048-d pool: same path, and sqrtm of the covariance is ~8x cheaper
     summary = run(tmp_path / "out", pair_dirs, methods="", metrics="fid",
                   extra_methods={"same": str(pair_dirs[0]), "other": str(other)},
@@ -167,7 +167,7 @@ def test_corrupt_image_is_recorded_and_the_run_goes_on(tmp_path, pair_dirs, offl
 
 def test_size_mismatch_is_an_error_unless_crop_to_match(tmp_path, pair_dirs, offline_weights):
     hr_dir, lr_dir = pair_dirs
-    write_png(hr_dir / "cup.png", photo("coffee", 100, 96, 100, 200))
+    write_png(hr_dir / "cup.png", real_photo("coffee", 100, 96, 100, 200))
     with pytest.raises(UserError, match="SR is 96x96 but HR is 96x100.*--crop-to-match"):
         run(tmp_path / "out", pair_dirs, metrics="psnry")
     run(tmp_path / "out", pair_dirs, metrics="psnry", crop_to_match=True)

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from _helpers_evaluate import downscale, offline_weights, photo, write_png  # noqa: F401
+from helpers.images import downscale, real_photo, write_png
 from srdistill.datasets.images import read_rgb
 from srdistill.evaluate.cli import main
 from srdistill.evaluate.harness import run_evaluation
@@ -38,11 +38,11 @@ def data_root(tmp_path):
     """RealSR(V3) and DIV2K-val in their published layouts, as small real-photo stand-ins."""
     root = tmp_path / "data"
     for camera, (name, top, left) in {"Canon": ("astronaut", 40, 150), "Nikon": ("chelsea", 60, 120)}.items():
-        hr = photo(name, 96, 128, top, left)
+        hr = real_photo(name, 96, 128, top, left)
         write_png(root / "RealSR(V3)" / camera / "Test" / "4" / f"{camera}_001_HR.png", hr)
         write_png(root / "RealSR(V3)" / camera / "Test" / "4" / f"{camera}_001_LR4.png", downscale(hr))
     for stem, (name, top, left) in {"0801": ("coffee", 100, 200), "0802": ("rocket", 100, 100)}.items():
-        write_png(root / "DIV2K" / "DIV2K_valid_HR" / f"{stem}.png", photo(name, 64, 64, top, left))
+        write_png(root / "DIV2K" / "DIV2K_valid_HR" / f"{stem}.png", real_photo(name, 64, 64, top, left))
     return root
 
 
@@ -256,7 +256,7 @@ def test_osediff_preset_takes_128_px_lr_centre_crops_of_full_realsr(tmp_path, of
     import cv2
 
     root = tmp_path / "data"
-    hr = cv2.resize(photo("astronaut", 512, 512), (560, 544), interpolation=cv2.INTER_CUBIC)  # LR will be 140 x 136
+    hr = cv2.resize(real_photo("astronaut", 512, 512), (560, 544), interpolation=cv2.INTER_CUBIC)  # LR will be 140 x 136
     write_png(root / "RealSR(V3)" / "Canon" / "Test" / "4" / "Canon_001_HR.png", hr)
     write_png(root / "RealSR(V3)" / "Canon" / "Test" / "4" / "Canon_001_LR4.png", downscale(hr))
     out = tmp_path / "out"

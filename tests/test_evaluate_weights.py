@@ -7,8 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from _helpers_evaluate import offline_weights, pair_dirs  # noqa: F401
-from _helpers_mirror import dead_url, serve, upstream_path
+from helpers.mirror import dead_url, serve, upstream_path
 from srdistill.evaluate import cli, weights
 from srdistill.evaluate.metrics import MetricUnavailable, Scorer
 

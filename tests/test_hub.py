@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _helpers_mirror import HubHandler, dead_url, serve
+from helpers.mirror import HubHandler, dead_url, serve
 from srdistill.training import cli as train_cli
 from srdistill.training import components as C
 from srdistill.training.config import load_run_config

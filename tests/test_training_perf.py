@@ -9,7 +9,6 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
-from _helpers_training import sample_shards
 from srdistill.training import perf
 from srdistill.training.checkpoint import latest_checkpoint
 from srdistill.training.cli import main as train_main
@@ -21,11 +20,6 @@ from srdistill.errors import UserError, run_command
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    return sample_shards(tmp_path_factory)
 
 
 def _d3sr():
