@@ -20,3 +20,27 @@ demo: $(STAMP)
 # Not `python -m pytest`: that puts the repo root on sys.path, where datasets/ would shadow HF `datasets`.
 test: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The GPU check (bench/gpu_check.py, README "GPU check"): on a connected machine `make gpu-wheels` fetches the
+# pure-Python packages srdistill needs beyond torch/numpy into .whl/ (pinned by the constraints; no Ray); copy
+# the checkout with .whl/ to the CUDA machine and run `make gpu-check` there (its own python3 and PyTorch).
+GPU_WHEELS := diffusers peft accelerate huggingface_hub transformers open-clip-torch timm ftfy wcwidth \
+	webdataset braceexpand pyiqa addict einops future yapf facexlib ptwt icecream executing asttokens \
+	colorama importlib_metadata zipp tqdm
+GPU_SDIST_WHEELS := openai-clip   # published as a source archive only: built here into a pure wheel
+GPU_WHEELS_MAX_MIB := 40
+GPU_PYTHON ?= python3
+
+.PHONY: gpu-wheels gpu-check
+
+gpu-wheels:
+	rm -rf .whl && mkdir -p .whl
+	$(GPU_PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --implementation py --abi none --platform any \
+		--python-version 3.12 -c requirements/constraints.txt -d .whl $(GPU_WHEELS)
+	$(GPU_PYTHON) -m pip wheel --quiet --no-deps -c requirements/constraints.txt -w .whl $(GPU_SDIST_WHEELS)
+	@! ls .whl | grep -v -- '-none-any.whl$$' || { echo "gpu-wheels: the wheels above are not pure Python" >&2; exit 1; }
+	@mib=$$(du -sm .whl | cut -f1); echo "gpu-wheels: $$(ls .whl | wc -l) wheels, $$mib MiB in .whl/"; \
+		test $$mib -le $(GPU_WHEELS_MAX_MIB) || { echo "gpu-wheels: over $(GPU_WHEELS_MAX_MIB) MiB" >&2; exit 1; }
+
+gpu-check:
+	$(GPU_PYTHON) bench/gpu_check.py --out gpu-check $(GPU_CHECK_ARGS)

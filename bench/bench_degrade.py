@@ -3,7 +3,8 @@ realesrgan on the CPU), one image at a time on one core.
 
 Each side runs in its own subprocess pinned to one thread (clean peak-RSS figures, no shared imports).
 The reference side is RealESRGANDataset.__getitem__ (kernel sampling) + RealESRGANModel.feed_data
-(the degradation), as in Real-ESRGAN training, with the model's GPU-only training-pair pool turned off.
+(the degradation), as in Real-ESRGAN training, with the model's GPU-only training-pair pool turned off
+(srdistill.degrade.reference.ReferenceDegrader).
 
     .venv/bin/python bench/bench_degrade.py --images 60 --ref-images 8
 """
@@ -56,127 +57,83 @@ def _psnr_to_bicubic(hr: np.ndarray, lr: np.ndarray) -> float:
     return 10 * np.log10(255.0**2 / max(mse, 1e-10))
 
 
+def _colour_ratio(hr: np.ndarray, lr: np.ndarray) -> float:
+    """std(R - G) of the LR over that of the HR's area downscale: how much chroma the degradation keeps (as
+    `degrade diff`'s colour_ratio; computed here so the timed process does not import the diff tool)."""
+    import cv2
+
+    area = cv2.resize(hr.astype(np.float64), (lr.shape[1], lr.shape[0]), interpolation=cv2.INTER_AREA)
+    lr = lr.astype(np.float64)
+    return float(np.std(lr[..., 0] - lr[..., 1]) / np.std(area[..., 0] - area[..., 1]))
+
+
 def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # ru_maxrss is KiB on Linux
 
 
-def run_ours(n: int, size: int, warmup: int, seed: int) -> dict:
+def run_ours(n: int, size: int, warmup: int, seed: int, preset: str = "realesrgan") -> dict:
     import cv2
     from srdistill.degrade.pipeline import degrade_image
     from srdistill.degrade.spec import load_spec
 
     cv2.setNumThreads(1)
-    spec = load_spec("realesrgan")
+    spec = load_spec(preset)
     crops = _crops(n, size)
     for i in range(warmup):
         degrade_image(crops[i % n], spec, seed, f"warmup{i}")
-    times, cpu, psnr = [], [], []
+    times, cpu, psnr, colour = [], [], [], []
     for i, hr in enumerate(crops):
         t0, c0 = time.perf_counter(), time.process_time()
         lr, _ = degrade_image(hr, spec, seed, f"img{i}")
         times.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
         psnr.append(_psnr_to_bicubic(hr, lr))
+        colour.append(_colour_ratio(hr, lr))
     return {"images": n, "seconds": sum(times), "cpu_seconds": sum(cpu), "median_s": float(np.median(times)),
-            "psnr_mean": float(np.mean(psnr)), "psnr_std": float(np.std(psnr)), "peak_rss_mib": _peak_rss_mib()}
-
-
-def _reference_setup(tmp: str, size: int):
-    import types
-
-    import cv2
-    import torch
-    import torchvision.transforms._functional_tensor as _ft
-
-    # basicsr 1.4.2 imports torchvision.transforms.functional_tensor, which torchvision 0.17+ renamed to
-    # _functional_tensor (and 0.29 removed the old name); alias it so the unmodified reference imports.
-    sys.modules.setdefault("torchvision.transforms.functional_tensor", _ft)
-    from basicsr.utils import DiffJPEG, USMSharp
-    from realesrgan.data.realesrgan_dataset import RealESRGANDataset
-    from realesrgan.models.realesrgan_model import RealESRGANModel
-
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
-    kernel_opts = {
-        "blur_kernel_size": 21, "kernel_list": ["iso", "aniso", "generalized_iso", "generalized_aniso",
-                                                "plateau_iso", "plateau_aniso"],
-        "kernel_prob": [0.45, 0.25, 0.12, 0.03, 0.12, 0.03], "sinc_prob": 0.1, "blur_sigma": [0.2, 3],
-        "betag_range": [0.5, 4], "betap_range": [1, 2],
-        "blur_kernel_size2": 21, "kernel_list2": ["iso", "aniso", "generalized_iso", "generalized_aniso",
-                                                  "plateau_iso", "plateau_aniso"],
-        "kernel_prob2": [0.45, 0.25, 0.12, 0.03, 0.12, 0.03], "sinc_prob2": 0.1, "blur_sigma2": [0.2, 1.5],
-        "betag_range2": [0.5, 4], "betap_range2": [1, 2], "final_sinc_prob": 0.8,
-    }
-    # The dataset loads a GT file and pads/crops it to 400 px; a tiny file keeps that cost negligible, and the
-    # 512x512 crop under test replaces its 'gt' afterwards (the kernels do not depend on the image).
-    tiny = os.path.join(tmp, "tiny.png")
-    cv2.imwrite(tiny, np.zeros((8, 8, 3), np.uint8))
-    with open(os.path.join(tmp, "meta.txt"), "w") as f:
-        f.write("tiny.png\n")
-    dataset = RealESRGANDataset({"io_backend": {"type": "disk"}, "dataroot_gt": tmp,
-                                 "meta_info": os.path.join(tmp, "meta.txt"), "use_hflip": False, "use_rot": False,
-                                 **kernel_opts})
-    # x4plus degradation options (options/train_realesrgan_x4plus.yml); the model is built without its
-    # networks (its __init__ needs CUDA), holding only what feed_data uses.
-    model = RealESRGANModel.__new__(RealESRGANModel)
-    model.opt = {"scale": 4, "gt_size": size, "resize_prob": [0.2, 0.7, 0.1], "resize_range": [0.15, 1.5],
-                 "gaussian_noise_prob": 0.5, "noise_range": [1, 30], "poisson_scale_range": [0.05, 3],
-                 "gray_noise_prob": 0.4, "jpeg_range": [30, 95], "second_blur_prob": 0.8,
-                 "resize_prob2": [0.3, 0.4, 0.3], "resize_range2": [0.3, 1.2], "gaussian_noise_prob2": 0.5,
-                 "noise_range2": [1, 25], "poisson_scale_range2": [0.05, 2.5], "gray_noise_prob2": 0.4,
-                 "jpeg_range2": [30, 95]}
-    model.device = torch.device("cpu")
-    model.is_train = True
-    model.jpeger = DiffJPEG(differentiable=False)
-    model.usm_sharpener = USMSharp()
-    # The training-pair pool only shuffles finished pairs between batches (and allocates on CUDA).
-    model._dequeue_and_enqueue = types.MethodType(lambda self: None, model)
-    return dataset, model, torch
+            "psnr_mean": float(np.mean(psnr)), "psnr_std": float(np.std(psnr)),
+            "colour_median": float(np.median(colour)), "peak_rss_mib": _peak_rss_mib()}
 
 
 def run_reference(n: int, size: int, warmup: int, seed: int) -> dict:
-    import random
-    import tempfile
+    import cv2
+    import torch
+    from srdistill.degrade.reference import ReferenceDegrader, import_reference
+    from srdistill.degrade.spec import load_spec
 
-    with tempfile.TemporaryDirectory() as tmp:
-        dataset, model, torch = _reference_setup(tmp, size)
-        random.seed(seed)
-        np.random.seed(seed)
-        torch.manual_seed(seed)
-        hrs = _crops(n, size)
-        crops = [torch.from_numpy(c).permute(2, 0, 1).float().div(255.0)[None] for c in hrs]
-
-        def one(gt):
-            d = dataset[0]
-            batch = {"gt": gt, "kernel1": d["kernel1"][None], "kernel2": d["kernel2"][None],
-                     "sinc_kernel": d["sinc_kernel"][None]}
-            model.feed_data(batch)
-            return model.lq
-
-        with torch.no_grad():
-            for i in range(warmup):
-                one(crops[i % n])
-            times, cpu, usm_cpu, psnr = [], [], [], []
-            for hr, gt in zip(hrs, crops):
-                t0, c0 = time.perf_counter(), time.process_time()
-                lq = one(gt)
-                times.append(time.perf_counter() - t0)
-                cpu.append(time.process_time() - c0)
-                assert lq.shape[-2:] == (size // 4, size // 4)
-                lr = (lq[0].permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
-                psnr.append(_psnr_to_bicubic(hr, lr))
-                c0 = time.process_time()
-                model.usm_sharpener(gt)
-                usm_cpu.append(time.process_time() - c0)
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    # reuse_usm=False: the reference's full cost, its second USM pass (on the loss target) included
+    degrade = ReferenceDegrader(load_spec("realesrgan"), seed=seed, reuse_usm=False)
+    usm = import_reference().USMSharp()
+    hrs = _crops(n, size)
+    try:
+        for i in range(warmup):
+            degrade(hrs[i % n])
+        times, cpu, usm_cpu, psnr, colour = [], [], [], [], []
+        for hr in hrs:
+            t0, c0 = time.perf_counter(), time.process_time()
+            lr = degrade(hr)
+            times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
+            assert lr.shape[:2] == (size // 4, size // 4)
+            psnr.append(_psnr_to_bicubic(hr, lr))
+            colour.append(_colour_ratio(hr, lr))
+            gt = torch.from_numpy(hr).permute(2, 0, 1).float().div(255.0)[None]
+            c0 = time.process_time()
+            with torch.no_grad():
+                usm(gt)
+            usm_cpu.append(time.process_time() - c0)
+    finally:
+        degrade.close()
     return {"images": n, "seconds": sum(times), "cpu_seconds": sum(cpu), "median_s": float(np.median(times)),
             "usm_cpu_seconds": sum(usm_cpu), "psnr_mean": float(np.mean(psnr)), "psnr_std": float(np.std(psnr)),
-            "peak_rss_mib": _peak_rss_mib()}
+            "colour_median": float(np.median(colour)), "peak_rss_mib": _peak_rss_mib()}
 
 
 def _child(which: str, args) -> dict:
     cmd = [sys.executable, __file__, "--_worker", which, "--images", str(args.images),
            "--ref-images", str(args.ref_images), "--crop", str(args.crop), "--warmup", str(args.warmup),
-           "--seed", str(args.seed)]
+           "--seed", str(args.seed), "--preset", args.preset]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         last = (out.stderr.strip().splitlines() or ["no error output"])[-1]
@@ -194,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--crop", type=int, default=512, help="crop side in pixels, a multiple of 4 (default 512)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed images before timing (default 2)")
     ap.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    ap.add_argument("--preset", default="realesrgan",
+                    help="our degradation preset, e.g. realesrgan-libjpeg (default realesrgan; the reference always "
+                         "runs the realesrgan numbers)")
     ap.add_argument("--skip-reference", action="store_true", help="time only ours")
     ap.add_argument("--_worker", choices=["ours", "reference"], help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -201,13 +161,13 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--images and --ref-images must be >= 1 and --crop a multiple of 4 >= 16")
 
     if args._worker == "ours":
-        print(json.dumps(run_ours(args.images, args.crop, args.warmup, args.seed)))
+        print(json.dumps(run_ours(args.images, args.crop, args.warmup, args.seed, args.preset)))
         return 0
     if args._worker == "reference":
         print(json.dumps(run_reference(args.ref_images, args.crop, args.warmup, args.seed)))
         return 0
 
-    print(f"Real-ESRGAN degradation, {args.crop}x{args.crop} crops, realesrgan preset, 1 thread per process; "
+    print(f"Real-ESRGAN degradation, {args.crop}x{args.crop} crops, {args.preset} preset, 1 thread per process; "
           f"images/s/core = images per CPU-second of the process (wall-clock rate in brackets)", flush=True)
     ours = _child("ours", args)
     ours_ips = ours["images"] / ours["cpu_seconds"]
@@ -226,7 +186,9 @@ def main(argv: list[str] | None = None) -> int:
           f"({ours_ips / ref_no_usm2:.1f}x against the reference without feed_data's second USM pass, which "
           f"sharpens the loss target rather than the LR)")
     print(f"  sanity    : PSNR(LR, bicubic HR) ours {ours['psnr_mean']:.2f} +- {ours['psnr_std']:.2f} dB, "
-          f"reference {ref['psnr_mean']:.2f} +- {ref['psnr_std']:.2f} dB (mean +- std over the random draws)")
+          f"reference {ref['psnr_mean']:.2f} +- {ref['psnr_std']:.2f} dB (mean +- std over the random draws); "
+          f"colour ratio median ours {ours['colour_median']:.3f}, reference {ref['colour_median']:.3f} "
+          f"(tests/test_degrade_parity.py compares the distributions)")
     return 0
 
 

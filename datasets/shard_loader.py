@@ -24,14 +24,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 import webdataset as wds
 
+from srdistill.datasets.images import decode_png
+from srdistill.degrade.manifest import MANIFEST_NAME, read_manifest
 from srdistill.errors import UserError
-
-MANIFEST_NAME = "manifest.json"
 
 
 @dataclass
@@ -60,9 +59,8 @@ def shard_urls(shards: str | Path | list, split: str | None = None) -> list[str]
         urls = [str(u) for u in shards]
     elif Path(shards).is_dir():
         folder = Path(shards)
-        manifest = folder / MANIFEST_NAME
-        if manifest.exists():
-            names = [s["name"] for s in json.loads(manifest.read_text()).get("shards", [])]
+        if (folder / MANIFEST_NAME).exists():
+            names = [s["name"] for s in read_manifest(str(folder)).get("shards", [])]
         else:
             names = sorted(p.name for p in folder.glob("*.tar"))
         if split is not None:
@@ -84,20 +82,13 @@ def read_scale(shards: str | Path) -> int | None:
     manifest = Path(shards) / MANIFEST_NAME if not isinstance(shards, (list, tuple)) else None
     if manifest is None or not manifest.exists():
         return None
-    return int(json.loads(manifest.read_text())["scale"])
+    return int(read_manifest(str(manifest.parent))["scale"])
 
 
 def _seed_int(*parts: Any) -> int:
     """A 64-bit seed from any tuple of values, stable across processes and Python versions (no hash())."""
     digest = hashlib.sha256(repr(parts).encode()).digest()
     return int.from_bytes(digest[:8], "little")
-
-
-def _decode_png(data: bytes) -> np.ndarray:
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if img is None:
-        raise ValueError("member is not a decodable PNG")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
@@ -123,10 +114,10 @@ class _Augment:
         meta = json.loads(sample["json"])
         # Online, the LR comes from the spec, so its scale sets the crop grid.
         scale = int(self.online_spec.scale) if self.online_spec is not None else int(meta.get("scale", self.scale))
-        hr = _decode_png(sample["hr.png"])
+        hr = decode_png(sample["hr.png"])
         rng = np.random.default_rng(_seed_int("augment", self.seed, self.epoch, key))
         if self.online_spec is None:
-            lr = _decode_png(sample["lr.png"])
+            lr = decode_png(sample["lr.png"])
             if lr.shape[0] * scale != hr.shape[0] or lr.shape[1] * scale != hr.shape[1]:
                 raise ValueError(f"sample {key}: LR {lr.shape[:2]} is not HR {hr.shape[:2]} / {scale}")
         top, left, h, w = self._crop_box(hr.shape[:2], scale, rng, key)
@@ -350,7 +341,7 @@ def iter_samples(shards, split: str | None = None) -> Iterator[dict]:
         for sample in wds.DataPipeline(wds.SimpleShardList([url]), wds.tarfile_to_samples()):
             yield {
                 "key": sample["__key__"],
-                "hr": _decode_png(sample["hr.png"]),
-                "lr": _decode_png(sample["lr.png"]),
+                "hr": decode_png(sample["hr.png"]),
+                "lr": decode_png(sample["lr.png"]),
                 "meta": json.loads(sample["json"]),
             }

@@ -1,14 +1,18 @@
-"""Where training images come from: named data sets in their documented layouts, any folder or glob, the embedded sample.
+"""Where training images come from: named data sets as their authors publish them, any folder or glob, the sample.
 
-Named data sets live under a data root given by `--data-root` or the SRDISTILL_DATA environment variable;
-each entry of `SOURCES` says where below that root its images are and what the layout looks like.
-Every source lists its items sorted by relative path, with a stable key derived from that path.
+Named data sets live under a data root given by `--data-root` or the SRDISTILL_DATA environment variable.
+Each entry of `SOURCES` lists the layouts a set is found in below that root (the release as downloaded and
+the common re-packings), tried in order, with the release's image count and where it is published.
+A folder, glob or layout may hold image files and parquet files with an image column (Hugging Face's
+layout); every image file is one item and every parquet row is one. Items are listed in sorted order with
+a stable key derived from the relative path (and row).
 """
 
 from __future__ import annotations
 
 import glob
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -16,12 +20,16 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from srdistill.datasets.images import BadImage
+from srdistill.datasets.parquet import PARQUET_EXTENSIONS, ParquetListing, list_parquet
 from srdistill.errors import UserError
 
 DATA_ROOT_ENV = "SRDISTILL_DATA"
 CACHE_ENV = "SRDISTILL_CACHE"
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif")
+
+log = logging.getLogger(__name__)
 
 # scikit-image's bundled real RGB photographs (no synthetic, grayscale or alpha images).
 SAMPLE_PHOTOS = (
@@ -38,43 +46,76 @@ SAMPLE_PHOTOS = (
 
 @dataclass(frozen=True)
 class SourceLayout:
-    """A named data set: its folder below the data root, the file pattern inside it and a layout sentence."""
+    """One way a named set sits below the data root: a folder, the files inside it and what that tree is."""
+
+    subdir: str
+    pattern: str  # glob below subdir
+    describe: str
+    folder: str | None = None  # regex that the first folder below subdir must match (LSDIR's 7-digit folders)
+
+
+@dataclass(frozen=True)
+class NamedSource:
+    """A named training set: its layouts (tried in order), image count, where it is published, a layout line."""
 
     name: str
-    subdir: str
-    pattern: str
-    layout: str
+    layouts: tuple[SourceLayout, ...]
+    images: int  # images in the full release (after `first`)
+    published: str
+    about: str
     first: int | None = None  # keep only the first N items in sorted order (e.g. FFHQ-10k)
 
+    @property
+    def layout(self) -> str:
+        return f"{self.about}; found as " + ", or ".join(lay.describe for lay in self.layouts)
 
-SOURCES: dict[str, SourceLayout] = {
+
+_DIV2K = "https://data.vision.ee.ethz.ch/cvl/DIV2K/"
+_FFHQ = "https://github.com/NVlabs/ffhq-dataset"
+_SEVEN_DIGITS = r"\d{7}"
+
+SOURCES: dict[str, NamedSource] = {
     s.name: s
     for s in (
-        SourceLayout(
-            "LSDIR", "LSDIR/HR/train", "*/*.png",
-            "LSDIR/HR/train/0001000/0000001.png ... 0085000/0084991.png: the LSDIR training HR release, "
-            "84,991 PNGs in folders of 1,000",
+        NamedSource(
+            "LSDIR",
+            (
+                SourceLayout("LSDIR/HR/train", "*/*.png", "LSDIR/HR/train/0001000/0000001.png ... (<7-digit>/*.png: the "
+                             "release, as its train.json names the files)", _SEVEN_DIGITS),
+                SourceLayout("LSDIR", "*/*.png", "LSDIR/<7-digit>/*.png (the release's archives unpacked in place)",
+                             _SEVEN_DIGITS),
+                SourceLayout("LSDIR/data", "train-*.parquet", "LSDIR/data/train-NNNNN-of-00195.parquet (the Hugging Face "
+                             "copy, read directly)"),
+            ),
+            84_991, "https://ofsoundof.github.io/lsdir-data/ (and as parquet on Hugging Face)",
+            "the LSDIR training HR release, 84,991 PNGs in folders of 1,000",
         ),
-        SourceLayout(
-            "DIV2K-train", "DIV2K/DIV2K_train_HR", "*.png",
-            "DIV2K/DIV2K_train_HR/0001.png ... 0800.png: the 800 DIV2K training HR images",
+        NamedSource(
+            "DIV2K-train",
+            (SourceLayout("DIV2K/DIV2K_train_HR", "*.png", "DIV2K/DIV2K_train_HR/0001.png ... 0800.png"),
+             SourceLayout("DIV2K_train_HR", "*.png", "DIV2K_train_HR/*.png (the zip unpacked at the data root)")),
+            800, _DIV2K, "the 800 DIV2K training HR images",
         ),
-        SourceLayout(
-            "DIV2K-valid", "DIV2K/DIV2K_valid_HR", "*.png",
-            "DIV2K/DIV2K_valid_HR/0801.png ... 0900.png: the 100 DIV2K validation HR images",
+        NamedSource(
+            "DIV2K-valid",
+            (SourceLayout("DIV2K/DIV2K_valid_HR", "*.png", "DIV2K/DIV2K_valid_HR/0801.png ... 0900.png"),
+             SourceLayout("DIV2K_valid_HR", "*.png", "DIV2K_valid_HR/*.png (the zip unpacked at the data root)")),
+            100, _DIV2K, "the 100 DIV2K validation HR images",
         ),
-        SourceLayout(
-            "Flickr2K", "Flickr2K/Flickr2K_HR", "*.png",
-            "Flickr2K/Flickr2K_HR/000001.png ... 002650.png: the 2,650 Flickr2K HR images",
+        NamedSource(
+            "Flickr2K",
+            (SourceLayout("Flickr2K/Flickr2K_HR", "*.png", "Flickr2K/Flickr2K_HR/000001.png ... 002650.png"),),
+            2_650, "https://cv.snu.ac.kr/research/EDSR/Flickr2K.tar", "the 2,650 Flickr2K HR images",
         ),
-        SourceLayout(
-            "FFHQ", "FFHQ/images1024x1024", "*/*.png",
-            "FFHQ/images1024x1024/00000/00000.png ... 69000/69999.png: the 70,000 aligned 1024x1024 FFHQ faces",
+        NamedSource(
+            "FFHQ",
+            (SourceLayout("FFHQ/images1024x1024", "*/*.png", "FFHQ/images1024x1024/00000/00000.png ... 69000/69999.png"),),
+            70_000, _FFHQ, "the 70,000 aligned 1024x1024 FFHQ faces",
         ),
-        SourceLayout(
-            "FFHQ-10k", "FFHQ/images1024x1024", "*/*.png",
-            "FFHQ/images1024x1024/00000/00000.png ... 09000/09999.png: the first 10,000 FFHQ faces, as D3SR uses",
-            first=10_000,
+        NamedSource(
+            "FFHQ-10k",
+            (SourceLayout("FFHQ/images1024x1024", "*/*.png", "FFHQ/images1024x1024/00000/00000.png ... 09000/09999.png"),),
+            10_000, _FFHQ, "the first 10,000 FFHQ faces, as D3SR uses", first=10_000,
         ),
     )
 }
@@ -82,12 +123,15 @@ SOURCES: dict[str, SourceLayout] = {
 
 @dataclass(frozen=True)
 class SourceItem:
-    """One source image. `key` is stable and dot-free; `rel` is the path relative to the source root."""
+    """One source image. `key` is stable and dot-free; `rel` names it relative to the source root (a parquet
+    row as `FILE#ROW`); `path` is the file that holds it; `row`/`column` locate it inside a parquet file."""
 
     key: str
     source: str
     path: str
     rel: str = ""
+    row: int | None = None
+    column: str | None = None
 
 
 @dataclass(frozen=True)
@@ -100,19 +144,25 @@ class Skip:
 
 @dataclass
 class Source:
-    """A resolved source: a name, a root folder and the image files below it."""
+    """A resolved source: a name, a root folder and the image (and parquet) files below it."""
 
     name: str
     root: Path
     files: list[str]  # relative POSIX paths, sorted
     ignored: list[Skip] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # said once at resolve time and kept in the manifest
+    tables: dict[str, ParquetListing] = field(default_factory=dict)  # the parquet files among `files`
 
     def items(self) -> list[SourceItem]:
-        keys = unique_keys(self.files)
-        return [SourceItem(k, self.name, str(self.root / rel), rel) for k, rel in zip(keys, self.files)]
+        entries = [(rel, row) for rel in self.files
+                   for row in (range(self.tables[rel].rows) if rel in self.tables else (None,))]
+        keys = _unique([_base_key(rel, row) for rel, row in entries], [_item_id(rel, row) for rel, row in entries])
+        return [SourceItem(key, self.name, str(self.root / rel), _item_id(rel, row), row,
+                           self.tables[rel].column if rel in self.tables else None)
+                for key, (rel, row) in zip(keys, entries)]
 
     def skipped(self) -> list[Skip]:
-        """Files under the root that are not listed as items (wrong extension, unreadable folders)."""
+        """Files under the root that are not listed as items (wrong extension, unreadable folders, repeated folders)."""
         return list(self.ignored)
 
 
@@ -129,21 +179,25 @@ def describe_sources() -> str:
 
 def resolve_source(spec: str, data_root: str | os.PathLike | None = None) -> Source:
     """A named data set, "sample", a folder or a glob -> Source; UserError with where it looked when nothing is there."""
-    by_lower = {name.lower(): layout for name, layout in SOURCES.items()}
+    by_lower = {name.lower(): named for name, named in SOURCES.items()}
     if spec.lower() in by_lower:
-        return _named_source(by_lower[spec.lower()], data_root)
-    if spec.lower() == "sample":
-        return _folder_source("sample", sample_dir())
-    if any(c in spec for c in "*?["):
-        return _glob_source(spec)
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        return _folder_source(path.resolve().name or spec, path)
-    if path.is_file():
-        return Source(spec, path.parent, [path.name])
-    raise UserError(
-        f"source {spec!r} is not a known data set ({', '.join(source_names())}), an existing folder or a glob pattern."
-    )
+        source = _named_source(by_lower[spec.lower()], data_root)
+    elif spec.lower() == "sample":
+        source = _folder_source("sample", sample_dir())
+    elif any(c in spec for c in "*?["):
+        source = _glob_source(spec)
+    else:
+        path = Path(spec).expanduser()
+        if path.is_dir():
+            source = _folder_source(path.resolve().name or spec, path)
+        elif path.is_file():
+            source = _make_source(spec, path.parent, [path.name], [])
+        else:
+            raise UserError(f"source {spec!r} is not a known data set ({', '.join(source_names())}), an existing folder "
+                            "or a glob pattern.")
+    for note in source.notes:
+        log.warning(note)
+    return source
 
 
 def sample_dir() -> Path:
@@ -172,11 +226,23 @@ def sample_dir() -> Path:
 def unique_keys(rels: list[str]) -> list[str]:
     """Keys from relative paths: extension dropped, every character but [A-Za-z0-9_-] turned into '_';
     paths whose keys would collide get an 8-hex suffix from their path so every key stays unique and stable."""
-    base = [_sanitize(rel) for rel in rels]
+    return _unique([_sanitize(rel) for rel in rels], rels)
+
+
+def _unique(base: list[str], ids: list[str]) -> list[str]:
     counts: dict[str, int] = {}
     for k in base:
         counts[k] = counts.get(k, 0) + 1
-    return [k if counts[k] == 1 else f"{k}-{hashlib.sha1(rel.encode()).hexdigest()[:8]}" for k, rel in zip(base, rels)]
+    return [k if counts[k] == 1 else f"{k}-{hashlib.sha1(i.encode()).hexdigest()[:8]}" for k, i in zip(base, ids)]
+
+
+def _item_id(rel: str, row: int | None) -> str:
+    return rel if row is None else f"{rel}#{row}"
+
+
+def _base_key(rel: str, row: int | None) -> str:
+    # zero-padded rows keep a file's rows in order when jobs are sorted by key
+    return _sanitize(rel) if row is None else f"{_sanitize(rel)}_{row:06d}"
 
 
 def _sanitize(rel: str) -> str:
@@ -184,26 +250,67 @@ def _sanitize(rel: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", stem) or "_"
 
 
-def _data_root(data_root: str | os.PathLike | None, layout: SourceLayout) -> Path:
+def _is_source_file(name: str) -> bool:
+    return name.lower().endswith(IMAGE_EXTENSIONS + PARQUET_EXTENSIONS)
+
+
+def _make_source(name: str, root: Path, rels: list[str], ignored: list[Skip]) -> Source:
+    """Source over sorted `rels`; a parquet file with no usable image column is skipped with its reason."""
+    files, tables = [], {}
+    for rel in sorted(rels):
+        if rel.lower().endswith(PARQUET_EXTENSIONS):
+            try:
+                tables[rel] = list_parquet(root / rel)
+            except BadImage as exc:
+                ignored.append(Skip(rel, str(exc)))
+                continue
+        files.append(rel)
+    return Source(name, root, files, sorted(ignored, key=lambda s: s.source_path), tables=tables)
+
+
+def _data_root(data_root: str | os.PathLike | None, named: NamedSource) -> Path:
     root = data_root or os.environ.get(DATA_ROOT_ENV)
     if not root:
         raise UserError(
-            f"source {layout.name} needs a data root: pass --data-root DIR or set {DATA_ROOT_ENV} to the folder "
-            f"that holds {layout.subdir}/ (expected {layout.layout})."
+            f"source {named.name} needs a data root: pass --data-root DIR or set {DATA_ROOT_ENV} to the folder that holds "
+            f"it in one of its layouts ({'; '.join(lay.describe for lay in named.layouts)}); {named.name} is published at "
+            f"{named.published}."
         )
     return Path(root).expanduser()
 
 
-def _named_source(layout: SourceLayout, data_root: str | os.PathLike | None) -> Source:
-    folder = _data_root(data_root, layout) / layout.subdir
-    if not folder.is_dir():
-        raise UserError(f"source {layout.name} not found: {folder} does not exist; expected {layout.layout}.")
-    files = sorted(p.relative_to(folder).as_posix() for p in folder.glob(layout.pattern) if p.is_file())
-    if layout.first is not None:
-        files = files[: layout.first]
-    if not files:
-        raise UserError(f"source {layout.name} is empty: no {layout.pattern} files in {folder}; expected {layout.layout}.")
-    return Source(layout.name, folder, files)
+def _layout_files(folder: Path, layout: SourceLayout) -> list[str]:
+    rels = sorted(p.relative_to(folder).as_posix() for p in folder.glob(layout.pattern) if p.is_file())
+    if layout.folder:
+        rels = [r for r in rels if re.fullmatch(layout.folder, r.split("/", 1)[0])]
+    return rels
+
+
+def _named_source(named: NamedSource, data_root: str | os.PathLike | None) -> Source:
+    root = _data_root(data_root, named)
+    tried = []
+    for layout in named.layouts:
+        folder = root / layout.subdir
+        if not folder.is_dir():
+            tried.append(f"{layout.describe}: no folder {folder}")
+            continue
+        files = _layout_files(folder, layout)
+        if named.first is not None:
+            files = files[: named.first]
+        if not files:
+            tried.append(f"{layout.describe}: {folder} holds no {layout.pattern} files")
+            continue
+        source = _make_source(named.name, folder, files, [])
+        found = len(source.items())
+        if found != named.images:
+            source.notes.append(f"{named.name}: {named.images:,} images expected, found {found:,} in {folder} "
+                                f"(a partial or different copy? the release is {named.about}).")
+        if not source.files:
+            raise UserError(f"source {named.name} in {folder} holds no readable images: "
+                            f"{'; '.join(s.source_path + ': ' + s.reason for s in source.ignored[:3])}.")
+        return source
+    raise UserError(f"source {named.name} not found under {root}: tried {'; '.join(tried)}. {named.name} is "
+                    f"{named.about}, published at {named.published}; unpack it below {root} in one of these layouts.")
 
 
 def _folder_source(name: str, folder: Path) -> Source:
@@ -214,19 +321,42 @@ def _folder_source(name: str, folder: Path) -> Source:
         rel = Path(exc.filename).relative_to(folder).as_posix() if exc.filename else "."
         ignored.append(Skip(rel, f"unreadable folder ({exc.strerror or type(exc).__name__})"))
 
+    # Each real folder is walked once. A link to a folder inside the tree is not followed (the folder is listed
+    # under its own path), so `d/up -> ..` cannot list the tree again or forever; a link leading out of the tree
+    # is followed once per real folder.
+    real_root = os.path.realpath(folder)
+    seen: set[tuple[int, int]] = set()
     for dirpath, dirnames, filenames in os.walk(folder, onerror=on_error, followlinks=True):
         dirnames.sort()
+        for d in list(dirnames):
+            full = Path(dirpath) / d
+            rel = full.relative_to(folder).as_posix()
+            try:
+                st = os.stat(full)
+            except OSError as exc:
+                ignored.append(Skip(rel, f"unreadable folder ({exc.strerror or type(exc).__name__})"))
+                dirnames.remove(d)
+                continue
+            real = os.path.realpath(full)
+            inside = os.path.commonpath([real, real_root]) == real_root
+            if (st.st_dev, st.st_ino) in seen or (full.is_symlink() and inside):
+                where = Path(os.path.relpath(real, real_root)).as_posix() if inside else real
+                ignored.append(Skip(rel, f"a link to a folder already listed ({where}); its files are taken once"))
+                dirnames.remove(d)
+            else:
+                seen.add((st.st_dev, st.st_ino))
         for fname in filenames:
             rel = (Path(dirpath) / fname).relative_to(folder).as_posix()
-            if fname.lower().endswith(IMAGE_EXTENSIONS):
+            if _is_source_file(fname):
                 files.append(rel)
             else:
-                ignored.append(Skip(rel, "not an image file name (extension not one of " + " ".join(IMAGE_EXTENSIONS) + ")"))
-    files.sort()
-    ignored.sort(key=lambda s: s.source_path)
-    if not files:
-        raise UserError(f"source {name!r} holds no images: no {'/'.join(IMAGE_EXTENSIONS)} files under {folder}.")
-    return Source(name, folder, files, ignored)
+                ignored.append(Skip(rel, "not an image file name (extension not one of "
+                                    + " ".join(IMAGE_EXTENSIONS + PARQUET_EXTENSIONS) + ")"))
+    source = _make_source(name, folder, files, ignored)
+    if not source.files:
+        raise UserError(f"source {name!r} holds no images: no {'/'.join(IMAGE_EXTENSIONS + PARQUET_EXTENSIONS)} files "
+                        f"with images under {folder}.")
+    return source
 
 
 def _glob_source(pattern: str) -> Source:
@@ -236,5 +366,22 @@ def _glob_source(pattern: str) -> Source:
     root = Path(prefix if prefix.endswith(os.sep) else os.path.dirname(prefix) or ".")
     if not matches:
         raise UserError(f"source {pattern!r} holds no images: the glob matches no file (searched from {root}).")
-    files = sorted(Path(os.path.relpath(p, root)).as_posix() for p in matches)
-    return Source(pattern, root, files)
+
+    def rel(p: str) -> str:
+        return Path(os.path.relpath(p, root)).as_posix()
+
+    # `**` follows links to folders, so a link back up the tree matches the same files again under longer paths:
+    # each real file is taken once, under its shortest path.
+    first: dict[str, str] = {}
+    ignored = []
+    for p in sorted(matches, key=lambda p: (p.count(os.sep), p)):
+        real = os.path.realpath(p)
+        if real in first:
+            ignored.append(Skip(rel(p), f"the same file as {rel(first[real])} (reached through a link); taken once"))
+        else:
+            first[real] = p
+    source = _make_source(pattern, root, [rel(p) for p in first.values()], ignored)
+    if not source.files:
+        raise UserError(f"source {pattern!r} holds no images: the files it matches are parquet files without images "
+                        f"({source.ignored[0].reason}).")
+    return source

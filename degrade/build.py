@@ -9,6 +9,7 @@ written last. `prepare_out` and `write_manifest` serve `degrade regen` too.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import os
 import shlex
 import sys
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 
 from srdistill import __version__
 from srdistill.datasets.images import DEFAULT_MAX_PIXELS
+from srdistill.degrade.identity import drop_changed, plan_document, shard_entry
 from srdistill.degrade.manifest import BUILD_DIR, MANIFEST_NAME, PLAN_NAME, dump, read_json
 from srdistill.degrade.plan import Plan, make_plan
 from srdistill.degrade.runner import ShardRun, run_shards
@@ -39,13 +41,22 @@ class BuildSummary:
     images_per_second: float
     worker_peak_rss: int
     manifest: dict
+    sources_changed: list[str] = dataclasses.field(default_factory=list)
 
     def text(self) -> str:
         return (
             f"{self.samples} samples in {self.shards} shards ({self.bytes / 2**20:.1f} MiB) at {self.out}; "
             f"{self.shards_built} shards written, {self.shards_reused} reused; {self.skipped} source files skipped; "
             f"{self.images_per_second:.2f} img/s; peak worker memory {self.worker_peak_rss / 2**20:.0f} MiB"
-        )
+        ) + (f"; {len(self.sources_changed)} rewritten because their source files changed" if self.sources_changed else "")
+
+
+def check_run_options(*, seed: int | None, workers: int | None) -> None:
+    """Refuse options a Ray worker would only trip over after the cluster started (`seed=None`: not given)."""
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers must be at least 1, got {workers}.")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0):
+        raise UserError(f"--seed must be a non-negative integer, got {seed!r}.")
 
 
 def prepare_out(storage: Storage, plan: Plan) -> dict[str, dict]:
@@ -65,8 +76,10 @@ def _finished_shards(storage: Storage, plan: Plan) -> dict[str, dict]:
         if manifest.get("build_id") != plan.build_id:
             raise UserError(f"{what} ({_differences(manifest.get('identity', {}), plan.identity)}); {hint}.")
         storage.remove_temporaries()
-        return {r["name"]: {**r, "skipped": [s for s in manifest.get("skipped", []) if s.get("shard") == r["name"]]}
+        done = {r["name"]: {**r, "skipped": [s for s in manifest.get("skipped", []) if s.get("shard") == r["name"]]}
                 for r in manifest.get("shards", [])}
+        return drop_changed(storage, plan, manifest, done, from_plan_json=False)
+    previous = None
     if storage.exists(PLAN_NAME):
         previous = read_json(storage, PLAN_NAME)
         if previous.get("build_id") != plan.build_id:
@@ -76,8 +89,7 @@ def _finished_shards(storage: Storage, plan: Plan) -> dict[str, dict]:
         if strangers:
             raise UserError(f"{storage.display()} already holds shards ({strangers[0]} ...) but no manifest or plan "
                             f"of this build; {hint}.")
-        storage.write_bytes(PLAN_NAME, dump({"build_id": plan.build_id, "identity": plan.identity,
-                                             "shards": [{"name": n, "planned": len(j)} for n, j in plan.shards]}))
+        storage.write_bytes(PLAN_NAME, plan_document(plan))
     storage.remove_temporaries()
     done = {}
     for part in storage.listdir(BUILD_DIR):
@@ -85,7 +97,7 @@ def _finished_shards(storage: Storage, plan: Plan) -> dict[str, dict]:
             record = read_json(storage, part)
             done[record["name"]] = {k: record[k] for k in ("name", "samples", "bytes", "sha256", "skipped", "seconds",
                                                            "cpu_seconds", "peak_rss")}
-    return done
+    return done if previous is None else drop_changed(storage, plan, previous, done, from_plan_json=True)
 
 
 def _differences(old: dict, new: dict) -> str:
@@ -134,7 +146,7 @@ def write_manifest(storage: Storage, plan: Plan, run: ShardRun, spec, seed: int,
         "seed": seed,
         "scale": spec.scale,
         "split": plan.identity["split"],
-        "shards": [r.manifest_entry() for r in ordered],
+        "shards": [shard_entry(plan, r.manifest_entry()) for r in ordered],
         "totals": totals,
         "skipped": skipped,
         "timings": timings,
@@ -145,6 +157,7 @@ def write_manifest(storage: Storage, plan: Plan, run: ShardRun, spec, seed: int,
         out=storage.display(), samples=totals["samples"], shards=totals["shards"], bytes=totals["bytes"],
         skipped=len(skipped), shards_built=timings["shards_built"], shards_reused=timings["shards_reused"],
         seconds=seconds, images_per_second=timings["images_per_second"], worker_peak_rss=peak, manifest=manifest,
+        sources_changed=list(plan.changed),
     )
 
 
@@ -152,7 +165,8 @@ def build(src: str, out: str, spec="realesrgan", *, scale: int | None = None, cr
           shard_samples: int = 256, seed: int = 0, workers: int | None = None, address: str | None = None,
           limit: int | None = None, data_root: str | None = None, split: str = "train",
           max_pixels: int = DEFAULT_MAX_PIXELS, storage_options: dict | None = None, progress: bool = True,
-          on_shard: Callable[[ShardRecord], None] | None = None, command: str | None = None) -> BuildSummary:
+          on_shard: Callable[[ShardRecord], None] | None = None, command: str | None = None,
+          source_identity: str = "stat") -> BuildSummary:
     """Build (or finish) the shards of `src` degraded by `spec` into `out`; see the module docstring."""
     from srdistill.degrade.spec import load_spec
 
@@ -162,17 +176,18 @@ def build(src: str, out: str, spec="realesrgan", *, scale: int | None = None, cr
         if scale < 1:
             raise UserError(f"--scale must be a positive integer, got {scale}.")
         spec = dataclasses.replace(spec, scale=scale)
-    if workers is not None and workers < 1:
-        raise UserError(f"--workers must be at least 1, got {workers}.")
+    check_run_options(seed=seed, workers=workers)
     plan = make_plan(src, spec, crop=crop, crops_per_image=crops_per_image, shard_samples=shard_samples, seed=seed,
-                     limit=limit, data_root=data_root, split=split, max_pixels=max_pixels)
+                     limit=limit, data_root=data_root, split=split, max_pixels=max_pixels, source_identity=source_identity)
     options = default_storage_options(str(out)) if storage_options is None else storage_options
     storage = Storage(str(out), options)
     done = prepare_out(storage, plan)
     run = run_shards(storage, plan.shards, spec, seed, done, workers=workers, address=address, progress=progress,
                      on_shard=on_shard)
     extra = {
-        "source": {"name": plan.identity["source"], "root": plan.source_root, "images": plan.images},
+        "source": {"name": plan.identity["source"], "root": plan.source_root, "images": plan.images,
+                   "identity": plan.source_identity, "resolve": plan.source_resolve, "notes": plan.source_notes,
+                   "changed_shards": plan.changed},
         "crop_policy": plan.identity["crop_policy"],
         "shard_samples": plan.identity["shard_samples"],
     }

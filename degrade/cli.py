@@ -21,6 +21,7 @@ manifest.json. The same source, spec and seed always give byte-identical shards.
   degrade replay shards/                          # re-derive LRs from HR + params, bit for bit
   degrade regen --from shards/ --spec new.yaml --out shards2/   # same HR, new degradation
   degrade diff shards/ shards2/ --out diff/       # how two builds differ
+  degrade diff shards/ --reference realesrgan     # LR statistics against the Real-ESRGAN reference's
 """
 
 _BUILD_EPILOG = """\
@@ -28,7 +29,8 @@ Sources (--src): a folder, a glob such as 'photos/**/*.jpg', 'sample', or a name
 found under --data-root (or $SRDISTILL_DATA):
 {sources}
 
-Re-running the same command resumes: finished shards whose bytes still match are kept.
+Re-running the same command resumes: finished shards whose bytes still match are kept, unless their
+source files changed since (see --source-identity); those are rewritten, and the build says so.
 Bad source files (corrupt, not images, too large) are skipped and listed in manifest.json.
 """
 
@@ -66,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--split", default="train", help="shard name prefix: {split}-000000.tar (default train)")
     b.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                    help=f"skip source images with more pixels than this (default {DEFAULT_MAX_PIXELS})")
+    b.add_argument("--source-identity", choices=("stat", "content"), default="stat",
+                   help="how a resumed build tells that a source file changed, so its shard is rewritten: size and "
+                        "modification time (stat, default) or the sha256 of its bytes (content, reads every file)")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("preview", help="PNG grid of HR/LR pairs with their main parameters",
@@ -76,7 +81,8 @@ def _parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("verify", help="check every shard against manifest.json",
                        description="Check every shard of a build: present, size and sha256 as in the manifest, readable tar, "
-                                   "complete samples, decodable PNGs, LR exactly HR/scale. Exit status 1 on any mismatch.")
+                                   "complete samples, decodable PNGs, LR exactly HR/scale; and that the source files "
+                                   "are still those the shards were made from. Exit status 1 on any mismatch.")
     v.add_argument("dir", help="the --out folder (or URL) of a finished build")
 
     r = sub.add_parser("replay", help="re-derive LRs from HR + recorded params and compare bit for bit",
@@ -102,6 +108,7 @@ def _build(args) -> int:
         crops_per_image=args.crops_per_image, shard_samples=args.shard_samples, seed=args.seed, workers=args.workers,
         address=args.address, limit=args.limit, data_root=args.data_root, split=args.split, max_pixels=args.max_pixels,
         progress=not args.quiet, command=" ".join(shlex.quote(a) for a in ["degrade", *args.argv]),
+        source_identity=args.source_identity,
     )
     print(summary.text())
     for skip in summary.manifest["skipped"][:10]:
@@ -123,8 +130,8 @@ def _verify(args) -> int:
     from srdistill.degrade.verify import verify
 
     report = verify(args.dir, progress=True)
-    for problem in report.problems:
-        print(problem)
+    for line in report.notes + report.problems:
+        print(line)
     if report.ok:
         print(f"ok: {report.shards} shards, {report.samples} samples match the manifest")
         return 0

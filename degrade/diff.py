@@ -3,15 +3,20 @@
 Three views, side by side in a markdown summary with PNG plots:
 - the spec fields that differ (from the two manifests);
 - the distribution of every recorded degradation parameter (from each sample's json);
-- statistics measured on the LR images themselves: PSNR against a plain bicubic downscale of the HR,
-  a noise level estimate (Immerkær 1996), a blur measure (Laplacian variance relative to the bicubic
-  downscale) and JPEG blockiness (8×8 grid discontinuity).
+- statistics measured on the LR images themselves: strength (PSNR against a plain bicubic downscale of the HR,
+  mean absolute deviation from its area downscale), colour (spread of R−G relative to the HR's), high-frequency
+  energy (Laplacian variance relative to the bicubic downscale), a noise level estimate (Immerkær 1996) and
+  JPEG blockiness (8×8 grid discontinuity).
+
+`degrade diff BUILD --reference realesrgan` compares a build's LR statistics with those of the Real-ESRGAN
+reference implementation (degrade/reference.py) run on the same HR images.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -33,8 +38,10 @@ _IMMERKAER = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float64)
 
 LR_STATS = {
     "psnr_vs_bicubic": "LR vs bicubic-downscaled HR, PSNR (dB)",
+    "mad_vs_area": "mean |LR − area-downscaled HR| (8-bit units)",
+    "colour_ratio": "colour: std(R−G) of LR / of area-downscaled HR",
+    "sharpness_ratio": "high frequencies: Laplacian variance of LR / of bicubic (<1 blurrier)",
     "noise_sigma": "noise σ of the LR (Immerkær, 8-bit units)",
-    "sharpness_ratio": "sharpness: Laplacian variance of LR / of bicubic (<1 blurrier)",
     "blockiness": "JPEG 8×8 blockiness (1 = none)",
 }
 
@@ -100,33 +107,56 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else float(10 * math.log10(255.0**2 / mse))
 
 
+def colour_spread(img: np.ndarray) -> float:
+    """Standard deviation of R − G: how much chroma an image carries."""
+    return float(np.std(img[..., 0].astype(np.float64) - img[..., 1].astype(np.float64)))
+
+
 def lr_statistics(hr: np.ndarray, lr: np.ndarray) -> dict[str, float]:
-    """The LR statistics of one sample, against an antialiased bicubic downscale of its HR."""
-    ref = np.asarray(Image.fromarray(hr).resize((lr.shape[1], lr.shape[0]), Image.Resampling.BICUBIC))
+    """The LR statistics of one sample, against an antialiased bicubic and an area (box) downscale of its HR."""
+    size = (lr.shape[1], lr.shape[0])
+    ref = np.asarray(Image.fromarray(hr).resize(size, Image.Resampling.BICUBIC))
+    area = cv2.resize(hr.astype(np.float64), size, interpolation=cv2.INTER_AREA)
     g, gref = _gray(lr), _gray(ref)
-    ref_var = laplacian_variance(gref)
+    ref_var, area_spread = laplacian_variance(gref), colour_spread(area)
     return {
         "psnr_vs_bicubic": psnr(lr, ref),
-        "noise_sigma": noise_sigma(g),
+        "mad_vs_area": float(np.mean(np.abs(lr.astype(np.float64) - area))),
+        "colour_ratio": colour_spread(lr) / area_spread if area_spread > 0 else float("nan"),
         "sharpness_ratio": laplacian_variance(g) / ref_var if ref_var > 0 else float("nan"),
+        "noise_sigma": noise_sigma(g),
         "blockiness": blockiness(g),
     }
 
 
-def collect(build: str, label: str, limit: int = DEFAULT_LIMIT) -> BuildStats:
-    """Read up to ``limit`` samples, spread evenly over the build's shards."""
+def _square(hr: np.ndarray, scale: int) -> np.ndarray:
+    """The centred square of side min(H, W), cut to a multiple of the scale (the reference takes squares)."""
+    side = min(hr.shape[:2]) // scale * scale
+    top, left = (hr.shape[0] - side) // 2, (hr.shape[1] - side) // 2
+    return np.ascontiguousarray(hr[top:top + side, left:left + side])
+
+
+def collect(build: str, label: str, limit: int = DEFAULT_LIMIT,
+            reference: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[BuildStats, pd.DataFrame]:
+    """Read up to ``limit`` samples, spread evenly over the build's shards; with ``reference`` (HR -> LR), also
+    the LR statistics of the reference degradation of each HR (its centred square), else an empty frame."""
     storage, manifest = open_build(str(build))
     per_shard = max(1, math.ceil(limit / max(1, len(manifest.get("shards", [])))))
-    params, lrs = [], []
+    params, lrs, refs = [], [], []
     with tqdm(total=min(limit, int(manifest.get("totals", {}).get("samples", limit))), desc=f"reading {label}",
               unit="sample", leave=False) as bar:
         for _, key, hr_png, lr_png, meta in islice(build_samples(storage, manifest, per_shard), limit):
+            hr = decode_png(hr_png)
             params.append({"key": key, **flatten(meta.get("params", {}))})
-            lrs.append({"key": key, **lr_statistics(decode_png(hr_png), decode_png(lr_png))})
+            lrs.append({"key": key, **lr_statistics(hr, decode_png(lr_png))})
+            if reference is not None:
+                sq = _square(hr, int(manifest["scale"]))
+                refs.append({"key": key, **lr_statistics(sq, reference(sq))})
             bar.update(1)
-    return BuildStats(label=label, manifest=manifest,
-                      params=pd.DataFrame(params).set_index("key") if params else pd.DataFrame(),
-                      lr=pd.DataFrame(lrs).set_index("key") if lrs else pd.DataFrame())
+    stats = BuildStats(label=label, manifest=manifest,
+                       params=pd.DataFrame(params).set_index("key") if params else pd.DataFrame(),
+                       lr=pd.DataFrame(lrs).set_index("key") if lrs else pd.DataFrame())
+    return stats, pd.DataFrame(refs).set_index("key") if refs else pd.DataFrame()
 
 
 def spec_differences(a: dict, b: dict) -> pd.DataFrame:
@@ -317,7 +347,7 @@ def diff_builds(a: str, b: str, out: str | Path, limit: int = DEFAULT_LIMIT) -> 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     la, lb = "A", "B"
-    sa, sb = collect(a, la, limit), collect(b, lb, limit)
+    (sa, _), (sb, _) = collect(a, la, limit), collect(b, lb, limit)
     spec_diff = spec_differences(sa.manifest.get("spec", {}), sb.manifest.get("spec", {}))
     num, cat = compare_params(sa.params, sb.params)
     moved = changed_params(num, cat)
@@ -335,18 +365,103 @@ def diff_builds(a: str, b: str, out: str | Path, limit: int = DEFAULT_LIMIT) -> 
     return DiffSummary(report=report, spec_fields=len(spec_diff), moved=moved, samples=(len(sa.lr), len(sb.lr)))
 
 
+def compare_lr_stats(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
+    """Per LR statistic: medians, quartiles and a two-sample KS test of ``a`` against ``b``."""
+    from scipy import stats
+
+    rows = []
+    for stat in LR_STATS:
+        va, vb = (x[stat].to_numpy(dtype=float) for x in (a, b))
+        va, vb = va[np.isfinite(va)], vb[np.isfinite(vb)]
+        ks = stats.ks_2samp(va, vb) if len(va) and len(vb) else None
+        rows.append({"stat": stat, "A_median": np.median(va) if len(va) else np.nan,
+                     "A_q1": np.quantile(va, 0.25) if len(va) else np.nan,
+                     "A_q3": np.quantile(va, 0.75) if len(va) else np.nan,
+                     "B_median": np.median(vb) if len(vb) else np.nan,
+                     "B_q1": np.quantile(vb, 0.25) if len(vb) else np.nan,
+                     "B_q3": np.quantile(vb, 0.75) if len(vb) else np.nan,
+                     "ks": ks.statistic if ks is not None else np.nan, "ks_p": ks.pvalue if ks is not None else np.nan})
+    return pd.DataFrame(rows)
+
+
+@dataclass
+class ReferenceSummary:
+    report: Path
+    samples: int
+    differs: list[str]  # LR statistics whose distribution differs from the reference's (KS p < alpha)
+
+
+def diff_reference(build: str, reference: str, out: str | Path, limit: int = DEFAULT_LIMIT, seed: int = 0,
+                   alpha: float = 0.01) -> ReferenceSummary:
+    """Write ``out/diff.md`` comparing the LR statistics of ``build`` with those of the Real-ESRGAN reference
+    implementation run on the same HR images under the spec ``reference`` (a preset name or file)."""
+    from srdistill.degrade.reference import ReferenceDegrader
+    from srdistill.degrade.spec import load_spec, spec_to_dict
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _, manifest = open_build(str(build))
+    ref_spec = load_spec(reference)
+    if ref_spec.scale != manifest["scale"]:  # the same degradation at the build's scale (x2plus is x4plus at 2)
+        import dataclasses
+
+        ref_spec = dataclasses.replace(ref_spec, scale=int(manifest["scale"]))
+    degrader = ReferenceDegrader(ref_spec, seed=seed)
+    try:
+        built, ref_lr = collect(build, "build", limit, reference=degrader)
+    finally:
+        degrader.close()
+    table = compare_lr_stats(built.lr, ref_lr)
+    differs = table[table["ks_p"] < alpha]["stat"].tolist()
+    spec_diff = spec_differences(spec_to_dict(ref_spec), manifest.get("spec", {}))
+    plots = []
+    if len(built.lr) and len(ref_lr):
+        plots.append(_hist_grid(out / "lr_stats.png", "LR statistics", list(LR_STATS), ref_lr, built.lr,
+                                ("reference", "build")).name)
+    lines = ["# Build vs the Real-ESRGAN reference", "",
+             (f"- build: `{build}` (spec `{manifest.get('spec', {}).get('name', '?')}`, "
+              f"{manifest.get('spec_hash', '?')})"),
+             (f"- reference: basicsr + realesrgan (RealESRGANDataset kernels + RealESRGANModel.feed_data, CPU) "
+              f"under the `{ref_spec.name}` numbers, scale {ref_spec.scale}, seed {seed}, one draw per HR read "
+              f"(its centred square where the HR is not square)"),
+             f"- samples: {len(built.lr)} of {manifest.get('totals', {}).get('samples', '?')}", "",
+             "## LR statistics", "",
+             f"Two-sample KS test per statistic; p < {alpha:g} marks a distribution that differs.", ""]
+    lines += _row_table(["statistic", "reference: median [q1, q3]", "build: median [q1, q3]", "KS", "p", ""],
+                        [[LR_STATS[r.stat], f"{_fmt(r.B_median)} [{_fmt(r.B_q1)}, {_fmt(r.B_q3)}]",
+                          f"{_fmt(r.A_median)} [{_fmt(r.A_q1)}, {_fmt(r.A_q3)}]", _fmt(r.ks), f"{r.ks_p:.2g}",
+                          "**differs**" if r.ks_p < alpha else "no difference seen"] for r in table.itertuples()]) + [""]
+    lines += [f"![{p}]({p})" for p in plots] + ([""] if plots else [])
+    lines += ["## Spec fields that differ from the reference's", ""]
+    if len(spec_diff):
+        lines += _row_table(["field", "reference", "build"],
+                            [[f"`{r.field}`", str(r.A), str(r.B)] for r in spec_diff.itertuples()])
+    else:
+        lines.append("None.")
+    report = out / "diff.md"
+    report.write_text("\n".join(lines) + "\n")
+    return ReferenceSummary(report=report, samples=len(built.lr), differs=differs)
+
+
 def add_diff_parser(subparsers) -> argparse.ArgumentParser:
     """Register `diff` on the `degrade` CLI's subparsers; the handler is ``args.func(args)`` -> exit code."""
     p = subparsers.add_parser(
         "diff",
-        help="compare two builds: spec, parameter distributions and LR statistics (markdown + PNG)",
+        help="compare two builds, or a build with the Real-ESRGAN reference: spec, parameter distributions and "
+        "LR statistics (markdown + PNG)",
         description="Show how build B differs from build A before training on it: spec fields that differ, "
         "the distribution of every recorded degradation parameter, and statistics measured on the LR images "
-        "(PSNR against a bicubic downscale of the HR, noise level, blur, JPEG blockiness). Writes OUT/diff.md "
-        "and PNG histograms.",
+        "(strength against bicubic and area downscales of the HR, colour, high frequencies, noise level, JPEG "
+        "blockiness). With --reference instead of B, compare A's LR statistics with the reference "
+        "implementation's on the same HR images (KS test per statistic). Writes OUT/diff.md and PNG histograms.",
     )
     p.add_argument("a", help="first build: a folder or URL holding manifest.json and shards")
-    p.add_argument("b", help="second build, e.g. the output of `degrade regen` under a new spec")
+    p.add_argument("b", nargs="?", help="second build, e.g. the output of `degrade regen` under a new spec")
+    p.add_argument("--reference", metavar="SPEC",
+                   help="instead of a second build, compare A's LR statistics with the Real-ESRGAN reference "
+                        "implementation (basicsr + realesrgan, CPU, about a second per 512x512 HR) run on A's HR "
+                        "images under this spec's numbers, e.g. `realesrgan`")
+    p.add_argument("--seed", type=int, default=0, help="seed of the reference's draws (default: %(default)s)")
     p.add_argument("--out", default="degrade-diff", help="folder for diff.md and plots (default: %(default)s)")
     p.add_argument("--limit", type=int, default=DEFAULT_LIMIT,
                    help="samples read per build, spread over its shards (default: %(default)s)")
@@ -357,6 +472,15 @@ def add_diff_parser(subparsers) -> argparse.ArgumentParser:
 def run_diff(args: argparse.Namespace) -> int:
     if args.limit < 2:
         raise UserError("--limit must be at least 2 samples")
+    if (args.b is None) == (args.reference is None):
+        raise UserError("give either a second build B or --reference SPEC, not both and not neither.")
+    if args.reference is not None:
+        ref = diff_reference(args.a, args.reference, args.out, args.limit, args.seed)
+        print(f"read {ref.samples} samples and degraded their HR with the reference; "
+              + (f"LR statistics that differ (KS p < 0.01): {', '.join(ref.differs)}" if ref.differs
+                 else "no LR statistic differs (KS p >= 0.01)"))
+        print(f"report: {ref.report}")
+        return 0
     summary = diff_builds(args.a, args.b, args.out, args.limit)
     print(f"read {summary.samples[0]} + {summary.samples[1]} samples; {summary.spec_fields} spec field(s) differ; "
           f"{len(summary.moved)} parameter distribution(s) changed"

@@ -2,7 +2,8 @@
 
 Each op is a pure function of its inputs (noise ops take an integer seed), and none depends on the thread
 count: OpenCV's filter2D (direct or DFT), sepFilter2D and resize give the same bits with 1 or N threads
-(tests/test_degrade_pipeline.py checks it), and the numpy/SciPy parts are single-threaded.
+(tests/test_degrade_pipeline.py checks it), the numpy/SciPy parts are single-threaded, and DiffJPEG's BLAS
+products split rows between threads, never the sums (checked the same way).
 
 Where the Real-ESRGAN reference (torch ops in realesrgan/models/realesrgan_model.py) differs, the docstring
 says how and why the difference is acceptable.
@@ -13,6 +14,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 from scipy import sparse
+
+from srdistill.degrade import diffjpeg
 
 _BORDER = cv2.BORDER_REFLECT_101  # torch's F.pad(mode="reflect"), used by basicsr's filter2D
 _GRAY = (0.2989, 0.587, 0.114)  # torchvision rgb_to_grayscale weights, used by the reference's gray Poisson noise
@@ -76,30 +79,84 @@ def _pooling_matrix(n: int, m: int) -> sparse.csr_matrix:
     return sparse.csr_matrix((vals, (np.repeat(i, count), cols)), shape=(m, n))
 
 
-def _area(img: np.ndarray, h: int, w: int) -> np.ndarray:
-    """Adaptive average pooling to (h, w), one sparse product per axis (single-threaded, so deterministic)."""
+def _separable(img: np.ndarray, rows: sparse.csr_matrix, cols: sparse.csr_matrix) -> np.ndarray:
+    """rows @ img @ cols.T per channel: one sparse product per axis (single-threaded, so deterministic)."""
     H, W, C = img.shape
-    rows = (_pooling_matrix(H, h) @ img.reshape(H, W * C)).reshape(h, W, C)
-    cols = _pooling_matrix(W, w) @ np.ascontiguousarray(rows.transpose(1, 0, 2)).reshape(W, h * C)
-    return np.ascontiguousarray(cols.reshape(w, h, C).transpose(1, 0, 2), dtype=np.float32)
+    h, w = rows.shape[0], cols.shape[0]
+    out = (rows @ img.reshape(H, W * C)).reshape(h, W, C)
+    out = cols @ np.ascontiguousarray(out.transpose(1, 0, 2)).reshape(W, h * C)
+    return np.ascontiguousarray(out.reshape(w, h, C).transpose(1, 0, 2), dtype=np.float32)
 
 
-def resize(img: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray:
+def _area(img: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Adaptive average pooling to (h, w)."""
+    H, W = img.shape[:2]
+    return _separable(img, _pooling_matrix(H, h), _pooling_matrix(W, w))
+
+
+def _cubic_torch(t: np.ndarray) -> np.ndarray:
+    """Weights of the 4 taps x0-1 .. x0+2 at fraction t, Keys cubic with a = -0.75 (torch, OpenCV)."""
+    a = -0.75
+
+    def near(x):  # |x| <= 1
+        return ((a + 2) * x - (a + 3)) * x * x + 1
+
+    def far(x):  # 1 < |x| < 2
+        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+
+    return np.stack([far(t + 1), near(t), near(1 - t), far(2 - t)], axis=1)
+
+
+def _scale_matrix(n: int, m: int, scale: float, mode: str) -> sparse.csr_matrix:
+    """m x n interpolation matrix of F.interpolate(scale_factor=scale): output i samples (i + 0.5)/scale - 0.5,
+    reads clamped to [0, n - 1] (linear also clamps negative positions to 0, and leaves an axis whose size
+    does not change untouched, as torch's CPU kernel does)."""
+    if mode == "bilinear" and m == n:
+        return sparse.identity(n, dtype=np.float32, format="csr")
+    src = (np.arange(m) + 0.5) / scale - 0.5
+    if mode == "bilinear":
+        src = np.maximum(src, 0.0)
+        x0 = np.floor(src).astype(np.int64)
+        t = src - x0
+        idx = np.stack([x0, x0 + 1], axis=1)
+        wts = np.stack([1 - t, t], axis=1)
+    else:
+        x0 = np.floor(src).astype(np.int64)
+        idx = x0[:, None] + np.arange(-1, 3)
+        wts = _cubic_torch(src - x0)
+    rows = np.repeat(np.arange(m), idx.shape[1])
+    mat = sparse.csr_matrix((wts.ravel().astype(np.float32), (rows, np.clip(idx, 0, n - 1).ravel())), shape=(m, n))
+    mat.sum_duplicates()
+    return mat
+
+
+def resize(img: np.ndarray, size: tuple[int, int], mode: str, scale: float | None = None) -> np.ndarray:
     """Resize to size (h, w) like torch's F.interpolate(mode=...) with align_corners=False and no antialias.
 
     - area: torch's area mode is adaptive average pooling (integer bins that may overlap); done exactly here,
-      not with cv2.INTER_AREA, which weights fractional pixel areas instead.
+      not with cv2.INTER_AREA, which weights fractional pixel areas instead. It ignores `scale`, as torch does.
     - bilinear, bicubic (a = -0.75, replicated borders): cv2 INTER_LINEAR / INTER_CUBIC agree with torch to
-      float rounding (~1e-5). When torch gets a scale_factor (stage 1) it maps coordinates with 1/scale_factor
-      rather than in/out size; the two differ by less than one output pixel across the whole image.
+      float rounding (~1e-5).
+    - `scale` given: F.interpolate(scale_factor=scale) semantics (the reference's stage 1; `size` is then
+      floor(in * scale)): output pixel i samples input (i + 0.5) / scale - 0.5 instead of using the in/out size
+      ratio. Torch's bilinear leaves an axis whose size does not change untouched; bicubic still resamples.
     """
     h, w = size
-    if (h, w) == img.shape[:2]:
-        return img.copy()  # every torch mode is the identity at the same size
+    same = (h, w) == img.shape[:2]
     if mode == "area":
-        return _area(img, h, w)
+        return img.copy() if same else _area(img, h, w)
     interp = {"bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}[mode]
-    return cv2.resize(img, (w, h), interpolation=interp)
+    if scale is None or scale == 1.0 or (same and mode == "bilinear"):
+        return img.copy() if same else cv2.resize(img, (w, h), interpolation=interp)
+    H, W = img.shape[:2]
+    # OpenCV maps with 1/fx when it derives the output size itself, as round(in * fx) (>= floor); but it copies
+    # when that size equals the input's, it cannot be smaller than asked (a 1-pixel minimum) and it has no
+    # per-axis identity: then the interpolation matrices, exact but slower (rare: scale within ~1/size of 1).
+    dh, dw = round(H * scale), round(W * scale)
+    if (dh, dw) == (H, W) or dh < h or dw < w or (mode == "bilinear" and (h == H or w == W)):
+        return _separable(img, _scale_matrix(H, h, scale, mode), _scale_matrix(W, w, scale, mode))
+    out = cv2.resize(img, (0, 0), fx=scale, fy=scale, interpolation=interp)
+    return np.ascontiguousarray(out[:h, :w])
 
 
 def add_gaussian_noise(img: np.ndarray, sigma: float, gray: bool, seed: int) -> np.ndarray:
@@ -140,13 +197,22 @@ def add_poisson_noise(img: np.ndarray, scale: float, gray: bool, seed: int) -> n
     return out
 
 
-def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
+def jpeg(img: np.ndarray, quality: float, codec: str) -> np.ndarray:
+    """JPEG round trip with the named codec: `diffjpeg` (the reference's model, real-valued quality, float in
+    and out; see degrade/diffjpeg.py) or `libjpeg` (the real codec; quality rounded to an integer)."""
+    if codec == "diffjpeg":
+        return diffjpeg.diffjpeg(img, quality)
+    if codec == "libjpeg":
+        return libjpeg(img, round(quality))
+    raise ValueError(f"unknown JPEG codec {codec!r}")
+
+
+def libjpeg(img: np.ndarray, quality: int) -> np.ndarray:
     """Clip, quantise to uint8, JPEG-encode (baseline, 4:2:0, libjpeg-turbo via OpenCV) and decode.
 
-    The reference uses basicsr's DiffJPEG (same YCbCr 4:2:0 + standard tables scaled by quality, in float on
-    the GPU, fractional quality, no uint8 rounding of the input or output). Here the codec is the real one,
-    which is what real-world JPEG artefacts come from, so integer qualities and the uint8 round trip are
-    acceptable (and deterministic).
+    Unlike the reference's DiffJPEG, this is the codec real-world JPEG artefacts come from: integer qualities,
+    rounded tables, a uint8 round trip, smooth (not repeated) chroma up-sampling and edge (not zero) padding
+    of partial blocks.
     """
     bgr = cv2.cvtColor(quantize(img), cv2.COLOR_RGB2BGR)
     params = [

@@ -6,6 +6,9 @@ are regenerated from a recorded uint32 seed. The order of operations follows Rea
 
   USM-sharpen HR -> [blur k1 -> resize -> noise -> JPEG] -> [blur k2 (p) -> resize rel. HR/scale -> noise]
   -> either [resize to HR/scale -> sinc -> JPEG] or [JPEG -> resize to HR/scale -> sinc] -> round to uint8
+
+Values stay float and unclamped between ops except where the reference clamps: after each noise, before each
+JPEG, and at the final rounding.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import numpy as np
 from srdistill.degrade import kernels, ops
 from srdistill.degrade.spec import DegradationSpec, NoiseSpec, ResizeSpec
 
-PARAMS_VERSION = 1
+PARAMS_VERSION = 2  # 2: jpeg_quality is a real number under jpeg_codec diffjpeg
 
 
 def sample_rng(seed: int, key: str) -> np.random.Generator:
@@ -56,8 +59,10 @@ def _sample_noise(rng: np.random.Generator, ns: NoiseSpec) -> dict:
     return p
 
 
-def _quality(rng: np.random.Generator, q: tuple[int, int]) -> int:
-    return int(rng.integers(q[0], q[1] + 1))
+def _quality(rng: np.random.Generator, q: tuple[float, float], codec: str) -> float | int:
+    if codec == "libjpeg":
+        return int(rng.integers(int(q[0]), int(q[1]) + 1))
+    return float(rng.uniform(q[0], q[1]))
 
 
 def sample_params(spec: DegradationSpec, rng: np.random.Generator, hr_shape: tuple[int, int]) -> dict:
@@ -73,14 +78,14 @@ def sample_params(spec: DegradationSpec, rng: np.random.Generator, hr_shape: tup
     # torch's F.interpolate(scale_factor=s) output size: floor(in * s)
     r1["size"] = [max(1, math.floor(h * r1["scale"])), max(1, math.floor(w * r1["scale"]))]
     params["stage1"] = {"kernel": k1, "resize": r1, "noise": _sample_noise(rng, st1.noise),
-                        "jpeg_quality": _quality(rng, st1.jpeg_quality)}
+                        "jpeg_quality": _quality(rng, st1.jpeg_quality, st1.jpeg_codec)}
 
     k2 = kernels.sample_kernel(rng, st2.kernel) if rng.random() < st2.blur_prob else None
     r2 = _sample_resize(rng, st2.resize)
     # the reference's size=(int(ori_h / scale * s), int(ori_w / scale * s))
     r2["size"] = [max(1, int(h / spec.scale * r2["scale"])), max(1, int(w / spec.scale * r2["scale"]))]
     params["stage2"] = {"kernel": k2, "resize": r2, "noise": _sample_noise(rng, st2.noise),
-                        "jpeg_quality": _quality(rng, st2.jpeg_quality)}
+                        "jpeg_quality": _quality(rng, st2.jpeg_quality, st2.jpeg_codec)}
 
     order = "jpeg_first" if rng.random() < fin.jpeg_first_prob else "resize_first"
     mode = kernels.choose(rng, fin.modes, fin.mode_probs)
@@ -121,21 +126,23 @@ def apply_params(hr: np.ndarray, params: dict, spec: DegradationSpec) -> np.ndar
         u = spec.usm
         img = ops.usm_sharpen(img, u.radius, u.sigma, u.weight, u.threshold)
     for name in ("stage1", "stage2"):
-        st = params[name]
+        st, st_spec = params[name], getattr(spec, name)
         img = _blur(img, st["kernel"])
-        img = ops.resize(img, tuple(st["resize"]["size"]), st["resize"]["mode"])
+        r = st["resize"]
+        img = ops.resize(img, tuple(r["size"]), r["mode"],
+                         scale=r["scale"] if st_spec.resize.coords == "scale_factor" else None)
         img = _noise(img, st["noise"])
         if name == "stage1":
-            img = ops.jpeg(img, st["jpeg_quality"])
+            img = ops.jpeg(img, st["jpeg_quality"], st_spec.jpeg_codec)
     fin = params["final"]
-    q2 = params["stage2"]["jpeg_quality"]
+    q2, codec2 = params["stage2"]["jpeg_quality"], spec.stage2.jpeg_codec
     if fin["order"] == "jpeg_first":
-        img = ops.jpeg(img, q2)
+        img = ops.jpeg(img, q2, codec2)
     img = ops.resize(img, lr_size, fin["mode"])
     if fin["sinc"] is not None:
         img = ops.filter_2d(img, kernels.build_kernel(fin["sinc"]))
     if fin["order"] == "resize_first":
-        img = ops.jpeg(img, q2)
+        img = ops.jpeg(img, q2, codec2)
     return ops.quantize(img)
 
 

@@ -2,15 +2,18 @@
 
 Every source image becomes K sample jobs with stable keys; jobs are sorted by key and cut into shards of
 `shard_samples`. The identity holds everything that decides the bytes, so its hash tells a resumable build
-from a different one.
+from a different one. It names the source files but not their contents: each shard also gets a digest of the
+identity of its source files (size and modification time, or their sha256 with `--source-identity content`),
+so that a resumed build rewrites exactly the shards whose sources changed.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 
-from srdistill.datasets.sources import Skip, resolve_source
+from srdistill.datasets.sources import DATA_ROOT_ENV, SOURCES, Skip, SourceItem, resolve_source
 from srdistill.degrade.manifest import build_id
 from srdistill.degrade.providers import CropPolicy, HRProvider, SourceImage
 from srdistill.degrade.shards import SCHEMA_VERSION, shard_name
@@ -31,10 +34,43 @@ class Plan:
     source_skipped: list[Skip]
     source_root: str
     images: int
+    shard_sources: dict[str, str] = field(default_factory=dict)  # shard -> digest of its source files' identity
+    source_identity: str = "stat"
+    source_notes: list[str] = field(default_factory=list)
+    source_resolve: dict = field(default_factory=dict)  # how to find the source again (for `degrade verify`)
+    changed: list[str] = field(default_factory=list)  # shards to rewrite because their sources changed (set on resume)
+
+
+SOURCE_IDENTITIES = ("stat", "content")
+
+
+def file_stamp(path: str, mode: str) -> str:
+    """A source file's identity: 'SIZE:MTIME_NS' (stat) or its sha256 (content); 'missing' if it cannot be read."""
+    try:
+        if mode == "stat":
+            st = os.stat(path)
+            return f"{st.st_size}:{st.st_mtime_ns}"
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        return "sha256:" + digest.hexdigest()
+    except OSError:
+        return "missing"
+
+
+def item_file(item: SourceItem) -> str:
+    """The source-relative file an item comes from (a parquet row's file)."""
+    return item.rel if item.row is None else item.rel.rsplit("#", 1)[0]
+
+
+def shard_digest(files: dict[str, str]) -> str:
+    """sha256 (16 hex) of {relative file: stamp}."""
+    return hashlib.sha256("\n".join(f"{rel}\t{stamp}" for rel, stamp in sorted(files.items())).encode()).hexdigest()[:16]
 
 
 def make_plan(src: str, spec, *, crop: int, crops_per_image: int, shard_samples: int, seed: int, limit: int | None,
-              data_root: str | None, split: str, max_pixels: int) -> Plan:
+              data_root: str | None, split: str, max_pixels: int, source_identity: str = "stat") -> Plan:
     from srdistill.degrade.spec import spec_hash
 
     s = spec.scale
@@ -50,14 +86,18 @@ def make_plan(src: str, spec, *, crop: int, crops_per_image: int, shard_samples:
         raise UserError(f"--limit must be at least 1, got {limit}.")
     if not split or not all(ch.isalnum() or ch in "_-" for ch in split):
         raise UserError(f"--split must hold only letters, digits, '_' and '-', got {split!r}.")
+    if source_identity not in SOURCE_IDENTITIES:
+        raise UserError(f"--source-identity must be one of {', '.join(SOURCE_IDENTITIES)}, got {source_identity!r}.")
     source = resolve_source(src, data_root)
     items = source.items()[:limit] if limit else source.items()
     policy = CropPolicy(crop, crops_per_image, s)
     jobs = sorted(
-        (SampleJob(key, SourceImage(item.source, item.rel, item.path, policy, max_pixels))
+        (SampleJob(key, SourceImage(item.source, item.rel, item.path, policy, max_pixels, item.row, item.column))
          for item in items for key in policy.keys(item.key)),
         key=lambda j: j.key,
     )
+    stamps = {rel: file_stamp(path, source_identity) for rel, path in {item_file(i): i.path for i in items}.items()}
+    file_of = {key: item_file(i) for i in items for key in policy.keys(i.key)}
     identity = {
         "schema_version": SCHEMA_VERSION,
         "source": source.name,
@@ -72,4 +112,15 @@ def make_plan(src: str, spec, *, crop: int, crops_per_image: int, shard_samples:
         "max_pixels": max_pixels,
     }
     shards = [(shard_name(split, i // shard_samples), jobs[i : i + shard_samples]) for i in range(0, len(jobs), shard_samples)]
-    return Plan(identity, build_id(identity), shards, source.skipped(), str(source.root), len(items))
+    shard_sources = {name: shard_digest({file_of[j.key]: stamps[file_of[j.key]] for j in shard_jobs})
+                     for name, shard_jobs in shards}
+    return Plan(identity, build_id(identity), shards, source.skipped(), str(source.root), len(items), shard_sources,
+                source_identity, list(source.notes), _resolve_args(src, data_root, limit))
+
+
+def _resolve_args(src: str, data_root: str | None, limit: int | None) -> dict:
+    """`src`, data root and limit, with paths made absolute, so `degrade verify` can list the source again."""
+    named = src.lower() in {n.lower() for n in SOURCES} or src.lower() == "sample"
+    root = data_root or os.environ.get(DATA_ROOT_ENV)
+    return {"src": src if named else os.path.abspath(os.path.expanduser(src)),
+            "data_root": os.path.abspath(os.path.expanduser(root)) if named and root else None, "limit": limit}

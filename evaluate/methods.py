@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 import torch
 from srdistill.evaluate.tiling import tiled_forward
+from srdistill.training.export import file_fingerprint
 
 from srdistill.errors import UserError
 
@@ -65,14 +66,6 @@ class Interpolation(Method):
         return cv2.resize(lr, (w * self.scale, h * self.scale), interpolation=self.flag)
 
 
-def _sha16(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
-
-
 @contextlib.contextmanager
 def _native_output_silenced():
     """The ncnn wrapper prints progress lines from C++ straight to file descriptors 1 and 2; keep them off ours."""
@@ -105,7 +98,7 @@ class RealESRGANNcnn(Method):
 
     @property
     def fingerprint(self) -> str:
-        return "ncnn-" + _sha16(self._bin)
+        return "ncnn-" + file_fingerprint(self._bin)
 
     def upscale(self, lr: np.ndarray) -> np.ndarray:
         if self._model is None:
@@ -141,7 +134,7 @@ class RealESRGANTorch(Method):
 
     @property
     def fingerprint(self) -> str:
-        return "torch-from-ncnn-" + _sha16(self._bin)
+        return "torch-from-ncnn-" + file_fingerprint(self._bin)
 
     @torch.no_grad()
     def upscale(self, lr: np.ndarray) -> np.ndarray:
@@ -183,7 +176,7 @@ class TrainedStudent(Method):
     @property
     def fingerprint(self) -> str:
         knobs = "".join(f";{k}={v}" for k, v in sorted(self.knobs.items()))
-        return "student-" + _sha16(self._weights) + knobs
+        return "student-" + file_fingerprint(self._weights) + knobs
 
     def _load(self):
         if self._student is None:

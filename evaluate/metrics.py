@@ -1,8 +1,8 @@
 """Quality metrics, every one through pyiqa by its pyiqa name; built lazily, failures reported not raised.
 
-Convention for the fidelity metrics (as D3SR/CTSR report them, BasicSR style): `psnry` and `ssim` are computed
-on the Y channel of ITU-R BT.601 YCbCr (Y = 16 + 65.481 R + 128.553 G + 24.966 B, RGB in [0, 1]),
-with no border cropped (crop_border = 0), on the full image at its stored uint8 values.
+Which options each metric is built with comes from the evaluation protocol (evaluate/protocol.py); the options
+are part of a result row's identity (`metric_version`). METRIC_OPTS are the default protocol's (`srdistill`):
+`psnry` and `ssim` on the Y channel of ITU-R BT.601 YCbCr (BasicSR style), no border cropped.
 """
 
 from __future__ import annotations
@@ -19,9 +19,8 @@ from srdistill.errors import UserError
 
 DEFAULT_METRICS = ("psnry", "ssim", "lpips", "dists", "niqe", "musiq", "maniqa", "clipiqa", "qalign", "qualiclip", "fid")
 # Options passed to pyiqa.create_metric, part of the metric's identity in the results.
-METRIC_OPTS: dict[str, dict] = {"psnry": {"color_space": "ycbcr"}, "ssim": {"color_space": "ycbcr"}}
-CONVENTION = ("PSNR/SSIM: Y channel of BT.601 YCbCr (pyiqa `psnry`/`ssim`, color_space=ycbcr), "
-              "crop border 0, full images, uint8 inputs.")
+METRIC_OPTS: dict[str, dict] = {"psnry": {"color_space": "ycbcr", "crop_border": 0},
+                                 "ssim": {"color_space": "ycbcr", "crop_border": 0}}
 DATASET_LEVEL = ("fid",)  # computed once per (method, dataset) over folders, stored with image "*"
 DATASET_IMAGE = "*"
 
@@ -55,13 +54,16 @@ def metric_info(name: str) -> MetricInfo:
 
 
 def metric_options(name: str, overrides: dict[str, dict] | None = None) -> dict:
-    """Options for pyiqa.create_metric: ours (METRIC_OPTS) updated by the caller's."""
+    """The default protocol's options for a metric (METRIC_OPTS) updated by the caller's."""
     return {**METRIC_OPTS.get(name, {}), **((overrides or {}).get(name, {}))}
 
 
-def metric_version(name: str, overrides: dict[str, dict] | None = None) -> str:
-    """pyiqa version plus the options we pass, so a convention change invalidates cached rows."""
-    opts = metric_options(name, overrides)
+def metric_version(name: str, overrides: dict[str, dict] | None = None, *, options: dict | None = None) -> str:
+    """pyiqa version plus the options a metric is built with, so a convention change invalidates cached rows.
+
+    `options`: the options exactly as a protocol states them (`unspecified` ones included); without it, the default
+    protocol's (METRIC_OPTS) updated by `overrides`."""
+    opts = metric_options(name, overrides) if options is None else options
     suffix = "".join(f";{k}={v}" for k, v in sorted(opts.items()))
     return f"pyiqa-{pyiqa_version()}{suffix}"
 
@@ -89,14 +91,15 @@ class Scorer:
     """One built pyiqa metric: scores an SR image (against its HR for FR metrics)."""
 
     def __init__(self, name: str, device: str = "cpu", opts: dict | None = None):
+        """`opts`: pyiqa.create_metric options, exactly; None means the default protocol's (METRIC_OPTS)."""
         import pyiqa
 
         self.info = metric_info(name)
         self.name = name
         self.device = device
         try:
-            with weights.downloads_blocked(), contextlib.redirect_stdout(io.StringIO()):
-                self.model = pyiqa.create_metric(name, device=device, **metric_options(name, {name: opts or {}}))
+            with weights.weight_downloads(), contextlib.redirect_stdout(io.StringIO()):
+                self.model = pyiqa.create_metric(name, device=device, **(METRIC_OPTS.get(name, {}) if opts is None else opts))
         except Exception as exc:  # reported as the metric's status
             raise MetricUnavailable(weights.explain_build_error(exc)) from exc
         self.model.eval()
@@ -118,9 +121,9 @@ class Scorer:
 class MetricPool:
     """Builds each metric once per run; remembers why one could not be built."""
 
-    def __init__(self, device: str = "cpu", overrides: dict[str, dict] | None = None):
+    def __init__(self, device: str = "cpu", options: dict[str, dict] | None = None):
         self.device = device
-        self.overrides = overrides
+        self.options = options or {}  # pyiqa.create_metric options per metric name
         self._built: dict[str, Scorer] = {}
         self._failed: dict[str, str] = {}
 
@@ -129,7 +132,7 @@ class MetricPool:
             raise MetricUnavailable(self._failed[name])
         if name not in self._built:
             try:
-                self._built[name] = Scorer(name, self.device, metric_options(name, self.overrides))
+                self._built[name] = Scorer(name, self.device, self.options.get(name, {}))
             except MetricUnavailable as exc:
                 self._failed[name] = str(exc)
                 raise

@@ -1,83 +1,65 @@
-"""results.parquet: one row per (method, dataset, image, metric), written so that no completed row is ever lost.
+"""results.parquet: one row per (method, dataset, protocol, image, metric), written so that no completed row is
+ever lost.
 
-New rows go to small part files (written to a temporary name, then renamed) as soon as each
-(method, dataset, metric) finishes; `merge()` folds parts into results.parquet atomically. A crash or Ctrl-C
-leaves parts behind, which the next run merges first.
+The evaluation instance of `srdistill.parts.PartsStore`: new rows go to part files in results.parts/ as soon as
+each (method, dataset, metric) finishes, and `merge()` folds them into results.parquet atomically. A crash or
+Ctrl-C leaves parts behind, which the next run merges first; a damaged part or a foreign results.parquet is set
+aside (renamed, kept) and its rows are computed again.
 """
 
 from __future__ import annotations
 
-import os
-import uuid
+import sys
 from pathlib import Path
 
 import pandas as pd
 
+from srdistill.parts import PartsStore, TableSchema
+
 RESULTS_NAME = "results.parquet"
 PARTS_DIR = "results.parts"
-KEY = ["method", "dataset", "image", "metric"]
-COLUMNS = ["method", "dataset", "image", "metric", "value", "status", "metric_version", "method_fingerprint",
-           "dataset_fingerprint", "dataset_meta", "seconds"]
+KEY = ["method", "dataset", "protocol", "image", "metric"]
+COLUMNS = ["method", "dataset", "protocol", "image", "metric", "value", "status", "metric_version", "method_fingerprint",
+           "dataset_fingerprint", "dataset_meta", "seconds", "protocol_hash"]
+# Rows written before protocols existed: kept and shown under this name, never reused (their hash matches none).
+UNRECORDED_PROTOCOL = "unrecorded"
 OK = "ok"
 
 
-def empty_results() -> pd.DataFrame:
-    frame = pd.DataFrame({c: pd.Series(dtype="float64" if c in ("value", "seconds") else "object") for c in COLUMNS})
+def _with_protocol(frame: pd.DataFrame) -> pd.DataFrame:
+    """Tables written before protocols existed gain the protocol columns."""
+    if "protocol" not in frame.columns:
+        frame["protocol"] = UNRECORDED_PROTOCOL
+    if "protocol_hash" not in frame.columns:
+        frame["protocol_hash"] = ""
+    frame[["protocol", "protocol_hash"]] = frame[["protocol", "protocol_hash"]].fillna(
+        {"protocol": UNRECORDED_PROTOCOL, "protocol_hash": ""})
     return frame
 
 
-class ResultStore:
-    def __init__(self, out: Path):
-        self.out = Path(out)
-        self.path = self.out / RESULTS_NAME
-        self.parts = self.out / PARTS_DIR
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.frame = self._load()
-        self._index = self._build_index(self.frame)
+SCHEMA = TableSchema(
+    columns={c: "float64" if c in ("value", "seconds") else "object" for c in COLUMNS},
+    key=tuple(KEY),
+    fingerprint=("metric_version", "method_fingerprint", "dataset_fingerprint", "protocol_hash"),
+    usable=lambda frame: frame["status"] == OK,  # error rows are retried
+    upgrade=_with_protocol,
+)
 
-    def _load(self) -> pd.DataFrame:
-        frames = [pd.read_parquet(self.path)] if self.path.exists() else []
-        if self.parts.is_dir():
-            frames += [pd.read_parquet(p) for p in sorted(self.parts.glob("*.parquet"))]
-        if not frames:
-            return empty_results()
-        frame = pd.concat(frames, ignore_index=True)
-        return frame.drop_duplicates(KEY, keep="last").reset_index(drop=True)
 
-    @staticmethod
-    def _build_index(frame: pd.DataFrame) -> dict[tuple, tuple]:
-        ok = frame[frame["status"] == OK]
-        return {tuple(k): (mv, mf, df) for k, mv, mf, df in zip(
-            ok[KEY].itertuples(index=False, name=None), ok["metric_version"], ok["method_fingerprint"], ok["dataset_fingerprint"])}
+def empty_results() -> pd.DataFrame:
+    return SCHEMA.empty()
 
-    def has(self, key: tuple, metric_version: str, method_fp: str, dataset_fp: str) -> bool:
-        """A completed ok row with the same versions and fingerprints exists (error rows are retried)."""
-        return self._index.get(key) == (metric_version, method_fp, dataset_fp)
 
-    def add(self, rows: list[dict]) -> None:
-        """Persist rows now (one part file)."""
-        if not rows:
-            return
-        part = pd.DataFrame(rows, columns=COLUMNS)
-        self.parts.mkdir(exist_ok=True)
-        name = f"part-{uuid.uuid4().hex}.parquet"
-        tmp = self.parts / f".{name}.tmp"
-        part.to_parquet(tmp, index=False)
-        os.replace(tmp, self.parts / name)
-        self.frame = pd.concat([self.frame, part], ignore_index=True) if len(self.frame) else part
-        for row in rows:
-            if row["status"] == OK:
-                self._index[(row["method"], row["dataset"], row["image"], row["metric"])] = (
-                    row["metric_version"], row["method_fingerprint"], row["dataset_fingerprint"])
+def _say(message: str) -> None:
+    print(f"evaluate: {message}", file=sys.stderr)
 
-    def merge(self) -> pd.DataFrame:
-        """Fold part files into results.parquet (atomic replace) and return the merged frame."""
-        frame = self.frame.drop_duplicates(KEY, keep="last").sort_values(KEY).reset_index(drop=True)
-        tmp = self.out / f".{RESULTS_NAME}.tmp"
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, self.path)
-        if self.parts.is_dir():
-            for p in self.parts.glob("*.parquet"):
-                p.unlink()
-        self.frame = frame
-        return frame
+
+class ResultStore(PartsStore):
+    def __init__(self, out: str | Path, storage_options: dict | None = None):
+        super().__init__(str(out), SCHEMA, name=RESULTS_NAME.removesuffix(".parquet"), storage_options=storage_options,
+                         notify=_say)
+
+    def has(self, key: tuple, metric_version: str, method_fp: str, dataset_fp: str, protocol_hash: str) -> bool:
+        """A completed ok row (key in KEY order) with the same versions, fingerprints and protocol hash exists
+        (error rows are retried)."""
+        return super().has(key, (metric_version, method_fp, dataset_fp, protocol_hash))

@@ -1,23 +1,26 @@
-"""Where pyiqa's metric weights live, which metrics are ready offline, and how to bring weights in.
+"""Where pyiqa's metric weights live, how missing ones are fetched (or not), and which metrics are ready.
 
 pyiqa downloads weights on first use into torch hub's folder (`$TORCH_HOME/hub/pyiqa`, `.../checkpoints`,
-`.../clip`) and Hugging Face's cache (`$HF_HOME/hub`). Without network a download would hang or crash mid-run,
-so every metric is built here with downloads blocked: a missing file surfaces as `MissingWeights`, naming the file,
-the path it is expected at and the URL pyiqa would fetch it from.
+`.../clip`) and Hugging Face's cache (`$HF_HOME/hub`). Every metric is built inside `weight_downloads()`,
+which routes those downloads through srdistill.download: fetched with a progress bar (through the mirror,
+if one is set) by default, or, offline (`--offline`, SRDISTILL_OFFLINE=1), refused as `MissingWeights`,
+naming the file, the path it is expected at and the URL it would come from.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import importlib
 import io
 import os
 import shutil
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from srdistill import download
 from srdistill.errors import UserError
 
 WEIGHTS_ENV = "SRDISTILL_WEIGHTS"
@@ -27,7 +30,8 @@ class MissingWeights(Exception):
     """A metric needs a file that is not on disk; pyiqa would have downloaded it."""
 
     def __init__(self, url: str, expected: str):
-        super().__init__(f"missing weights {Path(expected).name} (expected at {expected}; pyiqa's source: {url})")
+        super().__init__(f"missing weights {Path(expected).name} (expected at {expected}; source: {url}; "
+                         f"`evaluate weights --download` fetches it, `--import DIR` copies it in)")
         self.url, self.expected = url, expected
 
 
@@ -38,6 +42,16 @@ class MetricReadiness:
     metric: str
     ready: bool
     missing: list[MissingWeights] = field(default_factory=list)
+    note: str = ""
+
+
+@dataclass
+class FetchReport:
+    """What prefetching one metric's weights placed where, or why it failed."""
+
+    metric: str
+    ok: bool
+    placed: list[Path] = field(default_factory=list)
     note: str = ""
 
 
@@ -52,7 +66,7 @@ def configure_weights_dir(weights_dir: str | os.PathLike | None = None) -> Path:
         os.environ[WEIGHTS_ENV] = str(root)
         os.environ["TORCH_HOME"] = str(root / "torch")
         os.environ["HF_HOME"] = str(root / "huggingface")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    download.sync_hub_constants()
     import pyiqa.utils.download_util as download_util
     import torch.hub
 
@@ -68,55 +82,103 @@ def hub_dir() -> Path:
     return Path(torch.hub.get_dir())
 
 
+# pyiqa's two CLIP loaders each have their own `_download(url, root)` (SHA-256 in the URL, written in place).
+_CLIP_LOADERS = ("pyiqa.archs.clip_model", "pyiqa.archs.afineclip_model")
+
+
 @contextlib.contextmanager
-def downloads_blocked():
-    """Within this block any weight download raises MissingWeights instead of touching the network."""
+def weight_downloads(offline: bool | None = None):
+    """Within this block pyiqa, torch hub and CLIP downloads follow the download policy.
+
+    Online they go through srdistill.download.fetch_file (mirror, progress bar, temporary name + rename,
+    torch hub's SHA-256 prefix where the file name carries one); offline (`offline`, else the policy) they
+    raise MissingWeights, and huggingface_hub is held offline too. Files already on disk are never fetched.
+    """
     import pyiqa.utils.download_util as download_util
     import torch.hub
 
-    def refuse_file(url, dst, *args, **kwargs):
-        raise MissingWeights(url, str(dst))
+    offline = download.current_policy().offline if offline is None else offline
 
-    def refuse_open(url, *args, **kwargs):
-        url = getattr(url, "full_url", url)
-        expected = hub_dir() / "clip" / os.path.basename(str(url))
-        raise MissingWeights(str(url), str(expected))
+    def torch_download(url, dst, hash_prefix=None, progress=True):
+        if offline:
+            raise MissingWeights(url, str(dst))
+        download.fetch_file(url, dst, sha256_prefix=hash_prefix, progress=progress)
 
-    saved = (torch.hub.download_url_to_file, download_util.download_url_to_file, urllib.request.urlopen)
-    torch.hub.download_url_to_file = refuse_file
-    download_util.download_url_to_file = refuse_file
-    urllib.request.urlopen = refuse_open
+    def clip_download(url, root):
+        target = Path(root) / os.path.basename(url)
+        expected_sha256 = url.split("/")[-2]
+        if target.is_file() and hashlib.sha256(target.read_bytes()).hexdigest() == expected_sha256:
+            return str(target)
+        if offline:
+            raise MissingWeights(url, str(target))
+        return str(download.fetch_file(url, target, sha256_prefix=expected_sha256))
+
+    patches = [(torch.hub, "download_url_to_file", torch_download),
+               (download_util, "download_url_to_file", torch_download)]
+    patches += [(importlib.import_module(name), "_download", clip_download) for name in _CLIP_LOADERS]
+    saved = [(owner, attr, getattr(owner, attr)) for owner, attr, _ in patches]
+    hub_constants = importlib.import_module("huggingface_hub.constants")
+    hub_offline = hub_constants.HF_HUB_OFFLINE
     try:
+        for owner, attr, fn in patches:
+            setattr(owner, attr, fn)
+        hub_constants.HF_HUB_OFFLINE = offline or download.hf_offline()
         yield
     finally:
-        torch.hub.download_url_to_file, download_util.download_url_to_file, urllib.request.urlopen = saved
+        for owner, attr, fn in saved:
+            setattr(owner, attr, fn)
+        hub_constants.HF_HUB_OFFLINE = hub_offline
+
+
+def downloads_blocked():
+    """Within this block any weight download raises MissingWeights instead of touching the network."""
+    return weight_downloads(offline=True)
 
 
 def explain_build_error(exc: BaseException) -> str:
     """One sentence for why a metric could not be built (missing weights, missing package, other)."""
-    if isinstance(exc, MissingWeights):
+    if isinstance(exc, (MissingWeights, download.DownloadFailed)):
         return str(exc)
     if isinstance(exc, ModuleNotFoundError):
         return f"needs the Python package {exc.name!r}, which is not installed"
     name = type(exc).__name__
     hub_miss = _hub_miss(exc)
     if hub_miss is not None:
-        cache = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub"
+        cache = download.hf_cache_dir()
         repo, filename = _hub_request(hub_miss)
         what = f"{repo}/{filename}" if repo else "a file"
-        return (f"missing Hugging Face weights {what} (not in the cache {cache}; download it on a connected machine, "
-                f"e.g. `huggingface-cli download {repo or 'REPO'}`, and bring the models--* folder in with `evaluate weights --import`)")
+        endpoint = (os.environ.get(download.HF_ENDPOINT_ENV) or "https://huggingface.co").rstrip("/")
+        url = f"{endpoint}/{repo}/resolve/main/{filename}" if repo else endpoint
+        if download.hf_offline():
+            return (f"missing Hugging Face weights {what} (not in the cache {cache}; source: {url}; run without --offline "
+                    f"to download it, or `huggingface-cli download {repo or 'REPO'}` on a connected machine and bring the "
+                    f"models--* folder in with `evaluate weights --import`)")
+        return f"could not download Hugging Face weights {what} from {url}: {_first_line(_root_cause(hub_miss))}"
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"could not be built: {name}: {first[:200]}"
 
 
+def _root_cause(exc: BaseException) -> BaseException:
+    """The innermost exception of a chain (the refused connection under the hub's generic cache-miss error)."""
+    seen = {id(exc)}
+    while (exc.__cause__ or exc.__context__) is not None and id(exc.__cause__ or exc.__context__) not in seen:
+        exc = exc.__cause__ or exc.__context__
+        seen.add(id(exc))
+    return exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
 def _hub_miss(exc: BaseException) -> BaseException | None:
-    """The huggingface_hub cache miss behind `exc`, if any: transformers re-raises it as a plain OSError."""
+    """The huggingface_hub cache miss or failed request behind `exc`, if any: transformers re-raises it as an OSError."""
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
         name = type(exc).__name__
-        if "LocalEntryNotFound" in name or "OfflineMode" in name:
+        if any(kind in name for kind in ("LocalEntryNotFound", "OfflineMode", "NotFoundError", "HfHubHTTPError")):
             return exc
         exc = exc.__cause__ or exc.__context__
     return None
@@ -147,6 +209,30 @@ def probe_metric(metric: str, **metric_opts) -> MetricReadiness:
     except Exception as exc:  # any failure is reported per metric, never raised
         return MetricReadiness(metric, False, [], explain_build_error(exc))
     return MetricReadiness(metric, True)
+
+
+def _cached_files() -> set[Path]:
+    """Every file in torch hub's folder and the Hugging Face cache, as a user would name it (no blobs, locks, parts)."""
+    found = set()
+    for root in (hub_dir(), download.hf_cache_dir()):
+        if root.is_dir():
+            found.update(p for p in root.rglob("*") if p.is_file() and not p.name.endswith((".part", ".lock", ".incomplete"))
+                         and not {"blobs", ".locks"} & set(p.relative_to(root).parts))
+    return found
+
+
+def fetch_metric(metric: str, **metric_opts) -> FetchReport:
+    """Build the metric once on the CPU with downloads allowed, so pyiqa fetches exactly the files it needs."""
+    import pyiqa
+
+    install_shipped_weights()
+    before = _cached_files()
+    try:
+        with weight_downloads(offline=False), contextlib.redirect_stdout(io.StringIO()):
+            pyiqa.create_metric(metric, device="cpu", **metric_opts)
+    except Exception as exc:  # reported per metric, like probe_metric
+        return FetchReport(metric, False, sorted(_cached_files() - before), explain_build_error(exc))
+    return FetchReport(metric, True, sorted(_cached_files() - before))
 
 
 def niqe_params_from_basicsr() -> dict[str, np.ndarray] | None:
@@ -197,7 +283,7 @@ def import_weights(src: str | os.PathLike) -> list[Path]:
     hub, placed = hub_dir(), []
     if (src / "hub").is_dir() and not any((src / name).is_dir() for name in ("pyiqa", "checkpoints", "clip")):
         src = src / "hub"
-    hf_hub = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub"
+    hf_hub = download.hf_cache_dir()
     for path in sorted(p for p in src.rglob("*") if p.is_file()):
         rel = path.relative_to(src)
         top = rel.parts[0]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from _helpers_degrade import bad_folder, photo, png16, save
+from helpers.images import bad_folder, png16, save, smooth_image
 from srdistill.datasets import sources
 from srdistill.datasets.images import BadImage, decode_png, encode_png, image_size, read_rgb
 from srdistill.datasets.sources import DATA_ROOT_ENV, SAMPLE_PHOTOS, SOURCES, resolve_source, sample_dir, unique_keys
@@ -27,7 +27,7 @@ LAYOUT_FILES = {
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
-    img = photo(16, 16)
+    img = smooth_image(16, 16)
     for files in LAYOUT_FILES.values():
         for rel in files:
             save(root / rel, img)
@@ -37,11 +37,14 @@ def data_root(tmp_path_factory):
 @pytest.mark.parametrize("name", sorted(LAYOUT_FILES))
 def test_named_sources_follow_their_documented_layout(data_root, name):
     src = resolve_source(name, data_root)
-    prefix = SOURCES[name].subdir + "/"
+    prefix = SOURCES[name].layouts[0].subdir + "/"
     expected = sorted(rel.removeprefix(prefix) for rel in LAYOUT_FILES[name])
     assert [i.rel for i in src.items()] == expected
     assert all("." not in i.key and i.source == name for i in src.items())
-    assert all(i.path == str(data_root / SOURCES[name].subdir / i.rel) for i in src.items())
+    assert all(i.path == str(data_root / SOURCES[name].layouts[0].subdir / i.rel) for i in src.items())
+    assert src.notes == [(f"{name}: {SOURCES[name].images:,} images expected, found {len(expected)} in "
+                          f"{data_root / SOURCES[name].layouts[0].subdir} (a partial or different copy? the release is "
+                          f"{SOURCES[name].about}).")]
 
 
 def test_lsdir_keys_keep_the_folder(data_root):
@@ -66,13 +69,14 @@ def test_missing_data_set_names_source_path_and_layout(tmp_path, monkeypatch):
         resolve_source("LSDIR", tmp_path)
     msg = str(err.value)
     assert "LSDIR" in msg and str(tmp_path / "LSDIR/HR/train") in msg and "0001000/0000001.png" in msg
+    assert all(str(tmp_path / lay.subdir) in msg for lay in SOURCES["LSDIR"].layouts)
     with pytest.raises(UserError, match=DATA_ROOT_ENV):
         resolve_source("Flickr2K")
 
 
 def test_empty_named_source_and_empty_folder(tmp_path):
     (tmp_path / "DIV2K/DIV2K_valid_HR").mkdir(parents=True)
-    with pytest.raises(UserError, match="DIV2K-valid is empty"):
+    with pytest.raises(UserError, match=r"DIV2K-valid not found .*DIV2K_valid_HR holds no \*\.png files"):
         resolve_source("DIV2K-valid", tmp_path)
     (tmp_path / "nothing").mkdir()
     with pytest.raises(UserError, match="holds no images"):
@@ -95,8 +99,8 @@ def test_sample_is_the_bundled_rgb_photos():
 
 
 def test_folder_lists_images_recursively_and_records_other_files(tmp_path):
-    save(tmp_path / "b/z.jpg", photo(8, 8))
-    save(tmp_path / "a.png", photo(8, 8))
+    save(tmp_path / "b/z.jpg", smooth_image(8, 8))
+    save(tmp_path / "a.png", smooth_image(8, 8))
     (tmp_path / "notes.txt").write_text("x")
     src = resolve_source(str(tmp_path))
     assert [i.rel for i in src.items()] == ["a.png", "b/z.jpg"]
@@ -105,9 +109,9 @@ def test_folder_lists_images_recursively_and_records_other_files(tmp_path):
 
 
 def test_glob_source_is_relative_to_its_fixed_prefix(tmp_path):
-    save(tmp_path / "x/one.png", photo(8, 8))
-    save(tmp_path / "x/y/two.png", photo(8, 8))
-    save(tmp_path / "x/y/three.jpg", photo(8, 8))
+    save(tmp_path / "x/one.png", smooth_image(8, 8))
+    save(tmp_path / "x/y/two.png", smooth_image(8, 8))
+    save(tmp_path / "x/y/three.jpg", smooth_image(8, 8))
     src = resolve_source(str(tmp_path / "x/**/*.png"))
     assert src.root == tmp_path / "x"
     assert [i.rel for i in src.items()] == ["one.png", "y/two.png"]
@@ -134,7 +138,7 @@ def test_registry_describes_every_source():
 # ---- image reading ----
 
 def test_conversion_policy(tmp_path):
-    rgb = photo(12, 10, 3)
+    rgb = smooth_image(12, 10, 3)
     gray = rgb[:, :, 0]
     assert np.array_equal(read_rgb(save(tmp_path / "rgb.png", rgb)), rgb)
     assert np.array_equal(read_rgb(save(tmp_path / "g.png", Image.fromarray(gray, "L"))), np.dstack([gray] * 3))
@@ -151,7 +155,7 @@ def test_conversion_policy(tmp_path):
 
 
 def test_exif_orientation_is_applied(tmp_path):
-    img = Image.fromarray(photo(10, 20, 1))
+    img = Image.fromarray(smooth_image(10, 20, 1))
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise for display
     img.save(tmp_path / "o.jpg", exif=exif, quality=95)
@@ -170,14 +174,14 @@ def test_bad_files_raise_with_a_reason(tmp_path):
 
 
 def test_pixel_limit_reads_only_the_header(tmp_path):
-    path = save(tmp_path / "big.png", photo(64, 64))
+    path = save(tmp_path / "big.png", smooth_image(64, 64))
     assert image_size(path.read_bytes()) == (64, 64)
     with pytest.raises(BadImage, match="64x64 pixels is over the limit of 4095"):
         read_rgb(path, max_pixels=4095)
 
 
 def test_png_codec_roundtrip_and_deterministic_bytes():
-    img = photo(33, 17, 4)
+    img = smooth_image(33, 17, 4)
     data = encode_png(img)
     assert data == encode_png(img.copy())
     assert np.array_equal(decode_png(data), img)

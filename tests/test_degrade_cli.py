@@ -52,7 +52,7 @@ def test_user_errors_are_one_sentence_and_exit_2(argv, words, tmp_path, capsys, 
 
 
 @pytest.mark.slow
-def test_build_verify_replay_preview_end_to_end(tmp_path, capsys):
+def test_build_verify_replay_preview_end_to_end(tmp_path, capsys, ray_cluster):
     out = tmp_path / "shards"
     assert main(["build", "--src", "sample", "--out", str(out), "--preset", "realesrgan", "--crop", "64", "--limit", "3",
                  "--shard-samples", "2", "--workers", "1", "--seed", "4", "--quiet"]) == 0

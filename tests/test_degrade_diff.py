@@ -1,16 +1,15 @@
 """`degrade diff`: two builds under different specs; the report names the changed spec field and parameters."""
 
 import argparse
-import logging
 
 import numpy as np
 import pandas as pd
 import pytest
-import ray
 
 from srdistill.degrade.build import build
-from srdistill.degrade.diff import add_diff_parser, blockiness, compare_params, flatten, noise_sigma
+from srdistill.degrade.diff import add_diff_parser, blockiness, compare_params, flatten, lr_statistics, noise_sigma
 from srdistill.degrade.regen import regen
+from srdistill.errors import UserError
 
 pytestmark = pytest.mark.slow
 
@@ -41,27 +40,80 @@ def test_flatten_and_paired_param_comparison():
     assert cat.set_index("param").loc["mode", "paired"] == 0.0
 
 
-def test_diff_of_two_specs_shows_the_changed_parameter(tmp_path, capsys):
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
-    try:
-        a, b = tmp_path / "a", tmp_path / "b"
-        spec = tmp_path / "lowq.yaml"
-        # Only the final JPEG quality range changes (it is applied last, after every other draw).
-        spec.write_text("base: realesrgan\nname: realesrgan-lowq\nstage2: {jpeg_quality: [10, 20]}\n")
-        build("sample", str(a), "realesrgan", crop=64, crops_per_image=2, limit=4, shard_samples=4,
-              progress=False, command="test")
-        regen(str(a), str(b), str(spec), progress=False, command="test")
-    finally:
-        ray.shutdown()
+@pytest.fixture(scope="module")
+def builds(tmp_path_factory, ray_cluster):
+    """A `realesrgan` build of 8 samples, and two regens of it: a low final JPEG quality, and a light one."""
+    root = tmp_path_factory.mktemp("builds")
+    a, b, c = root / "a", root / "b", root / "c"
+    lowq, light = root / "lowq.yaml", root / "light.yaml"
+    # Only the final JPEG quality range changes (it is applied last, after every other draw).
+    lowq.write_text("base: realesrgan\nname: realesrgan-lowq\nstage2: {jpeg_quality: [10, 20]}\n")
+    # No blur, no resize detour, no noise, light JPEG: close to a plain downscale.
+    stage = "{blur_prob: 0.0, resize: {probs: [0, 0, 1]}, noise: {gaussian_prob: 1.0, sigma_range: [0, 0]}, " \
+            "jpeg_quality: [94, 95]}"
+    light.write_text(f"base: realesrgan\nname: light\nstage1: {stage}\nstage2: {stage}\nfinal: {{sinc_prob: 0.0}}\n")
+    build("sample", str(a), "realesrgan", crop=64, crops_per_image=2, limit=4, shard_samples=4,
+          progress=False, command="test")
+    regen(str(a), str(b), str(lowq), progress=False, command="test")
+    regen(str(a), str(c), str(light), progress=False, command="test")
+    return a, b, c
+
+
+def _diff_cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="degrade")
+    add_diff_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["diff", *argv])
+    return args.func(args)
+
+
+def test_diff_of_two_specs_shows_the_changed_parameter(builds, tmp_path, capsys):
+    a, b, _ = builds
     parser = argparse.ArgumentParser(prog="degrade")
     add_diff_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["diff", str(a), str(b), "--out", str(tmp_path / "d")])
     assert args.func(args) == 0
     assert "stage2.jpeg_quality" in capsys.readouterr().out
     md = (tmp_path / "d" / "diff.md").read_text()
-    assert "| `stage2.jpeg_quality[0]` | 30 | 10 |" in md and "| `stage2.jpeg_quality[1]` | 95 | 20 |" in md
+    assert "| `stage2.jpeg_quality[0]` | 30.0 | 10.0 |" in md and "| `stage2.jpeg_quality[1]` | 95.0 | 20.0 |" in md
     changed = md.split("## Parameters whose distribution changed")[1].split("##")[0]
     assert "`stage2.jpeg_quality`" in changed and "stage1" not in changed
     assert "LR vs bicubic-downscaled HR, PSNR (dB)" in md
     for png in ("lr_stats.png", "params.png"):
         assert (tmp_path / "d" / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_diff_against_the_reference_sees_a_lighter_build(builds, tmp_path, capsys):
+    a, _, light = builds
+    assert _diff_cli([str(light), "--reference", "realesrgan", "--out", str(tmp_path / "n")]) == 0
+    assert "sharpness_ratio" in capsys.readouterr().out  # no blur anywhere: far more high frequencies
+    md = (tmp_path / "n" / "diff.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| high frequencies"))
+    assert row.endswith("| **differs** |")
+    assert "| `final.sinc_prob` | 0.8 | 0.0 |" in md  # the spec fields behind it
+    assert (tmp_path / "n" / "lr_stats.png").read_bytes()[:4] == b"\x89PNG"
+    # the realesrgan build itself: no statistic stands out from the reference's
+    assert _diff_cli([str(a), "--reference", "realesrgan", "--out", str(tmp_path / "r")]) == 0
+    assert "no LR statistic differs" in capsys.readouterr().out
+    assert "**differs**" not in (tmp_path / "r" / "diff.md").read_text()
+
+
+def test_diff_takes_a_second_build_or_the_reference(builds, tmp_path):
+    a, b, _ = builds
+    with pytest.raises(UserError, match="either a second build B or --reference"):
+        _diff_cli([str(a), str(b), "--reference", "realesrgan", "--out", str(tmp_path)])
+    with pytest.raises(UserError, match="either a second build B or --reference"):
+        _diff_cli([str(a), "--out", str(tmp_path)])
+
+
+def test_lr_statistics_measure_strength_and_colour():
+    rng = np.random.default_rng(2)
+    hr = np.clip(rng.normal(128, 40, (64, 64, 3)), 0, 255).astype(np.uint8)
+    area = hr.reshape(16, 4, 16, 4, 3).mean(axis=(1, 3))  # box x4 downscale, computed here independently
+    exact = lr_statistics(hr, np.rint(area).astype(np.uint8))
+    assert exact["mad_vs_area"] < 0.5 and exact["colour_ratio"] == pytest.approx(1.0, abs=0.01)
+    gray = np.repeat(area.mean(axis=2, keepdims=True), 3, axis=2)  # all chroma removed
+    assert lr_statistics(hr, np.rint(gray).astype(np.uint8))["colour_ratio"] < 0.05
+    half = area.mean(axis=2, keepdims=True) + 0.5 * (area - area.mean(axis=2, keepdims=True))
+    assert lr_statistics(hr, np.rint(half).astype(np.uint8))["colour_ratio"] == pytest.approx(0.5, abs=0.02)
+    shifted = np.clip(area + 10, 0, 255)
+    assert lr_statistics(hr, np.rint(shifted).astype(np.uint8))["mad_vs_area"] == pytest.approx(10, abs=1.0)

@@ -30,11 +30,6 @@ def spec():
 
 
 @pytest.fixture(scope="module")
-def photo():
-    return np.ascontiguousarray(data.astronaut()[100:196, 150:278])  # 96x128 real photo crop
-
-
-@pytest.fixture(scope="module")
 def draws(spec):
     rng = sample_rng(0, "frequency-test")
     return [sample_params(spec, rng, (64, 64)) for _ in range(20000)]
@@ -118,8 +113,19 @@ def test_noise_and_jpeg_frequencies(spec, draws):
         _uniform([n["scale"] for n in nz if n["type"] == "poisson"], *ns.poisson_scale_range)
         seeds = [n["seed"] for n in nz]
         assert all(0 <= s < 2**32 for s in seeds) and len(set(seeds)) > 0.99 * len(seeds)
-        lo, hi = getattr(spec, stage).jpeg_quality
-        _chi2([p[stage]["jpeg_quality"] for p in draws], range(lo, hi + 1), [1 / (hi - lo + 1)] * (hi - lo + 1))
+        assert getattr(spec, stage).jpeg_codec == "diffjpeg"  # the reference's real-valued quality
+        _uniform([p[stage]["jpeg_quality"] for p in draws], *getattr(spec, stage).jpeg_quality)
+
+
+def test_libjpeg_qualities_are_uniform_integers():
+    lj = load_spec("realesrgan-libjpeg")
+    rng = sample_rng(0, "libjpeg-quality")
+    draws = [sample_params(lj, rng, (64, 64)) for _ in range(5000)]
+    for stage in ("stage1", "stage2"):
+        lo, hi = (int(q) for q in getattr(lj, stage).jpeg_quality)
+        qs = [p[stage]["jpeg_quality"] for p in draws]
+        assert all(isinstance(q, int) for q in qs)
+        _chi2(qs, range(lo, hi + 1), [1 / (hi - lo + 1)] * (hi - lo + 1))
 
 
 def test_final_step_frequencies(spec, draws):
@@ -186,7 +192,7 @@ def test_hr_is_sharpened_before_degrading(spec, photo):
     params["stage1"]["noise"]["sigma" if params["stage1"]["noise"]["type"] == "gaussian" else "scale"] = 0.0
     params["stage2"]["noise"]["sigma" if params["stage2"]["noise"]["type"] == "gaussian" else "scale"] = 0.0
     params["stage1"]["kernel"] = params["stage2"]["kernel"] = params["final"]["sinc"] = None
-    params["stage1"]["jpeg_quality"] = params["stage2"]["jpeg_quality"] = 100
+    params["stage1"]["jpeg_quality"] = params["stage2"]["jpeg_quality"] = 95
     sharp = apply_params(photo, params, spec)
     plain = apply_params(photo, params, replace(spec, usm=None))
     # sharpening raises local contrast: the LR's Laplacian energy grows
@@ -332,12 +338,16 @@ def test_poisson_noise_follows_the_reference_level_rule():
 
 def test_jpeg_round_trip():
     photo = ops.to_float(data.astronaut()[:128, :128])
-    q95, q30 = ops.jpeg(photo, 95), ops.jpeg(photo, 30)
-    assert np.abs(q95 - photo).mean() < np.abs(q30 - photo).mean()
-    assert np.array_equal(q30, ops.jpeg(photo, 30))
-    assert np.array_equal(q30 * 255, np.round(q30 * 255))  # decoded uint8 values
+    for codec in ("libjpeg", "diffjpeg"):
+        q95, q30 = ops.jpeg(photo, 95, codec), ops.jpeg(photo, 30, codec)
+        assert np.abs(q95 - photo).mean() < np.abs(q30 - photo).mean()
+        assert np.array_equal(q30, ops.jpeg(photo, 30, codec))
+    assert not np.array_equal(q30 * 255, np.round(q30 * 255))  # DiffJPEG never rounds to uint8
+    lj = ops.jpeg(photo, 30, "libjpeg")
+    assert np.array_equal(lj * 255, np.round(lj * 255))  # decoded uint8 values
     flat = np.full((32, 32, 3), 128 / 255, np.float32)
-    assert np.array_equal(ops.jpeg(flat, 50), flat)
+    assert np.array_equal(ops.jpeg(flat, 50, "libjpeg"), flat)
+    assert np.abs(ops.jpeg(flat, 50.5, "diffjpeg") - flat).max() < 1e-5  # no uint8 round trip: float error only
 
 
 def test_quantize_rounds_half_to_even_and_clips():

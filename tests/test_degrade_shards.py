@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import webdataset as wds
 
-from _helpers_degrade import bad_folder, photo, save, tar_members
+from helpers.images import bad_folder, save, smooth_image
+from helpers.shards import tar_members
 from srdistill.datasets.images import decode_png
 from srdistill.datasets.sources import resolve_source
 from srdistill.degrade.plan import SampleJob
@@ -79,8 +80,8 @@ def _write(tmp_path, jobs, spec="bicubic", seed=3):
 
 
 def test_written_shard_reads_back_with_tarfile_and_webdataset(tmp_path):
-    save(tmp_path / "src/a.png", photo(100, 90, 1))
-    save(tmp_path / "src/b.jpg", photo(70, 120, 2), quality=95)
+    save(tmp_path / "src/a.png", smooth_image(100, 90, 1))
+    save(tmp_path / "src/b.jpg", smooth_image(70, 120, 2), quality=95)
     storage, record, path = _write(tmp_path, _jobs(tmp_path / "src", 64, k=2))
     assert record.samples == 4 and record.skipped == []
     assert record.bytes == path.stat().st_size
@@ -99,7 +100,7 @@ def test_written_shard_reads_back_with_tarfile_and_webdataset(tmp_path):
 
 
 def test_crop_position_comes_from_the_sample_rng_and_matches_the_source(tmp_path):
-    img = photo(100, 90, 1)
+    img = smooth_image(100, 90, 1)
     save(tmp_path / "src/a.png", img)
     _, _, path = _write(tmp_path, _jobs(tmp_path / "src", 64, k=3))
     with open(path, "rb") as fh:
@@ -111,7 +112,7 @@ def test_crop_position_comes_from_the_sample_rng_and_matches_the_source(tmp_path
 
 
 def test_small_images_are_reflect_padded_to_the_crop(tmp_path):
-    img = photo(20, 30, 5)
+    img = smooth_image(20, 30, 5)
     save(tmp_path / "src/s.png", img)
     _, _, path = _write(tmp_path, _jobs(tmp_path / "src", 32))
     with open(path, "rb") as fh:
@@ -123,7 +124,7 @@ def test_small_images_are_reflect_padded_to_the_crop(tmp_path):
 
 
 def test_crop_zero_keeps_the_full_image_cut_to_the_scale(tmp_path):
-    img = photo(50, 43, 6)
+    img = smooth_image(50, 43, 6)
     save(tmp_path / "src/f.png", img)
     _, _, path = _write(tmp_path, _jobs(tmp_path / "src", 0))
     with open(path, "rb") as fh:
@@ -134,7 +135,7 @@ def test_crop_zero_keeps_the_full_image_cut_to_the_scale(tmp_path):
 
 def test_bad_sources_are_skipped_with_reasons(tmp_path):
     expected = bad_folder(tmp_path / "src")
-    save(tmp_path / "src/tiny.png", photo(3, 3, 1))  # smaller than the scale with --crop 0
+    save(tmp_path / "src/tiny.png", smooth_image(3, 3, 1))  # smaller than the scale with --crop 0
     storage, record, path = _write(tmp_path, _jobs(tmp_path / "src", 0, max_pixels=100 * 100))
     reasons = {s["source_path"]: s["reason"] for s in record.skipped}
     file_bad = {k: v for k, v in expected.items() if k != "readme.txt"}  # readme.txt is not listed as an item

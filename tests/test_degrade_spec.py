@@ -2,6 +2,7 @@
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import yaml
@@ -38,19 +39,42 @@ def test_realesrgan_preset_holds_the_x4plus_numbers():
         assert k.sigma_range == sigma
         assert k.rotation_range == pytest.approx((-math.pi, math.pi))
         assert (k.betag_range, k.betap_range) == ((0.5, 4.0), (1.0, 2.0))
-        assert st.jpeg_quality == (30, 95)
+        assert st.jpeg_quality == (30, 95) and st.jpeg_codec == "diffjpeg"  # the reference's DiffJPEG
         assert st.resize.modes == ("area", "bilinear", "bicubic")
         assert st.resize.mode_probs == pytest.approx((1 / 3, 1 / 3, 1 / 3))
         assert st.noise.gaussian_prob == 0.5 and st.noise.gray_prob == 0.4
     assert s.stage1.blur_prob == 1.0 and s.stage2.blur_prob == 0.8
     assert (s.stage1.resize.probs, s.stage1.resize.range) == ((0.2, 0.7, 0.1), (0.15, 1.5))
     assert (s.stage2.resize.probs, s.stage2.resize.range) == ((0.3, 0.4, 0.3), (0.3, 1.2))
+    # stage 1 resizes with F.interpolate(scale_factor=s), stage 2 with F.interpolate(size=...)
+    assert (s.stage1.resize.coords, s.stage2.resize.coords) == ("scale_factor", "size")
     assert (s.stage1.noise.sigma_range, s.stage1.noise.poisson_scale_range) == ((1.0, 30.0), (0.05, 3.0))
     assert (s.stage2.noise.sigma_range, s.stage2.noise.poisson_scale_range) == ((1.0, 25.0), (0.05, 2.5))
     f = s.final
     assert (f.jpeg_first_prob, f.sinc_prob) == (0.5, 0.8)
     assert f.sinc_sizes == (7, 9, 11, 13, 15, 17, 19, 21)
     assert f.sinc_omega == pytest.approx((math.pi / 3, math.pi))
+
+
+def test_libjpeg_preset_differs_only_in_the_codec():
+    s, ref = load_spec("realesrgan-libjpeg"), load_spec("realesrgan")
+    assert (s.stage1.jpeg_codec, s.stage2.jpeg_codec) == ("libjpeg", "libjpeg")
+    same = {"name": ref.name, "stage1": replace(s.stage1, jpeg_codec="diffjpeg"),
+            "stage2": replace(s.stage2, jpeg_codec="diffjpeg")}
+    assert replace(s, **same) == ref
+    assert spec_hash(s) != spec_hash(ref)
+
+
+def test_a_spec_from_before_the_parity_fields_keeps_its_behaviour():
+    """A manifest written before `resize.coords` and `jpeg_codec` existed replays as it was built."""
+    d = spec_to_dict(load_spec("realesrgan"))
+    for st in ("stage1", "stage2"):
+        del d[st]["resize"]["coords"], d[st]["jpeg_codec"]
+        d[st]["jpeg_quality"] = [30, 95]
+    old = spec_from_dict(d)
+    assert (old.stage1.jpeg_codec, old.stage2.jpeg_codec) == ("libjpeg", "libjpeg")
+    assert (old.stage1.resize.coords, old.stage2.resize.coords) == ("size", "size")
+    assert spec_hash(old) != spec_hash(load_spec("realesrgan"))  # the preset's change shows in its hash
 
 
 def test_bicubic_preset():
@@ -108,6 +132,11 @@ BAD = [
     ("stage2: {noise: {sigma_range: [1, oops]}}", "spec.stage2.noise.sigma_range[1]"),
     ("stage2: {noise: {sigma_bogus: 3}}", "spec.stage2.noise.sigma_bogus"),
     ("stage2: {jpeg_quality: [30, 101]}", "spec.stage2.jpeg_quality"),
+    ("stage2: {jpeg_quality: [30, 100]}", "spec.stage2.jpeg_quality"),  # DiffJPEG's factor is 0 at 100
+    ("stage1: {jpeg_codec: libjpeg, jpeg_quality: [30.5, 95]}", "spec.stage1.jpeg_quality"),
+    ("stage2: {jpeg_codec: mozjpeg}", "spec.stage2.jpeg_codec"),
+    ("stage1: {resize: {coords: pixels}}", "spec.stage1.resize.coords"),
+    ("stage2: {resize: {coords: scale_factor}}", "spec.stage2.resize.coords"),
     ("final: {sinc_omega: [1, 4]}", "spec.final.sinc_omega"),
     ("scale: 0", "spec.scale"),
     ("scale: 2.5", "spec.scale"),

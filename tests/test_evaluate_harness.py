@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 import torchvision
-from _helpers_evaluate import downscale, offline_weights, pair_dirs, photo, write_png  # noqa: F401
+from helpers.images import real_photo, write_png
 from srdistill.datasets.images import read_rgb
 from srdistill.evaluate import metrics as metrics_mod
 from srdistill.evaluate import weights
@@ -44,6 +44,8 @@ def test_rows_per_image_and_metric_with_missing_weights_reported(tmp_path, pair_
     assert not list((tmp_path / "out" / PARTS_DIR).glob("*.parquet"))
     row = frame.iloc[0]
     assert row["metric_version"].startswith("pyiqa-") and row["method_fingerprint"].startswith("opencv-")
+    assert (frame["protocol"] == "srdistill").all() and frame["protocol_hash"].str.len().eq(16).all()
+    assert frame.set_index("metric").loc["psnry", "metric_version"].iloc[0].endswith(";color_space=ycbcr;crop_border=0")
     assert len(row["dataset_fingerprint"]) == 16 and row["seconds"] >= 0
 
 
@@ -126,7 +128,7 @@ def test_random_weight_fid_is_one_folder_row_zero_against_itself(tmp_path, pair_
     write_random_fid_inception()
     other = tmp_path / "other"
     for stem, name in {"astro": "rocket", "cat": "coffee", "cup": "chelsea"}.items():
-        write_png(other / f"{stem}.png", photo(name, 96, 96))
+        write_png(other / f"{stem}.png", real_photo(name, 96, 96))
     # 1008 logits instead of the default 2048-d pool: same path, and sqrtm of the covariance is ~8x cheaper
     summary = run(tmp_path / "out", pair_dirs, methods="", metrics="fid",
                   extra_methods={"same": str(pair_dirs[0]), "other": str(other)},
@@ -144,7 +146,10 @@ def test_external_outputs_and_their_problems(tmp_path, pair_dirs, offline_weight
     for stem in ("astro", "cat"):
         lr = cv2.imread(str(lr_dir / f"{stem}.png"))
         cv2.imwrite(str(ext / f"{stem}.png") if ext.mkdir(exist_ok=True) is None else "", cv2.resize(lr, (96, 96), interpolation=cv2.INTER_CUBIC))
-    run(tmp_path / "out", pair_dirs, methods="bicubic", metrics="psnry", extra_methods={"paper": str(ext)})
+    summary = run(tmp_path / "out", pair_dirs, methods="bicubic", metrics="psnry", extra_methods={"paper": str(ext)})
+    lines = summary.lines()
+    assert "1 not scored (reasons below and in the status column)" in lines[0]
+    assert any(line.startswith("not scored: paper on LR, 1 rows: error: no SR output named cup.*") for line in lines)
     frame = results(tmp_path / "out").set_index(["method", "image"])
     assert frame.loc[("paper", "astro"), "value"] == pytest.approx(frame.loc[("bicubic", "astro"), "value"], abs=1e-6)
     assert frame.loc[("paper", "cup"), "status"].startswith("error: no SR output named cup")
@@ -162,7 +167,7 @@ def test_corrupt_image_is_recorded_and_the_run_goes_on(tmp_path, pair_dirs, offl
 
 def test_size_mismatch_is_an_error_unless_crop_to_match(tmp_path, pair_dirs, offline_weights):
     hr_dir, lr_dir = pair_dirs
-    write_png(hr_dir / "cup.png", photo("coffee", 100, 96, 100, 200))
+    write_png(hr_dir / "cup.png", real_photo("coffee", 100, 96, 100, 200))
     with pytest.raises(UserError, match="SR is 96x96 but HR is 96x100.*--crop-to-match"):
         run(tmp_path / "out", pair_dirs, metrics="psnry")
     run(tmp_path / "out", pair_dirs, metrics="psnry", crop_to_match=True)
@@ -195,7 +200,8 @@ def test_cli_writes_results_leaderboard_report_plots_and_grid(tmp_path, pair_dir
     printed = capsys.readouterr().out
     assert "evaluated 2 methods x 1 datasets x 3 metrics" in printed and "metric lpips skipped" in printed
     md = (out / "leaderboard.md").read_text()
-    assert "## LR" in md and "PSNR↑" in md and "NIQE↓" in md and "LPIPS: 3 rows skipped: missing weights" in md
+    assert "## LR — protocol srdistill" in md and "PSNR↑" in md and "NIQE↓" in md
+    assert "LPIPS (bicubic, lanczos): 3 rows skipped: missing weights" in md and "psnry (color_space=ycbcr, crop_border=0)" in md
     board = pd.read_parquet(out / "leaderboard.parquet")
     assert set(board["method"]) == {"bicubic", "lanczos"} and (board.loc[board["n"] > 0, "n"] == 3).all()
     assert list((out / "plots").glob("bars_LR_psnry.png"))
@@ -211,3 +217,14 @@ def test_weights_command_lists_ready_and_missing_metrics(tmp_path, offline_weigh
     assert "2 of 3 metrics ready" in printed
     assert main(["weights", "--import", str(tmp_path / "nowhere")]) == 2
     assert capsys.readouterr().err.startswith("evaluate: weights folder")
+
+
+def test_rows_written_before_protocols_are_kept_apart_and_recomputed(tmp_path, pair_dirs, offline_weights):
+    out = tmp_path / "out"
+    run(out, pair_dirs, metrics="psnry")
+    legacy = results(out).drop(columns=["protocol", "protocol_hash"])
+    legacy.to_parquet(out / RESULTS_NAME)  # a results.parquet from before protocols existed
+    summary = run(out, pair_dirs, metrics="psnry")
+    assert summary.rows_computed == 3 and summary.rows_reused == 0
+    frame = results(out)
+    assert sorted(frame["protocol"].unique()) == ["srdistill", "unrecorded"] and len(frame) == 6

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from _helpers_evaluate import downscale, offline_weights, photo  # noqa: F401
+from helpers.images import downscale, real_photo
 from skimage.metrics import structural_similarity
 from srdistill.evaluate import weights
 from srdistill.evaluate.metrics import (
@@ -27,7 +27,7 @@ def y_channel(img: np.ndarray) -> np.ndarray:
 
 
 def sr_hr_pair(name="astronaut"):
-    hr = photo(name, 96, 128, 30, 140)
+    hr = real_photo(name, 96, 128, 30, 140)
     sr = cv2.resize(downscale(hr), (128, 96), interpolation=cv2.INTER_CUBIC)
     return sr, hr
 
@@ -53,7 +53,7 @@ def test_niqe_works_offline_from_basicsr_parameters(offline_weights, monkeypatch
     import torchvision.transforms.functional as tv_functional
 
     assert weights.probe_metric("niqe").ready
-    img = photo("chelsea", 192, 256)
+    img = real_photo("chelsea", 192, 256)
     # basicsr 1.4.2 imports a torchvision module that was renamed; alias it to load basicsr's own NIQE as the reference.
     monkeypatch.setitem(sys.modules, "torchvision.transforms.functional_tensor", tv_functional)
     from basicsr.metrics.niqe import calculate_niqe

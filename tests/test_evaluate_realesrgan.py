@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from _helpers_evaluate import photo
+from helpers.images import real_photo
 from srdistill.evaluate.methods import RealESRGANNcnn, RealESRGANTorch
 from srdistill.evaluate.realesrgan_torch import (
     ncnn_model_files,
@@ -15,7 +15,7 @@ from srdistill.evaluate.tiling import tiled_forward
 
 @pytest.fixture(scope="module")
 def crop():
-    return photo("astronaut", 24, 24, 110, 190)
+    return real_photo("astronaut", 24, 24, 110, 190)
 
 
 def test_ncnn_and_torch_outputs_agree_on_a_photo_crop(crop):

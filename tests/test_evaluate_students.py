@@ -4,7 +4,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from _helpers_evaluate import offline_weights, pair_dirs  # noqa: F401
 from srdistill.datasets.images import read_rgb
 from srdistill.evaluate.harness import run_evaluation
 from srdistill.evaluate.methods import resolve_methods, to_input, to_uint8

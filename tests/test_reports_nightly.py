@@ -82,7 +82,7 @@ def test_nights_on_sample_record_history_flag_a_planted_regression_and_plot_tren
     assert "2026-01-01  commit" in capsys.readouterr().out
 
 
-def test_training_job_student_is_evaluated_and_fingerprinted(tmp_path):
+def test_training_job_student_is_evaluated_and_fingerprinted(tmp_path, ray_cluster):
     from srdistill.degrade.build import build
 
     shards = tmp_path / "shards"

@@ -16,16 +16,17 @@ def test_tiny_roles_are_the_real_library_classes_and_frozen():
         AutoencoderKL,
         SD3Transformer2DModel,
         UNet2DConditionModel,
-        UNet2DModel,
     )
     from open_clip.model import CLIP
     from pyiqa.archs.lpips_arch import LPIPS
+
+    from srdistill.training.nets.resshift_unet import ResShiftUNet
 
     built = {
         AutoencoderKL: C.build_vae("tiny"),
         UNet2DConditionModel: C.build_unet("tiny"),
         SD3Transformer2DModel: C.build_dit("tiny"),
-        UNet2DModel: C.build_resshift_unet("tiny"),
+        ResShiftUNet: C.build_resshift_unet("tiny"),
         CLIP: C.build_open_clip("tiny", "convnext"),
         LPIPS: C.build_lpips("tiny", "alex"),
     }

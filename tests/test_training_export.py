@@ -6,7 +6,6 @@ import json
 
 import pytest
 import torch
-from _helpers_training import sample_shards
 from srdistill.datasets.shard_loader import make_loader
 from srdistill.training.config import load_run_config
 from srdistill.training.export import file_fingerprint, find_runs, load_student
@@ -17,18 +16,14 @@ from srdistill.errors import UserError
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, shards):
     """A CTSR run (the recipe with an inference knob) trained 2 steps; the live recipe is kept for comparison."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)   # tiny models on a shared 2-core machine
-    shards = sample_shards(tmp_path_factory)
     run = load_run_config("ctsr", None, ["crop=32", "batch_size=1", "num_workers=0", "steps=2", "lr_g=1e-2"])
     recipe = build_recipe("ctsr", run.recipe_cfg, "tiny", torch.device("cpu"))
     out = tmp_path_factory.mktemp("runs") / "ctsr-a"
     Trainer(recipe, run, shards=shards, run_dir=out, components="tiny", device=torch.device("cpu"), scale=4).fit(progress=False)
     lr = next(iter(make_loader(shards, batch_size=2, crop=64, seed=9, num_workers=0)))["lr"]
-    yield recipe, out, lr
-    torch.set_num_threads(threads)
+    return recipe, out, lr
 
 
 def test_loaded_student_reproduces_the_trained_recipe(trained):

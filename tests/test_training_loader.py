@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from _helpers_training import sample_shards, to_uint8
+from helpers.images import to_uint8
 from srdistill.datasets.shard_loader import (
     BatchStream,
     LoaderPosition,
@@ -17,11 +17,6 @@ from srdistill.datasets.shard_loader import (
 )
 
 from srdistill.errors import UserError
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    return sample_shards(tmp_path_factory)
 
 
 def _digest(batches) -> list[tuple]:

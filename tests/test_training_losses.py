@@ -8,8 +8,6 @@ import pytest
 import torch
 
 from srdistill.training import losses
-from srdistill.training.resshift import (ResShiftDenoiser, ResShiftDiffusion, ResShiftSchedule, forward_marginal,
-                                         sinsr_coefficients)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -203,51 +201,3 @@ def test_hinge_losses_eq11_eq12_by_hand():
     d_real, d_fake = torch.tensor([0.5, 2.0]), torch.tensor([-2.0, 0.5])
     assert losses.hinge_discriminator_loss(d_real, d_fake).item() == pytest.approx((0.5 + 0.0) / 2 + (0.0 + 1.5) / 2)
     assert losses.hinge_generator_loss(d_fake).item() == pytest.approx(0.75)
-
-
-# -- ResShift (VPD-SR Eq. 1-5) -----------------------------------------------------------------
-
-
-def test_resshift_eta_schedule_endpoints_and_geometry():
-    sch = ResShiftSchedule(steps=15, kappa=2.0, eta_1=0.001, eta_T=0.999, power=0.3)
-    etas = sch.etas().numpy()
-    assert etas[0] == pytest.approx(0.001) and etas[-1] == pytest.approx(0.999)
-    assert np.all(np.diff(etas) > 0)
-    t = np.arange(1, 16)
-    beta = ((t - 1) / 14) ** 0.3 * 14
-    b0 = math.exp(math.log(0.999 / 0.001) / 28)
-    assert np.allclose(np.sqrt(etas), math.sqrt(0.001) * b0 ** beta)
-
-
-def test_resshift_forward_marginal_statistics():
-    gen = torch.Generator().manual_seed(9)
-    n = 200_000
-    x0, y = torch.zeros(n, 1, 1, 1), torch.ones(n, 1, 1, 1)
-    xt = forward_marginal(x0, y, torch.full((n,), 0.25), 2.0, torch.randn(n, 1, 1, 1, generator=gen))
-    # Eq. 1: mean x0 + eta (y - x0) = 0.25, variance kappa^2 eta = 1.0
-    assert xt.mean().item() == pytest.approx(0.25, abs=0.01)
-    assert xt.var().item() == pytest.approx(1.0, rel=0.02)
-
-
-def test_sinsr_step_keeps_the_marginal_path_and_oracle_sampling_is_exact():
-    sch = ResShiftSchedule(steps=5)
-    etas = sch.etas()
-    gen = torch.Generator().manual_seed(10)
-    x0, y, eps = (torch.randn(2, 4, 3, 3, generator=gen) for _ in range(3))
-    for t in range(1, 5):
-        k, m, j = sinsr_coefficients(float(etas[t - 1]), float(etas[t]))
-        assert k + m + j == pytest.approx(1.0)
-        x_t = forward_marginal(x0, y, etas[t].repeat(2).float(), sch.kappa, eps)
-        x_prev = k * x0 + m * x_t + j * y  # Eq. 4 with the true x0
-        assert torch.allclose(x_prev, forward_marginal(x0, y, etas[t - 1].repeat(2).float(), sch.kappa, eps), atol=1e-5)
-
-    class Oracle(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.config = None
-
-        def forward(self, inp, t):
-            return type("Out", (), {"sample": x0})()
-
-    diffusion = ResShiftDiffusion(ResShiftDenoiser(Oracle(), sch))
-    assert torch.allclose(diffusion.sample(y, eps), x0)

@@ -8,7 +8,6 @@ import shutil
 
 import pytest
 import torch
-from _helpers_training import sample_shards
 from srdistill.training.checkpoint import CKPT_DIR, list_checkpoints
 from srdistill.training.cli import main as train_main
 from srdistill.training.config import TrainerConfig, load_run_config
@@ -18,11 +17,6 @@ from srdistill.training.trainer import run_training
 from srdistill.errors import UserError
 
 FAST = ["crop=32", "batch_size=1", "num_workers=0", "shuffle_buffer=4"]
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    return sample_shards(tmp_path_factory)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

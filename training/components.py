@@ -1,15 +1,17 @@
 """Builders for every role the recipes need, from real library classes.
 
 ``components`` is a preset of ``PRESETS`` below (``"tiny"``: tiny configs, random weights, for tests and CPU
-smoke runs; ``"sd21"``: paper-shaped roles with random weights, for benchmarks) or a folder of pretrained
-weights laid out as::
+smoke runs; ``"sd21"``: paper-shaped roles with random weights, for benchmarks), a Hugging Face model id
+(``org/name[@revision]``, resolved by srdistill.hub into the hub's cache), or a folder of pretrained weights
+laid out as::
 
     FOLDER/vae/ unet/ scheduler/ text_encoder/ tokenizer/   diffusers / transformers from_pretrained (SD 2.1-base)
     FOLDER/osediff.pkl                                       OSEDiff's released LoRA checkpoint (CTSR)
     FOLDER/transformer/ (+ FOLDER/transformer_vae/)          SD3 DiT for StrSR (and its 16-channel VAE)
     FOLDER/text_condition.safetensors                        StrSR's "w/o VLM" text embedding (prompt_embeds, pooled_prompt_embeds)
     FOLDER/disc_unet/                                        SDXL 1.0-base UNet for D3SR's discriminator
-    FOLDER/resshift/                                         diffusers UNet2DModel of the ResShift teacher
+    FOLDER/vlm/                                              Qwen3-VL-4B-Instruct (StrSR's semantic encoder; vision tower used)
+    FOLDER/resshift/  resshift_realsrx4_s15_v1.pth, autoencoder_vq_f4.pth    ResShift's released files, as named there
     FOLDER/clip_convnext/  FOLDER/clip/                      open_clip ``local-dir:`` folders
     FOLDER/pyiqa/   LPIPS_v0.1_{alex,vgg}-*.pth, DISTS_weights-*.pth, torchvision vgg16-*.pth / alexnet-*.pth
 
@@ -64,9 +66,6 @@ PRESETS: dict[str, dict[str, dict]] = {
                 "pooled_projection_dim": 16, "pos_embed_max_size": 32, "patch_size": 2},
         "dit_zimage": {"in_channels": 4, "dim": 32, "n_layers": 2, "n_refiner_layers": 1, "n_heads": 2, "n_kv_heads": 2,
                        "cap_feat_dim": 32, "axes_dims": [4, 6, 6], "axes_lens": [64, 32, 32]},
-        "resshift": {"block_out_channels": (16, 32), "layers_per_block": 1, "norm_num_groups": 8, "attention_head_dim": 8,
-                     "down_block_types": ("DownBlock2D", "AttnDownBlock2D"),
-                     "up_block_types": ("AttnUpBlock2D", "UpBlock2D")},
         "text_context": {"tokens": 8},
         "vlm": {"image_size": 64, "vision": {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2,
                                              "out_hidden_size": 48, "num_position_embeddings": 16,
@@ -97,9 +96,6 @@ PRESETS: dict[str, dict[str, dict]] = {
         # Z-Image-Turbo's transformer (6B; StrSR's first base).
         "dit_zimage": {"in_channels": 16, "dim": 3840, "n_layers": 30, "n_refiner_layers": 2, "n_heads": 30,
                        "n_kv_heads": 30, "cap_feat_dim": 2560, "axes_dims": [32, 48, 48], "axes_lens": [1024, 512, 512]},
-        "resshift": {"block_out_channels": (160, 320, 320, 640), "layers_per_block": 2, "attention_head_dim": 32,
-                     "down_block_types": ("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
-                     "up_block_types": ("AttnUpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D")},
         "text_context": {"tokens": 77},
         # Qwen3-VL-4B-Instruct's vision tower (its merger projects to the 2560-wide language model).
         "vlm": {"image_size": 448, "vision": {"depth": 24, "hidden_size": 1024, "intermediate_size": 4096,
@@ -141,7 +137,9 @@ def has_role(components: str, role: str, sub: str) -> bool:
 
 
 def _need(components: str, sub: str, what: str) -> Path:
-    path = Path(components) / sub
+    from srdistill.hub import role_dir
+
+    path = role_dir(components, sub)  # a folder, or a Hugging Face model id resolved into the hub's cache
     if not path.exists():
         raise MissingWeights(
             f"components folder {components} is missing {what} (looked for {path}); "
@@ -156,7 +154,7 @@ def frozen(module: nn.Module) -> nn.Module:
 
 
 # --------------------------------------------------------------------------------------------
-# diffusers: VAE, UNet, DiT, noise schedule, ResShift denoiser
+# diffusers: VAE, UNet, DiT, noise schedule; ResShift's network
 # --------------------------------------------------------------------------------------------
 
 
@@ -238,13 +236,11 @@ def null_prompt_embedding(components: str, unet: nn.Module) -> torch.Tensor:
 
 
 def build_resshift_unet(components: str, latent_channels: int = 4) -> nn.Module:
-    """diffusers UNet2DModel used as ResShift's x0-predictor (input: state and LR latent, concatenated)."""
-    from diffusers import UNet2DModel
+    """ResShift's Swin-UNet x0-predictor, forward(x, t, lq) (srdistill.training.resshift.build_resshift_net;
+    ``build_resshift`` there gives the whole released teacher: network, VQ-f4 codec and schedule)."""
+    from srdistill.training.resshift import build_resshift_net
 
-    if _is_folder(components):
-        return frozen(UNet2DModel.from_pretrained(_need(components, "resshift", "the ResShift teacher (UNet2DModel)")))
-    return frozen(UNet2DModel(in_channels=2 * latent_channels, out_channels=latent_channels,
-                              **preset_config(components, "resshift")))
+    return build_resshift_net(components, latent_channels)
 
 
 # --------------------------------------------------------------------------------------------

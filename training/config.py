@@ -1,6 +1,6 @@
 """Run configuration: one YAML per recipe (training/configs/<recipe>.yaml) plus `--config FILE` and `--set key=value`.
 
-A config document has up to three sections::
+A config document has these sections (`components:` and `assumptions:` are optional)::
 
     trainer:            # keys of TrainerConfig below (the trainer's schema; unknown keys are an error)
       steps: 1000
@@ -10,12 +10,14 @@ A config document has up to three sections::
       lora_rank: 16
     assumptions:        # every value the paper does not give and every stand-in network, one line each
       - "t_l = 500: the paper's value is in its supplement"
+    components:         # optional per-role sources (a folder or a Hugging Face model id), see srdistill.hub
+      vae: stabilityai/sd-vae-ft-mse
 
 Documents' assumption lists add up; the run's config.json records them.
 
 Precedence: TrainerConfig defaults < packaged training/configs/<recipe>.yaml < --config FILE < --set.
-`--set` takes `trainer.KEY=V`, `recipe.KEY[.SUB]=V`, or a bare trainer `KEY=V`; values are converted to the
-type of the field (trainer) or of the existing default (recipe), else read as YAML.
+`--set` takes `trainer.KEY=V`, `recipe.KEY[.SUB]=V`, `components.ROLE=ID_OR_DIR`, or a bare trainer `KEY=V`;
+values are converted to the type of the field (trainer) or of the existing default (recipe), else read as YAML.
 """
 
 from __future__ import annotations
@@ -65,6 +67,13 @@ class TrainerConfig:
     flips: bool = True                # random horizontal/vertical flips and 90-degree rotations
     online: str | None = None         # degradation preset/file: re-degrade HR crops on the fly each epoch
     device: str = "auto"              # "auto" (cuda:LOCAL_RANK if available, else cpu), "cpu", "cuda", ...
+    # memory/speed switches, see training/perf.py; None = auto (on for CUDA, off on the CPU)
+    grad_checkpointing: bool | None = None   # activation checkpointing in the recipe's diffusers models
+    tf32: bool = True                 # TF32 matmuls/convolutions (CUDA only)
+    channels_last: bool | None = None  # NHWC weights where convolutions dominate
+    fused_adamw: bool | None = None   # fused AdamW kernel where torch has one for the device
+    pin_memory: bool = True           # page-locked batches, non-blocking copies (CUDA only)
+    compile_student: bool = False     # torch.compile the student's trainable backbone
 
 
 TRAINER_KEYS = tuple(f.name for f in dataclasses.fields(TrainerConfig))
@@ -78,11 +87,12 @@ class RunConfig:
     trainer: TrainerConfig
     recipe_cfg: dict = field(default_factory=dict)
     sources: list[str] = field(default_factory=list)   # documents applied, for the run record
+    components: dict[str, str] = field(default_factory=dict)  # per-role sources: role -> folder or model id
     assumptions: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {"recipe": self.recipe, "trainer": dataclasses.asdict(self.trainer), "recipe_cfg": self.recipe_cfg,
-                "assumptions": list(self.assumptions)}
+                "component_overrides": dict(self.components), "assumptions": list(self.assumptions)}
 
 
 def packaged_config(recipe: str) -> Path | None:
@@ -99,9 +109,10 @@ def read_document(path: str | Path) -> dict:
         doc = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise UserError(f"config file {path} is not valid YAML ({str(exc).splitlines()[0]}).") from exc
-    if not isinstance(doc, dict) or set(doc) - {"trainer", "recipe", "assumptions"}:
-        raise UserError(f"config file {path} must be a mapping with only `trainer:`, `recipe:` and `assumptions:` sections.")
-    for section in ("trainer", "recipe"):
+    if not isinstance(doc, dict) or set(doc) - {"trainer", "recipe", "assumptions", "components"}:
+        raise UserError(f"config file {path} must be a mapping with only `trainer:`, `recipe:`, `assumptions:` and "
+                        f"`components:` sections.")
+    for section in ("trainer", "recipe", "components"):
         if not isinstance(doc.get(section) or {}, dict):
             raise UserError(f"config file {path}: `{section}:` must be a mapping.")
     if not isinstance(doc.get("assumptions") or [], list):
@@ -213,12 +224,15 @@ def apply_set(run: RunConfig, item: str) -> None:
         _apply_trainer(run.trainer, {parts[1]: text}, "--set")
     elif parts[0] == "recipe" and len(parts) >= 2:
         _set_recipe(run.recipe_cfg, parts[1:], text)
+    elif parts[0] == "components" and len(parts) == 2:
+        run.components[parts[1]] = text
     elif len(parts) == 1 and key in TRAINER_KEYS:
         _apply_trainer(run.trainer, {key: text}, "--set")
     elif len(parts) == 1 and key in run.recipe_cfg:
         _set_recipe(run.recipe_cfg, parts, text)
     else:
-        raise UserError(f"--set {key!r} names no trainer key and no recipe key; write trainer.KEY=V or recipe.KEY=V.")
+        raise UserError(f"--set {key!r} names no trainer key and no recipe key; write trainer.KEY=V, recipe.KEY=V "
+                        f"or components.ROLE=FOLDER_OR_MODEL_ID.")
 
 
 def load_run_config(recipe: str, config_file: str | Path | None = None, sets: list[str] = ()) -> RunConfig:
@@ -235,6 +249,7 @@ def load_run_config(recipe: str, config_file: str | Path | None = None, sets: li
         _apply_trainer(run.trainer, doc.get("trainer") or {}, str(path))
         run.recipe_cfg = _merge(run.recipe_cfg, doc.get("recipe") or {})
         run.assumptions += [str(a) for a in doc.get("assumptions") or []]
+        run.components.update({str(k): str(v) for k, v in (doc.get("components") or {}).items()})
         run.sources.append(str(path))
     for item in sets:
         apply_set(run, item)

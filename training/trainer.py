@@ -28,6 +28,7 @@ from srdistill.datasets.shard_loader import (
     to_float,
 )
 from srdistill.training import distributed as dd
+from srdistill.training import perf
 from srdistill.training.checkpoint import (
     CKPT_DIR,
     capture_rng,
@@ -121,18 +122,19 @@ class Trainer:
         self.scale = scale
         self.val_shards = val_shards
         self.dist = dist = dist or dd.DistInfo()
-        self.bf16 = self.cfg.bf16 if self.cfg.bf16 is not None else device.type == "cuda"
+        self.switches, self.perf_touched = perf.apply(recipe, self.cfg, device)
+        self.bf16 = self.switches.bf16
         self.g_params = list(recipe.generator_parameters())
         self.d_params = list(recipe.discriminator_parameters())
         if not self.g_params:
             raise UserError(f"recipe {run.recipe} exposes no trainable generator parameters.")
         cfg = self.cfg
         betas = (cfg.adam_beta1, cfg.adam_beta2)
-        self.opt_g = torch.optim.AdamW(self.g_params, lr=cfg.lr_g, betas=betas, weight_decay=cfg.weight_decay)
+        self.opt_g = perf.adamw(self.g_params, fused=self.switches.fused_adamw, lr=cfg.lr_g, betas=betas, weight_decay=cfg.weight_decay)
         self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, _warmup(cfg.warmup_steps))
         self.opt_d = self.sched_d = None
         if self.d_params:
-            self.opt_d = torch.optim.AdamW(self.d_params, lr=cfg.lr_d, betas=betas, weight_decay=cfg.weight_decay)
+            self.opt_d = perf.adamw(self.d_params, fused=self.switches.fused_adamw, lr=cfg.lr_d, betas=betas, weight_decay=cfg.weight_decay)
             self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.opt_d, _warmup(cfg.warmup_steps))
         self.step = 0
         position = None
@@ -228,12 +230,16 @@ class Trainer:
         for _ in range(self.cfg.grad_accum):
             b = next(self.stream)
             # uint8 to the device, float there: a quarter of the host-to-device traffic.
-            batches.append(tuple(to_float(b[k].to(self.device, non_blocking=True)) for k in ("lr", "hr")))
-        logs = self._phase(self.recipe.generator_loss, batches, self.step, self.opt_g, self.sched_g,
-                           self.g_params, self.d_params, "g")
-        if self.opt_d is not None:
-            logs.update(self._phase(self.recipe.discriminator_loss, batches, self.step, self.opt_d, self.sched_d,
-                                    self.d_params, self.g_params, "d"))
+            batches.append(tuple(to_float(perf.to_device(b[k], self.device, self.switches.pin_memory)) for k in ("lr", "hr")))
+        try:
+            logs = self._phase(self.recipe.generator_loss, batches, self.step, self.opt_g, self.sched_g,
+                               self.g_params, self.d_params, "g")
+            if self.opt_d is not None:
+                logs.update(self._phase(self.recipe.discriminator_loss, batches, self.step, self.opt_d, self.sched_d,
+                                        self.d_params, self.g_params, "d"))
+        except torch.cuda.OutOfMemoryError:
+            raise perf.GpuOutOfMemory(perf.oom_message(self.run.recipe, self.cfg.batch_size, self.cfg.crop,
+                                                       self.cfg.grad_accum, self.switches)) from None
         self.step += 1
         return logs
 

@@ -1,0 +1,1 @@
+"""Network architectures written here so that their authors' released checkpoints load by key."""
