@@ -132,8 +132,10 @@ def preset_config(components: str, role: str) -> dict:
 
 
 def has_role(components: str, role: str, sub: str) -> bool:
-    """Whether a preset defines ``role`` or a folder holds ``sub``/."""
-    return role in PRESETS[components] if is_preset(components) else (Path(components) / sub).exists()
+    """Whether a preset defines ``role`` or a folder (or model snapshot) holds ``sub``."""
+    from srdistill.hub import role_dir
+
+    return role in PRESETS[components] if is_preset(components) else role_dir(components, sub).exists()
 
 
 def _need(components: str, sub: str, what: str) -> Path:
