@@ -107,6 +107,7 @@ class _Augment:
     flips: bool
     online_spec: Any = None
     online_seed: int = 0
+    crop_policy: str = "random"   # "random" or "center"
 
     def __call__(self, sample: dict) -> dict:
         key = sample["__key__"]
@@ -143,6 +144,8 @@ class _Augment:
             raise UserError(f"sample {key} is {H}x{W}, smaller than the training crop {self.crop}; lower `crop` or rebuild the shards with larger crops.")
         # Draw on the LR grid so that the HR box maps exactly onto whole LR pixels.
         c = self.crop // scale
+        if self.crop_policy == "center":
+            return (H // scale - c) // 2 * scale, (W // scale - c) // 2 * scale, self.crop, self.crop
         top = int(rng.integers(H // scale - c + 1)) * scale
         left = int(rng.integers(W // scale - c + 1)) * scale
         return top, left, self.crop, self.crop
@@ -230,6 +233,7 @@ def make_loader(
     split: str | None = None,
     drop_last: bool = True,
     uint8: bool = False,
+    crop_policy: str = "random",
 ) -> Iterator[dict]:
     """An iterator over one epoch of batches dict(lr=[B,3,h,w], hr=[B,3,H,W] float in [0,1], meta=list[dict]).
 
@@ -250,7 +254,8 @@ def make_loader(
     else:
         spec = None
     mine = epoch_shards(urls, seed, epoch, rank, world_size)
-    augment = _Augment(crop=crop, scale=scale or 4, seed=seed, epoch=epoch, flips=flips, online_spec=spec, online_seed=seed)
+    augment = _Augment(crop=crop, scale=scale or 4, seed=seed, epoch=epoch, flips=flips, online_spec=spec, online_seed=seed,
+                       crop_policy=crop_policy)
     pipeline = wds.DataPipeline(
         _WorkerShards(mine),
         wds.tarfile_to_samples(),
@@ -277,14 +282,14 @@ class BatchStream:
     def __init__(self, shards, *, batch_size: int, crop: int | None, seed: int, num_workers: int = 2,
                  online_spec=None, shuffle_buffer: int = 256, flips: bool = True, rank: int = 0,
                  world_size: int = 1, position: LoaderPosition | None = None, split: str | None = None,
-                 uint8: bool = False):
+                 uint8: bool = False, crop_policy: str = "random"):
         if online_spec is not None and not hasattr(online_spec, "scale"):
             from srdistill.degrade.spec import load_spec
 
             online_spec = load_spec(online_spec)   # once, and a bad name fails here rather than in a worker
         self.kwargs = {"shards": shards, "batch_size": batch_size, "crop": crop, "seed": seed, "online_spec": online_spec,
                        "shuffle_buffer": shuffle_buffer, "flips": flips, "rank": rank, "world_size": world_size,
-                       "split": split, "uint8": uint8}
+                       "split": split, "uint8": uint8, "crop_policy": crop_policy}
         self.num_workers = num_workers
         pos = position or LoaderPosition(num_workers=num_workers, world_size=world_size)
         if position is not None and (pos.num_workers, pos.world_size) != (num_workers, world_size):

@@ -88,3 +88,14 @@ def test_pyiqa_lpips_loads_backbone_and_linear_weights_from_a_folder(tmp_path):
     assert torch.allclose(loaded(x, y), ref(x, y), atol=1e-6)
     tiny = C.build_lpips("tiny", "alex")
     assert not torch.allclose(tiny(x, y), ref(x, y), atol=1e-6)
+
+
+def test_a_new_preset_is_one_table_entry(monkeypatch):
+    wide = {**C.PRESETS["tiny"], "unet": {**C.PRESETS["tiny"]["unet"], "block_out_channels": (48, 64)}}
+    monkeypatch.setitem(C.PRESETS, "tiny-wide", wide)
+    assert C.is_preset("tiny-wide") and C.build_unet("tiny-wide").config.block_out_channels == (48, 64)
+    assert C.build_vae("tiny-wide").config.block_out_channels == (8, 16, 16, 16)
+    monkeypatch.setitem(C.PRESETS, "no-disc", {k: v for k, v in C.PRESETS["tiny"].items() if k != "disc_unet"})
+    assert not C.has_role("no-disc", "disc_unet", "disc_unet")
+    with pytest.raises(UserError, match="preset 'no-disc' has no 'disc_unet' role"):
+        C.build_unet("no-disc", role="disc_unet")

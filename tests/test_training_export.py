@@ -58,3 +58,13 @@ def test_find_runs_lists_exported_runs_only(trained, tmp_path):
 def test_missing_export_says_where_it_looked(tmp_path):
     with pytest.raises(UserError, match="holds no trained student .*student.json"):
         load_student(tmp_path)
+
+
+def test_export_carries_the_student_weights_and_its_stage_one_snapshot_only(trained):
+    from safetensors.torch import load_file
+
+    recipe, out, _ = trained
+    keys = set(load_file(str(out / "export" / "student.safetensors")))
+    assert keys == set(recipe.trainable_state_dict(student=True))
+    assert any(".stage1." in k for k in keys) and "extra.snapshot_taken" in keys
+    assert not any(".realism." in k for k in keys)   # T_r is training-time state

@@ -121,3 +121,12 @@ def test_worker_errors_surface_as_one_sentence(shards):
                         r"lower `crop` or rebuild the shards with larger crops\.", str(err.value))
     with pytest.raises(UserError, match="neither a preset"):
         BatchStream(shards, batch_size=2, crop=64, seed=0, online_spec="no-such-spec")
+
+
+def test_center_crop_policy_takes_the_middle_on_the_lr_grid_every_epoch(shards):
+    for epoch in (0, 1):
+        batch = next(iter(make_loader(shards, batch_size=4, crop=40, seed=epoch, epoch=epoch, num_workers=0,
+                                      flips=False, crop_policy="center")))
+        # 128 px samples, x4: a 10 px LR window centred in 32 starts at LR pixel 11, HR pixel 44
+        assert [m["train_crop"] for m in batch["meta"]] == [[44, 44, 40, 40]] * 4
+        assert not any(m["flip_h"] or m["flip_v"] or m["rot90"] for m in batch["meta"])

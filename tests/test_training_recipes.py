@@ -1,15 +1,20 @@
 """The four recipes on tiny random-weight components: finite losses, student I/O, gradient routing,
-trainable-state round trips, stage switches and knobs."""
+trainable-state round trips, stage switches and knobs, student-only builds, the YAMLs' assumptions and the
+README's recipe table. Every test builds (or deep-copies) its own recipe, so none depends on another's order."""
 from __future__ import annotations
 
+import copy
 import math
+import re
 from importlib import resources
+from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
 from srdistill.errors import UserError
+from srdistill.training import components as C
 from srdistill.training.recipe import RECIPES, build_recipe
 
 
@@ -32,8 +37,24 @@ def _batch(seed: int = 0):
 
 
 @pytest.fixture(scope="module")
-def recipes():
+def _built():
+    """Built once per module and never handed out: tests get deep copies."""
     return {name: build_recipe(name, FAST[name], "tiny", "cpu") for name in NAMES}
+
+
+class _Fresh:
+    def __init__(self, built):
+        self.built = built
+
+    def __getitem__(self, name):
+        return copy.deepcopy(self.built[name])
+
+
+@pytest.fixture
+def recipes(_built):
+    """``recipes[name]``: a fresh copy of that recipe, and a fixed global seed for its random draws, per test."""
+    torch.manual_seed(0)
+    return _Fresh(_built)
 
 
 def _snapshot(recipe):
@@ -51,7 +72,43 @@ def test_registry_and_packaged_yaml_match_the_recipe_defaults():
         text = (resources.files("srdistill.training") / "configs" / f"{name}.yaml").read_text()
         doc = yaml.safe_load(text)
         assert doc["recipe"] == RECIPES[name].DEFAULTS, name
-        assert {"steps", "batch_size", "crop", "lr_g", "lr_d"} <= set(doc["trainer"])
+        assert {"steps", "crop", "lr_g", "lr_d"} <= set(doc["trainer"])
+        assert {"batch_size", "global_batch"} & set(doc["trainer"])
+
+
+@pytest.mark.parametrize("name", ["strsr", "d3sr", "ctsr"])
+def test_yaml_states_the_paper_batch_and_crop_and_lists_assumptions_and_stand_ins(name):
+    doc = yaml.safe_load((resources.files("srdistill.training") / "configs" / f"{name}.yaml").read_text())
+    paper = {"strsr": (4, 1024, "center"), "d3sr": (8, 512, "random"), "ctsr": (1, 512, "random")}[name]
+    t = doc["trainer"]
+    assert (t["global_batch"], t["crop"], t["crop_policy"]) == paper
+    assumptions = doc["assumptions"]
+    assert len(assumptions) >= 8 and all(isinstance(a, str) and len(a) > 20 for a in assumptions)
+    stand_ins = [a for a in assumptions if a.startswith("stand-in")]
+    assert stand_ins if name in ("strsr", "ctsr") else True
+    if name == "strsr":
+        assert any("SD3" in a for a in stand_ins) and any("clip" in a and "Qwen3-VL" in a for a in stand_ins)
+        assert any("FLUX.2 [klein]" in a and "not wired" in a for a in assumptions)
+
+
+def _readme_table() -> dict[str, list[str]]:
+    text = Path(__file__).resolve().parents[1].joinpath("README.md").read_text()
+    block = text.split("<!-- recipe-table -->")[1]
+    rows = [ln for ln in block.splitlines() if ln.startswith("| `")]
+    return {re.search(r"`(\w+)`", r).group(1): [c.strip() for c in r.strip("|").split("|")] for r in rows}
+
+
+def test_readme_recipe_table_matches_the_yamls():
+    table = _readme_table()
+    assert set(table) == set(NAMES)
+    for name, cells in table.items():
+        doc = yaml.safe_load((resources.files("srdistill.training") / "configs" / f"{name}.yaml").read_text())
+        t = doc["trainer"]
+        batch = t.get("global_batch", t.get("batch_size"))
+        crop = f"{t['crop']} {t.get('crop_policy', 'random')}"
+        assert cells[1:6] == [str(batch), crop, str(t["steps"]), f"{t['lr_g']:g}", f"{t['lr_d']:g}"], name
+        stand_ins = [a for a in doc.get("assumptions", []) if a.startswith("stand-in")]
+        assert ("stand-in" in cells[6]) == bool(stand_ins), name
 
 
 def test_paper_hyper_parameters_are_the_defaults():
@@ -151,7 +208,7 @@ def test_ctsr_stage_two_snapshots_the_stage_one_student_and_the_knob_moves_the_o
     lr, hr = _batch(4)
     s1 = recipe.generator_loss(lr, hr, step=0)
     assert {"l2", "lpips", "l_rn", "l_fl"} <= set(s1)
-    direct = s1["l2"] + 2.0 * s1["lpips"] + 1.0 * s1["l_rn"] + 2.0 * s1["l_fl"]  # Eq. 1 and Eq. 4
+    direct = s1["l2"] + 2.0 * s1["lpips"] + 1.0 * s1["l_rn"] + 2.0 * s1["l_fl"]  # Eq. 1 and Eq. 4 (weights: tests/test_training_ctsr.py)
     assert s1["loss"].item() == pytest.approx(direct.item(), rel=1e-5)
     with torch.no_grad():
         for p in recipe.generator_parameters():
@@ -162,7 +219,7 @@ def test_ctsr_stage_two_snapshots_the_stage_one_student_and_the_knob_moves_the_o
     assert int(recipe.snapshot_taken) == 1
     params = dict(recipe.unet.named_parameters())
     snap = [n for n in params if ".stage1." in n]
-    assert snap and all(torch.equal(params[n], params[n.replace(".stage1.", ".default.")]) for n in snap)
+    assert snap and all(torch.equal(params[n], params[n.replace(".stage1.", ".student.")]) for n in snap)
     with torch.no_grad():  # stage-two training moves the student away from the snapshot
         for p in recipe.generator_parameters():
             p.add_(0.05 * torch.randn_like(p))
@@ -180,13 +237,35 @@ def test_ctsr_stage_two_snapshots_the_stage_one_student_and_the_knob_moves_the_o
         recipe.student()(lr, t=1.5)
 
 
+@pytest.mark.parametrize("name", ["strsr", "d3sr", "ctsr"])
+def test_student_only_build_has_no_teacher_discriminator_or_loss_network_and_the_same_student(recipes, name):
+    full = recipes[name]
+    alone = build_recipe(name, FAST[name], "tiny", "cpu", student_only=True)
+    kinds = {type(m).__name__ for m in alone.modules()}
+    assert not kinds & {"LPIPS", "DISTS", "DiffusionDiscriminator", "ConvNeXtDiscriminator", "FidelityTeacher"}
+    assert alone.discriminator_parameters() == [] and sum(p.numel() for p in alone.parameters()) < \
+        sum(p.numel() for p in full.parameters())
+    sd = full.trainable_state_dict(student=True)
+    disc = {n for n, p in full.named_parameters() if any(p is q for q in full.discriminator_parameters())}
+    assert not set(sd) & disc
+    alone.load_trainable_state_dict(sd, student=True)
+    lr, _ = _batch(5)
+    with torch.no_grad():
+        assert torch.equal(alone.student()(lr), full.student()(lr))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_paper_sized_components_fit_together_at_512px(name):
-    """Every role at SD 2.1 / SD3-medium / ResShift / CLIP-ConvNeXt-XXL shapes with the paper's settings,
-    on the meta device (shapes only, no memory): losses and the student run on a 512 px HR crop."""
+    """Every role at paper shapes (SD 2.1, SDXL, Z-Image-Turbo, ResShift, CLIP-ConvNeXt-XXL) with the paper's
+    settings, on the meta device (shapes only, no memory): losses and the student run on a 512 px HR crop.
+    Qwen3-VL's vision tower cannot run on the meta device, so StrSR runs with the CLIP stand-in and the Qwen3-VL
+    tower is checked to feed Z-Image's caption width."""
     with torch.device("meta"):
-        recipe = RECIPES[name]({}, "sd21")
+        if name == "strsr":
+            vision = C.build_vlm_vision("sd21")
+            assert vision.width == C.preset_config("sd21", "dit_zimage")["cap_feat_dim"] == 2560
+        recipe = RECIPES[name]({"semantic_encoder": "clip"} if name == "strsr" else {}, "sd21")
         for module in recipe.modules():  # pyiqa builds a few buffers on the CPU whatever the default device
             if type(module).__name__ in ("LPIPS", "DISTS"):
                 module.to("meta")

@@ -51,6 +51,23 @@ def test_config_mistakes_are_one_sentence_errors(sets, message):
         load_run_config("d3sr", None, sets)
 
 
+def test_global_batch_is_split_over_processes_and_a_per_process_batch_replaces_it(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    run = load_run_config("d3sr")   # the paper's 8 over 4 GPUs
+    assert (run.trainer.global_batch, run.trainer.batch_size) == (8, 8)
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert load_run_config("d3sr").trainer.batch_size == 2
+    assert load_run_config("d3sr", None, ["grad_accum=2"]).trainer.batch_size == 1
+    t = load_run_config("d3sr", None, ["batch_size=3"]).trainer
+    assert (t.global_batch, t.batch_size) == (None, 3)
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    with pytest.raises(UserError, match="global_batch 8 does not split over 3 processes"):
+        load_run_config("d3sr")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    t = load_run_config("strsr").trainer   # "4 GPUs with batchsize = 4", centre-cropped
+    assert (t.batch_size, t.crop, t.crop_policy, t.flips) == (1, 1024, "center", False)
+
+
 def test_cli_help_and_user_mistakes(shards, tmp_path, capsys):
     with pytest.raises(SystemExit) as ex:
         train_main(["--help"])
@@ -80,6 +97,10 @@ def test_resume_from_checkpoint_reproduces_the_uninterrupted_losses(shards, tmp_
     assert (summary.start_step, summary.final_step) == (1, 3)
     assert read_log(resumed) == reference[1:]
     assert all(k in reference[-1] for k in ("g/loss", "g/mse", "d/loss", "lr_g", "lr_d"))
+    record = json.loads((whole / "config.json").read_text())   # the run record DESIGN.md names
+    assert record["batch"] == {"global": 6, "per_process": 3, "grad_accum": 2, "global_from_config": None}
+    assert any("T_L = 500" in a for a in record["assumptions"]) and record["substitutions"] == []
+    assert record["trainable_parameters"]["discriminator"] > 0 and record["recipe_cfg"]["discriminator"] == "sdxl"
 
 
 @pytest.mark.slow

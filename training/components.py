@@ -1,13 +1,16 @@
 """Builders for every role the recipes need, from real library classes.
 
-``components`` is ``"tiny"`` (tiny configs, random weights: tests and CPU smoke runs), ``"sd21"``
-(SD 2.1-shaped UNet/VAE and an SD3-medium-shaped DiT with random weights: benchmarks), a Hugging Face
-model id (``org/name[@revision]``, resolved by srdistill.hub into the hub's cache), or a folder of
-pretrained weights laid out as::
+``components`` is a preset of ``PRESETS`` below (``"tiny"``: tiny configs, random weights, for tests and CPU
+smoke runs; ``"sd21"``: paper-shaped roles with random weights, for benchmarks), a Hugging Face model id
+(``org/name[@revision]``, resolved by srdistill.hub into the hub's cache), or a folder of pretrained weights
+laid out as::
 
-    FOLDER/vae/ unet/ scheduler/ text_encoder/ tokenizer/   diffusers / transformers from_pretrained
+    FOLDER/vae/ unet/ scheduler/ text_encoder/ tokenizer/   diffusers / transformers from_pretrained (SD 2.1-base)
+    FOLDER/osediff.pkl                                       OSEDiff's released LoRA checkpoint (CTSR)
     FOLDER/transformer/ (+ FOLDER/transformer_vae/)          SD3 DiT for StrSR (and its 16-channel VAE)
-    FOLDER/disc_unet/                                        optional larger UNet for D3SR's discriminator
+    FOLDER/text_condition.safetensors                        StrSR's "w/o VLM" text embedding (prompt_embeds, pooled_prompt_embeds)
+    FOLDER/disc_unet/                                        SDXL 1.0-base UNet for D3SR's discriminator
+    FOLDER/vlm/                                              Qwen3-VL-4B-Instruct (StrSR's semantic encoder; vision tower used)
     FOLDER/resshift/  resshift_realsrx4_s15_v1.pth, autoencoder_vq_f4.pth    ResShift's released files, as named there
     FOLDER/clip_convnext/  FOLDER/clip/                      open_clip ``local-dir:`` folders
     FOLDER/pyiqa/   LPIPS_v0.1_{alex,vgg}-*.pth, DISTS_weights-*.pth, torchvision vgg16-*.pth / alexnet-*.pth
@@ -35,15 +38,104 @@ from torch import nn
 
 from srdistill.errors import UserError
 
-PRESETS = ("tiny", "sd21")
+# --------------------------------------------------------------------------------------------
+# Presets: one table of named component sets. A preset maps each role to the configuration of the real
+# library class that plays it (random weights); a new base network or a new size is one entry here.
+# --------------------------------------------------------------------------------------------
+
+_SD_VAE = {"down_block_types": ("DownEncoderBlock2D",) * 4, "up_block_types": ("UpDecoderBlock2D",) * 4,
+           "in_channels": 3, "out_channels": 3}
+
+PRESETS: dict[str, dict[str, dict]] = {
+    "tiny": {
+        "vae": {**_SD_VAE, "block_out_channels": (8, 16, 16, 16), "layers_per_block": 1, "norm_num_groups": 8,
+                "sample_size": 64},
+        "unet": {"sample_size": 8, "in_channels": 4, "out_channels": 4, "layers_per_block": 1,
+                 "block_out_channels": (32, 64), "down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"),
+                 "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D"), "cross_attention_dim": 32,
+                 "attention_head_dim": 8, "norm_num_groups": 8},
+        # SDXL's layout in miniature: micro-conditioning ("text_time") and a wider text context than the generator's.
+        "disc_unet": {"sample_size": 8, "in_channels": 4, "out_channels": 4, "layers_per_block": 1,
+                      "block_out_channels": (32, 64), "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
+                      "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"), "transformer_layers_per_block": (1, 2),
+                      "cross_attention_dim": 48, "attention_head_dim": 8, "norm_num_groups": 8,
+                      "use_linear_projection": True, "addition_embed_type": "text_time", "addition_time_embed_dim": 8,
+                      "projection_class_embeddings_input_dim": 16 + 6 * 8},
+        "dit": {"sample_size": 8, "in_channels": 4, "out_channels": 4, "num_layers": 2, "attention_head_dim": 8,
+                "num_attention_heads": 2, "joint_attention_dim": 32, "caption_projection_dim": 16,
+                "pooled_projection_dim": 16, "pos_embed_max_size": 32, "patch_size": 2},
+        "dit_zimage": {"in_channels": 4, "dim": 32, "n_layers": 2, "n_refiner_layers": 1, "n_heads": 2, "n_kv_heads": 2,
+                       "cap_feat_dim": 32, "axes_dims": [4, 6, 6], "axes_lens": [64, 32, 32]},
+        "text_context": {"tokens": 8},
+        "vlm": {"image_size": 64, "vision": {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2,
+                                             "out_hidden_size": 48, "num_position_embeddings": 16,
+                                             "deepstack_visual_indexes": []}},
+        "clip_vit": {"embed_dim": 32, "vision": {"layers": 2, "width": 64, "head_width": 32, "patch_size": 16,
+                                                 "image_size": 64}},
+        "clip_convnext": {"embed_dim": 32, "vision": {"timm_model_name": "convnext_atto", "timm_model_pretrained": False,
+                                                      "timm_pool": "", "timm_proj": "linear", "image_size": 64}},
+    },
+    "sd21": {
+        "vae": {**_SD_VAE, "block_out_channels": (128, 256, 512, 512), "layers_per_block": 2, "norm_num_groups": 32,
+                "sample_size": 512},
+        "unet": {"sample_size": 64, "in_channels": 4, "out_channels": 4, "layers_per_block": 2,
+                 "block_out_channels": (320, 640, 1280, 1280), "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+                 "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, "cross_attention_dim": 1024,
+                 "attention_head_dim": (5, 10, 20, 20), "use_linear_projection": True},
+        # SDXL 1.0-base's UNet (D3SR's discriminator in the paper's main results).
+        "disc_unet": {"sample_size": 128, "in_channels": 4, "out_channels": 4, "layers_per_block": 2,
+                      "block_out_channels": (320, 640, 1280),
+                      "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+                      "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+                      "transformer_layers_per_block": (1, 2, 10), "attention_head_dim": (5, 10, 20),
+                      "cross_attention_dim": 2048, "use_linear_projection": True, "addition_embed_type": "text_time",
+                      "addition_time_embed_dim": 256, "projection_class_embeddings_input_dim": 2816},
+        "dit": {"sample_size": 128, "in_channels": 16, "out_channels": 16, "num_layers": 24, "attention_head_dim": 64,
+                "num_attention_heads": 24, "joint_attention_dim": 4096, "caption_projection_dim": 1536,
+                "pooled_projection_dim": 2048, "pos_embed_max_size": 192, "patch_size": 2},
+        # Z-Image-Turbo's transformer (6B; StrSR's first base).
+        "dit_zimage": {"in_channels": 16, "dim": 3840, "n_layers": 30, "n_refiner_layers": 2, "n_heads": 30,
+                       "n_kv_heads": 30, "cap_feat_dim": 2560, "axes_dims": [32, 48, 48], "axes_lens": [1024, 512, 512]},
+        "text_context": {"tokens": 77},
+        # Qwen3-VL-4B-Instruct's vision tower (its merger projects to the 2560-wide language model).
+        "vlm": {"image_size": 448, "vision": {"depth": 24, "hidden_size": 1024, "intermediate_size": 4096,
+                                              "num_heads": 16, "out_hidden_size": 2560, "num_position_embeddings": 2304,
+                                              "deepstack_visual_indexes": [5, 11, 17]}},
+        "clip_vit": {"embed_dim": 768, "vision": {"layers": 24, "width": 1024, "head_width": 64, "patch_size": 14,
+                                                  "image_size": 224}},
+        "clip_convnext": {"embed_dim": 1024, "vision": {"timm_model_name": "convnext_xxlarge",
+                                                        "timm_model_pretrained": False, "timm_pool": "",
+                                                        "timm_proj": "linear", "image_size": 256}},
+    },
+}
 
 
 class MissingWeights(UserError):
     """A pretrained folder lacks a file or sub-folder a recipe needs."""
 
 
+def is_preset(components: str) -> bool:
+    return components in PRESETS
+
+
 def _is_folder(components: str) -> bool:
-    return components not in PRESETS
+    return not is_preset(components)
+
+
+def preset_config(components: str, role: str) -> dict:
+    """The library configuration of ``role`` in preset ``components`` (a copy)."""
+    try:
+        return dict(PRESETS[components][role])
+    except KeyError:
+        raise UserError(f"component preset {components!r} has no {role!r} role "
+                        f"(presets: {', '.join(PRESETS)}; roles of it: {', '.join(PRESETS.get(components, {}))})") from None
+
+
+def has_role(components: str, role: str, sub: str) -> bool:
+    """Whether a preset defines ``role`` or a folder (or model snapshot) holds ``sub``."""
+    from srdistill.hub import role_dir
+
+    return role in PRESETS[components] if is_preset(components) else role_dir(components, sub).exists()
 
 
 def _need(components: str, sub: str, what: str) -> Path:
@@ -74,70 +166,68 @@ def build_vae(components: str, latent_channels: int = 4, sub: str = "vae") -> nn
 
     if _is_folder(components):
         return frozen(AutoencoderKL.from_pretrained(_need(components, sub, "the VAE (diffusers AutoencoderKL)")))
-    if components == "tiny":
-        cfg = {"block_out_channels": (8, 16, 16, 16), "layers_per_block": 1, "norm_num_groups": 8, "sample_size": 64}
-    else:
-        cfg = {"block_out_channels": (128, 256, 512, 512), "layers_per_block": 2, "norm_num_groups": 32, "sample_size": 512}
-    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=latent_channels,
-                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-                        scaling_factor=0.18215 if latent_channels == 4 else 1.5305,
-                        shift_factor=None if latent_channels == 4 else 0.0609, **cfg)
+    vae = AutoencoderKL(latent_channels=latent_channels, scaling_factor=0.18215 if latent_channels == 4 else 1.5305,
+                        shift_factor=None if latent_channels == 4 else 0.0609, **preset_config(components, "vae"))
     return frozen(vae)
 
 
-def build_unet(components: str, sub: str = "unet") -> nn.Module:
-    """diffusers UNet2DConditionModel (SD 2.1 shape for ``sd21``)."""
+def build_unet(components: str, sub: str = "unet", role: str = "unet") -> nn.Module:
+    """diffusers UNet2DConditionModel: ``role`` "unet" (SD 2.1 shape) or "disc_unet" (SDXL shape)."""
     from diffusers import UNet2DConditionModel
 
     if _is_folder(components):
         return frozen(UNet2DConditionModel.from_pretrained(_need(components, sub, "the diffusion UNet")))
-    if components == "tiny":
-        unet = UNet2DConditionModel(
-            sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
-            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-            cross_attention_dim=32, attention_head_dim=8, norm_num_groups=8)
-    else:
-        unet = UNet2DConditionModel(
-            sample_size=64, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280),
-            down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-            cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20), use_linear_projection=True)
-    return frozen(unet)
+    return frozen(UNet2DConditionModel(**preset_config(components, role)))
 
 
-def build_dit(components: str) -> nn.Module:
-    """diffusers SD3Transformer2DModel (SD3-medium shape for ``sd21``)."""
-    from diffusers import SD3Transformer2DModel
+def keep_down_and_mid(unet: nn.Module) -> nn.Module:
+    """Drop a UNet's decoder half (up blocks, output norm and conv): a discriminator trunk never runs it."""
+    unet.up_blocks = nn.ModuleList()
+    unet.conv_norm_out = None
+    unet.conv_act = None
+    unet.conv_out = None
+    return unet
+
+
+def build_dit(components: str, base: str = "sd3") -> nn.Module:
+    """The flow DiT: ``base`` "zimage" (diffusers ZImageTransformer2DModel, Z-Image-Turbo's shape for ``sd21``)
+    or "sd3" (SD3Transformer2DModel, SD3-medium's shape)."""
+    from diffusers import SD3Transformer2DModel, ZImageTransformer2DModel
+
+    cls, role = {"sd3": (SD3Transformer2DModel, "dit"), "zimage": (ZImageTransformer2DModel, "dit_zimage")}[base]
+    if _is_folder(components):
+        return frozen(cls.from_pretrained(_need(components, "transformer", f"the DiT ({cls.__name__})")))
+    return frozen(cls(**preset_config(components, role)))
+
+
+def noise_scheduler(components: str):
+    """diffusers DDPMScheduler of the base (SD's scaled-linear schedule for presets); an epsilon-prediction
+    schedule is what every recipe's formulas assume, so any other prediction type is refused here."""
+    from diffusers import DDPMScheduler
 
     if _is_folder(components):
-        path = _need(components, "transformer", "the DiT (SD3Transformer2DModel)")
-        return frozen(SD3Transformer2DModel.from_pretrained(path))
-    if components == "tiny":
-        cfg = {"sample_size": 8, "in_channels": 4, "out_channels": 4, "num_layers": 2, "attention_head_dim": 8,
-               "num_attention_heads": 2, "joint_attention_dim": 32, "caption_projection_dim": 16,
-               "pooled_projection_dim": 16, "pos_embed_max_size": 32}
+        path = _need(components, "scheduler", "the noise schedule (scheduler/)")
+        sched = DDPMScheduler.from_pretrained(path)
     else:
-        cfg = {"sample_size": 128, "in_channels": 16, "out_channels": 16, "num_layers": 24, "attention_head_dim": 64,
-               "num_attention_heads": 24, "joint_attention_dim": 4096, "caption_projection_dim": 1536,
-               "pooled_projection_dim": 2048, "pos_embed_max_size": 192}
-    return frozen(SD3Transformer2DModel(patch_size=2, **cfg))
+        path = None
+        sched = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+    kind = sched.config.prediction_type
+    if kind != "epsilon":
+        raise UserError(f"the noise schedule in {path} predicts {kind!r}, but the recipes are written for epsilon "
+                        f"prediction (SD 2.1-base, not the 768-px v-prediction SD 2.1); use an epsilon-prediction base")
+    return sched
 
 
 def alphas_cumprod(components: str) -> torch.Tensor:
     """abar_t of the DDPM noise schedule (SD's scaled-linear schedule unless a folder gives one)."""
-    from diffusers import DDPMScheduler
-
-    if _is_folder(components):
-        sched = DDPMScheduler.from_pretrained(_need(components, "scheduler", "the noise schedule (scheduler/)"))
-    else:
-        sched = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
-    return sched.alphas_cumprod.clone().float()
+    return noise_scheduler(components).alphas_cumprod.clone().float()
 
 
 def null_prompt_embedding(components: str, unet: nn.Module) -> torch.Tensor:
     """Cross-attention context c of the empty prompt [1, L, D] (all zeros for random-weight presets)."""
     if not _is_folder(components):
-        return torch.zeros(1, 8 if components == "tiny" else 77, unet.config.cross_attention_dim)
+        tokens = preset_config(components, "text_context")["tokens"]
+        return torch.zeros(1, tokens, unet.config.cross_attention_dim)
     from transformers import CLIPTextModel, CLIPTokenizer
 
     tok = CLIPTokenizer.from_pretrained(_need(components, "tokenizer", "the tokenizer of the text encoder"))
@@ -161,23 +251,144 @@ def build_resshift_unet(components: str, latent_channels: int = 4) -> nn.Module:
 
 UNET_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
                      "conv1", "conv2")
+ZIMAGE_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "w1", "w2", "w3")
 DIT_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out",
                     "ff.net.0.proj", "ff.net.2")
 
 
-def add_lora(model: nn.Module, rank: int, alpha: float, targets: tuple[str, ...], adapter_name: str = "default") -> None:
-    """Attach a peft LoRA adapter (diffusers' PeftAdapterMixin); the base stays frozen."""
+def add_lora(model: nn.Module, rank: int, alpha: float, targets, adapter_name: str = "default") -> None:
+    """Attach a peft LoRA adapter (diffusers' PeftAdapterMixin); the base stays frozen.
+
+    ``targets``: a tuple of module-name suffixes, or a list of full module names (OSEDiff's scope)."""
     from peft import LoraConfig
 
-    pattern = r".*\.(" + "|".join(re.escape(t) for t in targets) + r")$"
-    cfg = LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=pattern)
-    with warnings.catch_warnings():  # a second adapter (CTSR's stage-1 snapshot) is intended
+    if isinstance(targets, tuple):
+        targets = r".*\.(" + "|".join(re.escape(t) for t in targets) + r")$"
+    cfg = LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=targets)
+    with warnings.catch_warnings():  # several adapters on one base (CTSR's teacher and snapshot) are intended
         warnings.filterwarnings("ignore", message="Already found a `peft_config`")
         model.add_adapter(cfg, adapter_name=adapter_name)
 
 
 def lora_parameters(model: nn.Module, adapter_name: str = "default") -> list[nn.Parameter]:
     return [p for n, p in model.named_parameters() if "lora_" in n and f".{adapter_name}." in n + "."]
+
+
+def copy_adapter(model: nn.Module, src: str, dst: str) -> None:
+    """Copy the LoRA weights of adapter ``src`` into adapter ``dst`` (same scope)."""
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, p in params.items():
+            if "lora_" in name and f".{dst}." in name:
+                p.copy_(params[name.replace(f".{dst}.", f".{src}.")])
+
+
+# OSEDiff's LoRA scope (its train_osediff.py / osediff.py): every weight (not bias, not norm) whose name holds
+# one of these patterns, in the UNet split into three adapters (encoder = down blocks and conv_in, decoder =
+# up blocks and conv_out, others = the rest), in the VAE the encoder and quant_conv. peft's default alpha (8)
+# with rank 4, as its LoraConfig leaves lora_alpha unset.
+OSEDIFF_UNET_PATTERNS = ("to_k", "to_q", "to_v", "to_out.0", "conv", "conv1", "conv2", "conv_in", "conv_shortcut",
+                         "conv_out", "proj_out", "proj_in", "ff.net.2", "ff.net.0.proj")
+OSEDIFF_VAE_PATTERNS = ("conv1", "conv2", "conv_in", "conv_shortcut", "conv", "conv_out", "to_k", "to_q", "to_v",
+                        "to_out.0")
+OSEDIFF_RANK, OSEDIFF_ALPHA = 4, 8
+OSEDIFF_FILE = "osediff.pkl"
+OSEDIFF_UNET_ADAPTERS = ("default_encoder", "default_decoder", "default_others")
+
+
+def osediff_unet_targets(unet: nn.Module) -> dict[str, list[str]]:
+    """OSEDiff's UNet LoRA targets by its adapter name (module names of the plain, adapter-free UNet)."""
+    groups: dict[str, list[str]] = {a: [] for a in OSEDIFF_UNET_ADAPTERS}
+    for n, _ in unet.named_parameters():
+        if "bias" in n or "norm" in n or not any(p in n for p in OSEDIFF_UNET_PATTERNS):
+            continue
+        module = n.removesuffix(".weight")
+        if "down_blocks" in n or "conv_in" in n:
+            groups["default_encoder"].append(module)
+        elif "up_blocks" in n or "conv_out" in n:
+            groups["default_decoder"].append(module)
+        else:
+            groups["default_others"].append(module)
+    return groups
+
+
+def osediff_vae_targets(vae: nn.Module) -> list[str]:
+    """OSEDiff's VAE LoRA targets: the encoder's convolutions and attention projections, and quant_conv."""
+    out = []
+    for n, _ in vae.named_parameters():
+        if "bias" in n or "norm" in n:
+            continue
+        if ("encoder" in n and any(p in n for p in OSEDIFF_VAE_PATTERNS)) or ("quant_conv" in n and "post_quant_conv" not in n):
+            out.append(n.removesuffix(".weight"))
+    return sorted(set(out))
+
+
+def add_osediff_lora(unet: nn.Module, vae: nn.Module, adapter: str, rank: int = OSEDIFF_RANK,
+                     alpha: float = OSEDIFF_ALPHA) -> None:
+    """One adapter named ``adapter`` on the UNet (the union of OSEDiff's three: same rank, same scaling) and
+    one on the VAE encoder, with OSEDiff's scope."""
+    targets = [m for group in osediff_unet_targets(_base_view(unet)).values() for m in group]
+    add_lora(unet, rank, alpha, targets, adapter)
+    add_lora(vae, rank, alpha, osediff_vae_targets(_base_view(vae)), adapter)
+
+
+def _base_view(model: nn.Module) -> nn.Module:
+    """A model's module names as the adapter-free model has them (peft renames wrapped weights base_layer.*)."""
+    class _Names(nn.Module):
+        def named_parameters(self, *a, **k):
+            for n, p in model.named_parameters():
+                if "lora_" not in n:
+                    yield n.replace(".base_layer.", "."), p
+
+    return _Names()
+
+
+def randomize_adapter(model: nn.Module, adapter: str, generator: torch.Generator, std: float = 0.02) -> None:
+    """Random LoRA weights (A and B both non-zero): presets' stand-in for a released LoRA checkpoint."""
+    with torch.no_grad():
+        for p in lora_parameters(model, adapter):
+            p.copy_(torch.randn(p.shape, generator=generator) * std)
+
+
+def load_osediff(path: str | Path, unet: nn.Module, vae: nn.Module, adapter: str) -> None:
+    """Load OSEDiff's released checkpoint (``torch.save`` of a dict: ``rank_unet``, ``unet_lora_{encoder,decoder,
+    others}_modules``, ``state_dict_unet``, ``rank_vae``, ``vae_lora_encoder_modules``, ``state_dict_vae``) into
+    ``adapter`` as made by ``add_osediff_lora``; its conv_in weights replace the UNet's."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise MissingWeights(f"cannot read OSEDiff's checkpoint {path} ({exc}); put OSEDiff's released "
+                             f"{OSEDIFF_FILE} there") from None
+    keys = ("rank_unet", "state_dict_unet", "rank_vae", "state_dict_vae", "unet_lora_encoder_modules",
+            "unet_lora_decoder_modules", "unet_lora_others_modules", "vae_lora_encoder_modules")
+    missing = [k for k in keys if k not in ckpt]
+    if missing:
+        raise UserError(f"{path} is not an OSEDiff checkpoint (no {', '.join(missing)})")
+    if int(ckpt["rank_unet"]) != OSEDIFF_RANK or int(ckpt["rank_vae"]) != OSEDIFF_RANK:
+        raise UserError(f"{path} has LoRA rank {ckpt['rank_unet']}/{ckpt['rank_vae']}; OSEDiff's release is rank {OSEDIFF_RANK}")
+    ours = osediff_unet_targets(_base_view(unet))
+    for group in OSEDIFF_UNET_ADAPTERS:
+        if sorted(ckpt[f"unet_lora_{group.removeprefix('default_')}_modules"]) != sorted(ours[group]):
+            raise UserError(f"{path}: OSEDiff's {group} LoRA targets differ from this UNet's; is the base SD 2.1-base?")
+    where = {m: g for g, mods in ours.items() for m in mods}
+    _copy_lora(unet, ckpt["state_dict_unet"], adapter, lambda module: where[module], path)
+    _copy_lora(vae, ckpt["state_dict_vae"], adapter, lambda module: "default_encoder", path)
+    with torch.no_grad():
+        for n, p in unet.named_parameters():
+            if n.startswith("conv_in.") and "lora_" not in n:
+                p.copy_(ckpt["state_dict_unet"][n])
+
+
+def _copy_lora(model: nn.Module, sd: dict, adapter: str, group_of, path) -> None:
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_" not in n or f".{adapter}." not in n:
+                continue
+            module = n.split(".lora_")[0]
+            key = n.replace(f".{adapter}.", f".{group_of(module)}.")
+            if key not in sd:
+                raise UserError(f"{path} lacks {key}; it is not OSEDiff's checkpoint for this base")
+            p.copy_(sd[key])
 
 
 # --------------------------------------------------------------------------------------------
@@ -194,20 +405,56 @@ def build_open_clip(components: str, kind: str) -> nn.Module:
         sub = "clip_convnext" if kind == "convnext" else "clip"
         path = _need(components, sub, f"the open_clip {kind} checkpoint (open_clip_config.json + weights)")
         return frozen(open_clip.create_model(f"local-dir:{path}"))
-    text = CLIPTextCfg(context_length=8, vocab_size=64, width=32, heads=2, layers=1)
-    if components == "tiny":
-        if kind == "convnext":
-            vision = CLIPVisionCfg(timm_model_name="convnext_atto", timm_model_pretrained=False, timm_pool="",
-                                   timm_proj="linear", image_size=64)
-        else:
-            vision = CLIPVisionCfg(layers=2, width=64, head_width=32, patch_size=16, image_size=64)
-        return frozen(CLIP(embed_dim=32, vision_cfg=vision, text_cfg=text))
-    if kind == "convnext":
-        vision = CLIPVisionCfg(timm_model_name="convnext_xxlarge", timm_model_pretrained=False, timm_pool="",
-                               timm_proj="linear", image_size=256)
-        return frozen(CLIP(embed_dim=1024, vision_cfg=vision, text_cfg=text))
-    vision = CLIPVisionCfg(layers=24, width=1024, head_width=64, patch_size=14, image_size=224)
-    return frozen(CLIP(embed_dim=768, vision_cfg=vision, text_cfg=text))
+    cfg = preset_config(components, f"clip_{kind}")
+    text = CLIPTextCfg(context_length=8, vocab_size=64, width=32, heads=2, layers=1)  # never run: image towers only
+    return frozen(CLIP(embed_dim=cfg["embed_dim"], vision_cfg=CLIPVisionCfg(**cfg["vision"]), text_cfg=text))
+
+
+class QwenVLVision(nn.Module):
+    """Qwen3-VL's vision tower (transformers' Qwen3VLVisionModel) as an image encoder: [0,1] images, resized to
+    ``image_size``, normalised and cut into patches the way Qwen-VL's image processor does, to the merged visual
+    tokens the language model would read, [B, N, out_hidden_size]. The language model itself is not run."""
+
+    MEAN = STD = 0.5   # Qwen3-VL's preprocessor
+
+    def __init__(self, vision: nn.Module, image_size: int):
+        super().__init__()
+        self.vision, self.image_size = vision, int(image_size)
+        cfg = vision.config
+        self.patch, self.merge, self.temporal = cfg.patch_size, cfg.spatial_merge_size, cfg.temporal_patch_size
+        self.width = cfg.out_hidden_size
+
+    def patches(self, x01: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flattened patches [B * h * w, C * T * p * p] and grid_thw [B, 3], in the image processor's order."""
+        size = self.image_size
+        x = torch.nn.functional.interpolate(x01, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
+        x = (x - self.MEAN) / self.STD
+        b, c, p, m, t = x.shape[0], x.shape[1], self.patch, self.merge, self.temporal
+        gh = gw = size // p
+        x = x.unsqueeze(1).expand(b, t, c, size, size)   # a still image repeats over the temporal patch
+        x = x.reshape(b, 1, t, c, gh // m, m, p, gw // m, m, p).permute(0, 1, 4, 7, 5, 8, 3, 2, 6, 9)
+        grid = torch.tensor([[1, gh, gw]] * b, device=x.device)
+        return x.reshape(b * gh * gw, c * t * p * p), grid
+
+    def forward(self, x01: torch.Tensor) -> torch.Tensor:
+        pixels, grid = self.patches(x01)
+        merged = self.vision(pixels.to(next(self.vision.parameters()).dtype), grid).pooler_output
+        return merged.view(x01.shape[0], -1, self.width)
+
+
+def build_vlm_vision(components: str) -> QwenVLVision:
+    """Qwen3-VL's vision tower: FOLDER/vlm/ (a Qwen3-VL checkpoint; only its vision tower is kept) or a preset."""
+    from transformers import Qwen3VLVisionConfig
+    from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLModel, Qwen3VLVisionModel
+
+    if _is_folder(components):
+        model = Qwen3VLModel.from_pretrained(_need(components, "vlm", "the Qwen3-VL checkpoint (Qwen3-VL-4B-Instruct)"))
+        vision, size = model.visual, 448
+        del model
+    else:
+        cfg = preset_config(components, "vlm")
+        vision, size = Qwen3VLVisionModel(Qwen3VLVisionConfig(**cfg["vision"])), cfg["image_size"]
+    return frozen(QwenVLVision(vision, size))
 
 
 def clip_image_size(model: nn.Module) -> int:

@@ -1,14 +1,19 @@
 """Run configuration: one YAML per recipe (training/configs/<recipe>.yaml) plus `--config FILE` and `--set key=value`.
 
-A config document has these sections (`components:` is optional)::
+A config document has these sections (`components:` and `assumptions:` are optional)::
 
     trainer:            # keys of TrainerConfig below (the trainer's schema; unknown keys are an error)
       steps: 1000
+      global_batch: 8   # the paper's batch over all processes; the per-process batch_size is derived
       lr_g: 5.0e-5
     recipe:             # free-form, handed to build_recipe(name, cfg, ...) (the recipe validates them)
       lora_rank: 16
+    assumptions:        # every value the paper does not give and every stand-in network, one line each
+      - "t_l = 500: the paper's value is in its supplement"
     components:         # optional per-role sources (a folder or a Hugging Face model id), see srdistill.hub
       vae: stabilityai/sd-vae-ft-mse
+
+Documents' assumption lists add up; the run's config.json records them.
 
 Precedence: TrainerConfig defaults < packaged training/configs/<recipe>.yaml < --config FILE < --set.
 `--set` takes `trainer.KEY=V`, `recipe.KEY[.SUB]=V`, `components.ROLE=ID_OR_DIR`, or a bare trainer `KEY=V`;
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -36,8 +42,10 @@ class TrainerConfig:
     """Every knob of the training loop (the `trainer:` section); recipes' paper values override these defaults."""
 
     steps: int = 1000                 # optimizer steps (one generator step, then one discriminator step if any)
-    batch_size: int = 4               # samples per process per micro-batch
+    global_batch: int | None = None   # samples per optimizer step over all processes (the papers' "batch size")
+    batch_size: int = 4               # samples per process per micro-batch (derived when global_batch is set)
     crop: int = 512                   # HR training crop (multiple of the scale); 0 = whole shard samples
+    crop_policy: str = "random"       # where the crop sits in a shard sample: "random" or "center"
     lr_g: float = 5e-5                # AdamW learning rate of the generator's trainable parameters
     lr_d: float = 5e-5                # AdamW learning rate of the discriminator's trainable parameters
     adam_beta1: float = 0.9
@@ -80,10 +88,11 @@ class RunConfig:
     recipe_cfg: dict = field(default_factory=dict)
     sources: list[str] = field(default_factory=list)   # documents applied, for the run record
     components: dict[str, str] = field(default_factory=dict)  # per-role sources: role -> folder or model id
+    assumptions: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {"recipe": self.recipe, "trainer": dataclasses.asdict(self.trainer), "recipe_cfg": self.recipe_cfg,
-                "component_overrides": dict(self.components)}
+                "component_overrides": dict(self.components), "assumptions": list(self.assumptions)}
 
 
 def packaged_config(recipe: str) -> Path | None:
@@ -106,6 +115,8 @@ def read_document(path: str | Path) -> dict:
     for section in ("trainer", "recipe", "components"):
         if not isinstance(doc.get(section) or {}, dict):
             raise UserError(f"config file {path}: `{section}:` must be a mapping.")
+    if not isinstance(doc.get("assumptions") or [], list):
+        raise UserError(f"config file {path}: `assumptions:` must be a list of sentences.")
     return doc
 
 
@@ -152,6 +163,19 @@ def _apply_trainer(cfg: TrainerConfig, values: dict, origin: str) -> None:
         if key not in TRAINER_KEYS:
             raise UserError(f"unknown trainer key {key!r} in {origin}; known keys: {', '.join(TRAINER_KEYS)}.")
         setattr(cfg, key, _coerce(value, _field_type(key), f"trainer.{key} ({origin})"))
+        if key == "batch_size" and "global_batch" not in values:
+            cfg.global_batch = None   # a later per-process batch replaces an earlier global one
+
+
+def per_process_batch(cfg: TrainerConfig, world_size: int) -> int:
+    """The per-process micro-batch: global_batch / (world_size x grad_accum), or batch_size when no global one."""
+    if cfg.global_batch is None:
+        return cfg.batch_size
+    share = world_size * cfg.grad_accum
+    if cfg.global_batch % share:
+        raise UserError(f"trainer.global_batch {cfg.global_batch} does not split over {world_size} processes x "
+                        f"{cfg.grad_accum} accumulation steps; choose a multiple of {share} or set batch_size.")
+    return cfg.global_batch // share
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -224,12 +248,15 @@ def load_run_config(recipe: str, config_file: str | Path | None = None, sets: li
         doc = read_document(path)
         _apply_trainer(run.trainer, doc.get("trainer") or {}, str(path))
         run.recipe_cfg = _merge(run.recipe_cfg, doc.get("recipe") or {})
+        run.assumptions += [str(a) for a in doc.get("assumptions") or []]
         run.components.update({str(k): str(v) for k, v in (doc.get("components") or {}).items()})
         run.sources.append(str(path))
     for item in sets:
         apply_set(run, item)
         run.sources.append(f"--set {item}")
     validate(run.trainer)
+    # torchrun sets WORLD_SIZE before the process starts, so the derived batch is right from here on
+    run.trainer.batch_size = per_process_batch(run.trainer, int(os.environ.get("WORLD_SIZE", "1")))
     return run
 
 
@@ -241,6 +268,10 @@ def validate(cfg: TrainerConfig) -> None:
     for key in ("crop", "warmup_steps", "ckpt_every", "val_every", "num_workers", "shuffle_buffer"):
         if getattr(cfg, key) < 0:
             raise UserError(f"trainer.{key} must not be negative, got {getattr(cfg, key)}.")
+    if cfg.global_batch is not None and cfg.global_batch < 1:
+        raise UserError(f"trainer.global_batch must be at least 1, got {cfg.global_batch}.")
+    if cfg.crop_policy not in ("random", "center"):
+        raise UserError(f"trainer.crop_policy must be random or center, got {cfg.crop_policy!r}.")
     for key in ("lr_g", "lr_d", "clip_grad", "weight_decay"):
         if getattr(cfg, key) < 0:
             raise UserError(f"trainer.{key} must not be negative, got {getattr(cfg, key)}.")

@@ -1,10 +1,11 @@
 """The hand-off to evaluation: RUN_DIR/export/{student.safetensors, student.json} and `load_student`.
 
-student.safetensors holds the recipe's trainable weights (LoRA, new heads); student.json holds what rebuilds the
-rest: the recipe name, its `export_config()` (settings, including the seed of any random-weight bases), the
-components it was built from (a preset such as "tiny" or a folder of pretrained weights), the scale, and the
-student's inference knobs with their defaults. `load_student` rebuilds the recipe with `build_recipe(...)`, loads
-the trainable weights and wraps `recipe.student()`.
+student.safetensors holds the student's trainable weights only (LoRA, new heads, and state its inference reads
+such as CTSR's stage-1 snapshot; no discriminator); student.json holds what rebuilds the rest: the recipe name,
+its `export_config()` (settings, including the seed of any random-weight bases), the components it was built from
+(a preset such as "tiny" or a folder of pretrained weights), the scale, and the student's inference knobs with
+their defaults. `load_student` builds the recipe's student roles alone (`build_recipe(..., student_only=True)`:
+no teacher, discriminator or loss network), loads the weights and wraps `recipe.student()`.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def export_student(run_dir: str | Path, recipe, *, recipe_name: str, components:
     tmp = run_dir / f".{EXPORT_DIR}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file(cpu_tensors(recipe.trainable_state_dict()), str(tmp / WEIGHTS_NAME))
+    save_file(cpu_tensors(recipe.trainable_state_dict(student=True)), str(tmp / WEIGHTS_NAME))
     export_config = recipe.export_config()
     record = {
         "format_version": FORMAT_VERSION,
@@ -113,8 +114,9 @@ def load_student(run_dir: str | Path, device="cpu", components: str | None = Non
     if not weights_path.exists():
         raise UserError(f"{run_dir} has {CONFIG_NAME} but no {WEIGHTS_NAME}; re-export the run.")
     config = record["export_config"]
-    recipe = build_recipe(record["recipe"], config.get("cfg", config), components or record["components"], torch.device(device))
-    recipe.load_trainable_state_dict(load_file(str(weights_path), device=str(device)))
+    recipe = build_recipe(record["recipe"], config.get("cfg", config), components or record["components"],
+                          torch.device(device), student_only=True)
+    recipe.load_trainable_state_dict(load_file(str(weights_path), device=str(device)), student=True)
     recipe.eval()
     return Student(record["recipe"], int(record["scale"]), file_fingerprint(weights_path), record["knobs"],
                    recipe.student(), device)

@@ -1,15 +1,18 @@
-"""The Recipe contract (see .notes/CONTRACTS.md), shared latent plumbing, and ``build_recipe``.
+"""The Recipe contract (the abstract ``Recipe`` below), shared latent plumbing, and ``build_recipe``.
 
-A recipe owns every role of one paper's distillation (frozen bases, LoRA / heads, discriminator) and
-exposes generator/discriminator losses for the trainer, the one-step student for export, and the
-trainable state for checkpoints. Frozen bases are rebuilt identically from ``components`` and a seed,
-so a checkpoint of the trainable state plus ``export_config()`` is enough to rebuild the student.
+A recipe owns every role of one paper's distillation (frozen bases, LoRA / heads, teachers, discriminator) and
+exposes generator/discriminator losses for the trainer, the one-step student for export, and the trainable
+state for checkpoints. Frozen bases are rebuilt identically from ``components`` and a seed, so the student's
+weights plus ``export_config()`` are enough to rebuild the student. Built with ``student_only=True`` a recipe
+builds the student's roles alone (inference: no teacher, discriminator or loss network).
 """
 from __future__ import annotations
 
 import abc
 import contextlib
 import copy
+import inspect
+import logging
 from typing import ClassVar
 
 import torch
@@ -17,6 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from srdistill.errors import UserError
+
+log = logging.getLogger(__name__)
 
 RECIPES: dict[str, type[Recipe]] = {}
 
@@ -32,8 +37,11 @@ class Recipe(nn.Module, metaclass=abc.ABCMeta):
     name: ClassVar[str]
     DEFAULTS: ClassVar[dict] = {}
     scale: int = 4
+    # The one-step student(s): kept out of the module tree (they share the recipe's modules, so registering
+    # them would duplicate parameter names) but moved with it by ``_apply``; ``student()`` returns the first.
+    _students: list[nn.Module]
 
-    def __init__(self, cfg: dict, components: str):
+    def __init__(self, cfg: dict, components: str, *, student_only: bool = False):
         super().__init__()
         unknown = sorted(set(cfg) - set(self.DEFAULTS))
         if unknown:
@@ -41,6 +49,10 @@ class Recipe(nn.Module, metaclass=abc.ABCMeta):
                             f"(known: {', '.join(sorted(self.DEFAULTS))})")
         self.cfg = {**self.DEFAULTS, **cfg}
         self.components = components
+        self.student_only = student_only
+        self._students = []
+        # Where the run departs from the paper because a component is missing (said in the log and config.json).
+        self.substitutions: list[str] = []
 
     # -- contract -------------------------------------------------------------------------
     @abc.abstractmethod
@@ -55,8 +67,8 @@ class Recipe(nn.Module, metaclass=abc.ABCMeta):
     def discriminator_loss(self, lr: torch.Tensor, hr: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
         return {}
 
-    @abc.abstractmethod
-    def student(self) -> nn.Module: ...
+    def student(self) -> nn.Module:
+        return self._students[0]
 
     def extra_trainable_state(self) -> dict[str, torch.Tensor]:
         """Non-optimised state a resume needs (e.g. a frozen snapshot); empty by default."""
@@ -65,17 +77,18 @@ class Recipe(nn.Module, metaclass=abc.ABCMeta):
     def load_extra_trainable_state(self, sd: dict[str, torch.Tensor]) -> None:
         """Counterpart of ``extra_trainable_state``."""
 
-    def _named_trainable(self) -> dict[str, nn.Parameter]:
-        wanted = {id(p) for p in self.generator_parameters() + self.discriminator_parameters()}
+    def _named_trainable(self, student: bool = False) -> dict[str, nn.Parameter]:
+        wanted = {id(p) for p in self.generator_parameters() + ([] if student else self.discriminator_parameters())}
         return {n: p for n, p in self.named_parameters(remove_duplicate=False) if id(p) in wanted}
 
-    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        sd = {n: p.detach().clone() for n, p in self._named_trainable().items()}
+    def trainable_state_dict(self, student: bool = False) -> dict[str, torch.Tensor]:
+        """Everything a resume needs; ``student=True``: only what the student needs (no discriminator)."""
+        sd = {n: p.detach().clone() for n, p in self._named_trainable(student).items()}
         sd.update({f"extra.{k}": v.detach().clone() for k, v in self.extra_trainable_state().items()})
         return sd
 
-    def load_trainable_state_dict(self, sd: dict[str, torch.Tensor]) -> None:
-        params = self._named_trainable()
+    def load_trainable_state_dict(self, sd: dict[str, torch.Tensor], student: bool = False) -> None:
+        params = self._named_trainable(student)
         extra = {k[len("extra."):]: v for k, v in sd.items() if k.startswith("extra.")}
         plain = {k: v for k, v in sd.items() if not k.startswith("extra.")}
         missing = sorted(set(params) - set(plain))
@@ -90,19 +103,30 @@ class Recipe(nn.Module, metaclass=abc.ABCMeta):
         self.load_extra_trainable_state(extra)
 
     def _apply(self, fn, *args, **kwargs):
-        # students are kept out of the module tree (no duplicate parameter names) but must follow .to()
         super()._apply(fn, *args, **kwargs)
-        for s in getattr(self, "_students", []):
+        for s in self._students:
             s._apply(fn, *args, **kwargs)
         return self
 
     def export_config(self) -> dict:
         return {"recipe": self.name, "components": self.components, "cfg": copy.deepcopy(self.cfg), "scale": self.scale}
 
+    def substitute(self, note: str, loud: bool = True) -> None:
+        """Record (and, when ``loud``, log as a warning) a departure from the paper forced by missing components."""
+        if loud:
+            log.warning("%s", note)
+        self.substitutions.append(note)
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Trainable parameters of the generator and the discriminator (README's recipe table)."""
+        return {"generator": sum(p.numel() for p in self.generator_parameters()),
+                "discriminator": sum(p.numel() for p in self.discriminator_parameters())}
+
 
 @contextlib.contextmanager
 def frozen_params(params: list[nn.Parameter]):
-    """Keep ``params`` out of the autograd graph of a forward pass (gradients still reach the input)."""
+    """Turn requires_grad off for ``params`` for the duration: they stay out of the autograd graph of a forward
+    pass (gradients still reach the input). The trainer freezes the other side of the game with it too."""
     flags = [p.requires_grad for p in params]
     try:
         for p in params:
@@ -135,17 +159,21 @@ class LatentCodec(nn.Module):
         return (self.vae.decode(z / self.sf + self.shift).sample.clamp(-1, 1) + 1) / 2
 
 
-def build_recipe(name: str, cfg: dict, components: str, device) -> Recipe:
+def build_recipe(name: str, cfg: dict, components: str, device, *, student_only: bool = False) -> Recipe:
     """Build recipe ``name`` with settings ``cfg`` (its ``recipe:`` section) on ``components``.
 
-    Random-weight roles are drawn from a fixed seed (``init_seed``) so rebuilding gives the same bases.
+    Random-weight roles are drawn from a fixed seed (``init_seed``) so rebuilding gives the same bases; the
+    student's roles are built first, so ``student_only`` draws the same student weights as the full recipe.
+    A recipe whose constructor takes no ``student_only`` is built whole.
     """
     if name not in RECIPES:
         raise UserError(f"unknown recipe {name!r}; choose one of {', '.join(sorted(RECIPES))}")
     cfg = dict(cfg or {})
+    cls = RECIPES[name]
+    kwargs = {"student_only": True} if student_only and "student_only" in inspect.signature(cls.__init__).parameters else {}
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(cfg.get("init_seed", RECIPES[name].DEFAULTS.get("init_seed", 0))))
-        recipe = RECIPES[name](cfg, components)
+        torch.manual_seed(int(cfg.get("init_seed", cls.DEFAULTS.get("init_seed", 0))))
+        recipe = cls(cfg, components, **kwargs)
     return recipe.to(device)
 
 

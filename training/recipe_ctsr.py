@@ -1,179 +1,273 @@
 """CTSR: controllable fidelity-realness trade-off by dual-teacher and controllability distillation.
 
-Student S: an OSEDiff-style one-step SR UNet with LoRA (rank 4), initialised from the realism teacher
-T_r (same UNet; T_r = the UNet with the LoRA adapter switched off). Fidelity teacher T_f: a ResShift
-residual-shifting model (srdistill.training.resshift). It lives on its own chain, so it denoises the
-residual-shifted state of the same clean latent and noise at the matching step, and its x0 prediction
-is turned into DDPM noise at z_t; both teachers then give eps_T(z_t, t, c) as Eq. 2-3 need.
+Student S and realism teacher T_r start from OSEDiff (Sec. 4.2, 5.1): the SD 2.1-base UNet and VAE with
+OSEDiff's LoRA (rank 4, its scope: UNet and VAE encoder). One UNet/VAE pair carries three LoRA adapters:
+``student`` (trained), ``realism`` (T_r: OSEDiff's weights, frozen) and ``stage1`` (T_S: the frozen snapshot
+of the student taken when stage two starts). The fidelity teacher T_f sits behind ``FidelityTeacher``.
 
-Stage 1 (Algorithm 1, Eq. 1-4): L_s1 = L_rec + lambda_rn L_rn + lambda_fl L_fl.
-Stage 2 (Algorithm 2, Eq. 5-9): T_S is a frozen snapshot of the stage-1 LoRA; with t < t' ~ U(0,1),
-z_t = z_0 + t eps_TS(z_0, t, c) (Eq. 5) and L_ctrl (Eq. 8) trains eps_S(z_t, t, c).
-Inference with knob t in [0, 1]: z_0 from the one-step pass, then z_t = z_0 + t eps_S(z_0, t, c)
-(Eq. 5 with the student): t = 0 is the realism end, t = 1 the fidelity end.
+Stage 1 (Algorithm 1, Eq. 1-4): with t ~ U{t_min..t_max} and one noise eps shared by both branches,
+z_t = F(z_0, t, eps), z_t^s = F(z_0^s, t, eps),
+L_s1 = L_rec + lambda_rn L_rn + lambda_fl L_fl, L_rec = lambda_l2 ||S(x_LR) - x_GT||^2 + lambda_lp LPIPS.
+The MSE is taken on [-1, 1] pixels as OSEDiff's code (the base CTSR fine-tunes) does: 4x the [0, 1] MSE.
+Stage 2 (Algorithm 2, Eq. 5-9): t < t' ~ U(0, 1), z_0 = T_S(x_LR), z_t = z_0 + t eps_TS(z_0, t) (Eq. 5) and
+L_ctrl = ||t eps_TS(z_0, t) - t' eps_TS(z_0, t') + (t' - t) eps_S(z_t, t)||^2 (Eq. 8, main text).
+Knob t in [0, 1] at inference: z_0 from the stage-1 result (T_S once stage two has started, else S), then one
+step of the learned flow from the trained input (z_0, 0): z_t = z_0 + t eps_S(z_0, 0) (Eq. 6-7 with t = 0).
+t = 0 is the realism end and equals the stage-1 output whatever stage two does; t = 1 the fidelity end.
+A knob t maps to the UNet timestep t (N - 1).
 """
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from srdistill.errors import UserError
 from srdistill.training import components as C
 from srdistill.training import losses
 from srdistill.training.recipe import LatentCodec, Recipe, register
-from srdistill.training.recipe_d3sr import OneStepEpsStudent
 from srdistill.training.resshift import ResShiftDenoiser, ResShiftDiffusion, ResShiftSchedule, forward_marginal
 
-SNAPSHOT = "stage1"
+STUDENT, REALISM, SNAPSHOT = "student", "realism", "stage1"
 
 
-class CTSRStudent(OneStepEpsStudent):
-    """forward(lr, t=0.0): the trade-off knob t in [0, 1]."""
+class Adapters:
+    """Switches the LoRA adapter that a UNet and a VAE run with; peft's set_adapter also flips requires_grad,
+    so every flag is put back afterwards (only the student's adapter is ever trained)."""
+
+    def __init__(self, unet: nn.Module, vae: nn.Module):
+        self.modules = (unet, vae)
+
+    @contextlib.contextmanager
+    def use(self, adapter: str | None):
+        """Run with ``adapter`` on both (None: the plain SD 2.1 weights)."""
+        params = [p for m in self.modules for n, p in m.named_parameters() if "lora_" in n]
+        flags = [p.requires_grad for p in params]
+        try:
+            for m in self.modules:
+                if adapter is None:
+                    m.disable_adapters()
+                else:
+                    m.set_adapter(adapter)
+            yield
+        finally:
+            for m in self.modules:
+                m.enable_adapters()
+                m.set_adapter(STUDENT)
+            for p, f in zip(params, flags):
+                p.requires_grad_(f)
+
+
+class CTSRStudent(nn.Module):
+    """forward(lr, t=0.0): the trade-off knob t in [0, 1] (see the module docstring)."""
+
+    def __init__(self, codec: LatentCodec, unet: nn.Module, adapters: Adapters, context: torch.Tensor,
+                 alphas_cumprod: torch.Tensor, t_l: int, flags: dict):
+        super().__init__()
+        self.codec, self.unet, self.adapters, self.t_l = codec, unet, adapters, int(t_l)
+        self.register_buffer("context", context, persistent=False)
+        self.register_buffer("alphas_cumprod", alphas_cumprod, persistent=False)
+        self.flags = flags   # the recipe's {"snapshot": bool} (shared; mirrors its snapshot_taken buffer)
 
     def knob_timestep(self, t: torch.Tensor) -> torch.Tensor:
         return t * (self.alphas_cumprod.numel() - 1)
 
+    def eps(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The UNet's noise prediction with whichever adapter is active."""
+        ctx = self.context.expand(z.shape[0], -1, -1).to(z.dtype)
+        return self.unet(z, t, encoder_hidden_states=ctx).sample
+
+    def one_step_latent(self, lr: torch.Tensor) -> torch.Tensor:
+        """OSEDiff's one step with the active adapter: z_L = E(up(x_LR)), z_0 = (z_L - sqrt(1-abar) eps) / sqrt(abar)."""
+        z_l = self.codec.encode_lr(lr)
+        t = torch.full((lr.shape[0],), self.t_l, device=lr.device, dtype=torch.long)
+        return losses.one_step_x0(z_l, self.eps(z_l, t), self.alphas_cumprod[self.t_l])
+
+    def stage1_latent(self, lr: torch.Tensor) -> torch.Tensor:
+        """The stage-1 result z_0: the frozen snapshot T_S once stage two has begun, the student before."""
+        with self.adapters.use(SNAPSHOT if self.flags["snapshot"] else STUDENT):
+            return self.one_step_latent(lr)
+
     def forward(self, lr: torch.Tensor, t: float = 0.0) -> torch.Tensor:
         if not 0.0 <= float(t) <= 1.0:
             raise UserError(f"CTSR knob t must lie in [0, 1], got {t}")
-        z = self.predict_latent(lr)
+        z = self.stage1_latent(lr)
         if float(t) > 0:
-            tt = torch.full((lr.shape[0],), float(t), device=lr.device)
-            z = z + float(t) * self.eps(z, self.knob_timestep(tt))
+            zero = torch.zeros(lr.shape[0], device=lr.device)
+            z = z + float(t) * self.eps(z, zero)
         return self.codec.decode(z)
+
+
+class FidelityTeacher(nn.Module):
+    """T_f behind one call: ``eps(z_t, t, z_clean, noise, z_lr)`` = eps_Tf(z_t, t, c), the noise the fidelity
+    teacher implies at the DDPM state z_t = F(z_clean, t, noise), given the LR latent z_lr.
+
+    This one is ResShift (srdistill.training.resshift): it denoises its own residual-shifted state of the same
+    clean latent and noise at the step matching t, and its x0 is expressed as DDPM noise at z_t. Another
+    teacher network drops in by subclassing and overriding ``x0``."""
+
+    def __init__(self, diffusion: ResShiftDiffusion, alphas_cumprod: torch.Tensor):
+        super().__init__()
+        self.diffusion = diffusion
+        self.register_buffer("alphas_cumprod", alphas_cumprod, persistent=False)
+
+    def x0(self, z_clean: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, z_lr: torch.Tensor) -> torch.Tensor:
+        sched = self.diffusion.schedule
+        step = (t.float() / self.alphas_cumprod.numel() * sched.steps).long().clamp(0, sched.steps - 1)
+        eta = self.diffusion.denoiser.etas[step]
+        state = forward_marginal(z_clean, z_lr, eta, sched.kappa, noise)
+        return self.diffusion.denoiser(state, z_lr, step)
+
+    def eps(self, z_t: torch.Tensor, t: torch.Tensor, z_clean: torch.Tensor, noise: torch.Tensor,
+            z_lr: torch.Tensor) -> torch.Tensor:
+        return losses.eps_from_x0(z_t, self.x0(z_clean, noise, t, z_lr), self.alphas_cumprod[t])
+
+
+def build_fidelity_teacher(components: str, cfg: dict, alphas_cumprod: torch.Tensor) -> FidelityTeacher:
+    """The one place that says which network is T_f."""
+    schedule = ResShiftSchedule(steps=cfg["resshift_steps"], kappa=cfg["resshift_kappa"])
+    return FidelityTeacher(ResShiftDiffusion(ResShiftDenoiser(C.build_resshift_unet(components), schedule)),
+                           alphas_cumprod)
+
+
+@dataclass
+class Stage1Draws:
+    t: torch.Tensor       # DDPM timesteps [B]
+    noise: torch.Tensor   # one eps for z_t and z_t^s (Algorithm 1 lines 6 and 9)
+
+
+@dataclass
+class Stage2Draws:
+    t: torch.Tensor        # [B] in (0, 1)
+    t_prime: torch.Tensor  # [B], t' > t
 
 
 @register
 class CTSRRecipe(Recipe):
     name = "ctsr"
     DEFAULTS: ClassVar[dict] = {
-        "init_seed": 0, "t_l": 999, "lora_rank": 4, "lora_alpha": 4, "lambda_l2": 1.0, "lambda_lpips": 2.0,
+        "init_seed": 0, "t_l": 999, "lora_rank": 4, "lora_alpha": 8, "lambda_l2": 1.0, "lambda_lpips": 2.0,
         "lambda_rn": 1.0, "lambda_fl": 2.0, "gamma_time": 5.5, "t_min": 20, "t_max": 980, "stage1_steps": 20000,
         "lpips_net": "vgg", "resshift_steps": 15, "resshift_kappa": 2.0,
     }
 
-    def __init__(self, cfg: dict, components: str):
-        super().__init__(cfg, components)
+    def __init__(self, cfg: dict, components: str, *, student_only: bool = False):
+        super().__init__(cfg, components, student_only=student_only)
         c = self.cfg
-        self.codec = LatentCodec(C.build_vae(components), self.scale)
-        self.unet = C.build_unet(components)
-        C.add_lora(self.unet, c["lora_rank"], c["lora_alpha"], C.UNET_LORA_TARGETS, adapter_name=SNAPSHOT)
-        C.add_lora(self.unet, c["lora_rank"], c["lora_alpha"], C.UNET_LORA_TARGETS)
-        self._activate("default")
+        vae, self.unet = C.build_vae(components), C.build_unet(components)
+        self.codec = LatentCodec(vae, self.scale)
+        for adapter in (STUDENT, REALISM, SNAPSHOT):
+            C.add_osediff_lora(self.unet, vae, adapter, c["lora_rank"], c["lora_alpha"])
+        self._init_osediff(components, vae)
+        for model in (self.unet, vae):
+            C.copy_adapter(model, REALISM, STUDENT)   # Algorithm 1 line 1: S starts as T_r
+            model.set_adapter(STUDENT)
+            for n, p in model.named_parameters():
+                p.requires_grad_("lora_" in n and f".{STUDENT}." in n)
+        self.adapters = Adapters(self.unet, vae)
         self.register_buffer("alphas_cumprod", C.alphas_cumprod(components), persistent=False)
-        self.register_buffer("snapshot_taken", torch.zeros((), dtype=torch.long))
-        schedule = ResShiftSchedule(steps=c["resshift_steps"], kappa=c["resshift_kappa"])
-        self.fidelity = ResShiftDiffusion(ResShiftDenoiser(C.build_resshift_unet(components), schedule))
-        self.lpips = C.build_lpips(components, c["lpips_net"])
+        self.register_buffer("snapshot_taken", torch.zeros((), dtype=torch.long))   # saved with checkpoints
+        self.flags = {"snapshot": False}
         context = C.null_prompt_embedding(components, self.unet)
-        self._students = [CTSRStudent(self.codec, self.unet, context, self.alphas_cumprod, c["t_l"])]
+        self._students = [CTSRStudent(self.codec, self.unet, self.adapters, context, self.alphas_cumprod, c["t_l"],
+                                      self.flags)]
+        if not student_only:
+            self.fidelity = build_fidelity_teacher(components, c, self.alphas_cumprod)
+            self.lpips = C.build_lpips(components, c["lpips_net"])
 
-    # -- adapters --------------------------------------------------------------------------
-    def _activate(self, adapter: str) -> None:
-        self.unet.set_adapter(adapter)
-        for p in C.lora_parameters(self.unet, SNAPSHOT):
-            p.requires_grad_(False)
-
-    @contextlib.contextmanager
-    def _adapter(self, adapter: str | None):
-        """Run with the LoRA ``adapter`` (None: base weights only, i.e. the realism teacher T_r)."""
-        if adapter is None:
-            self.unet.disable_adapters()
-        else:
-            self._activate(adapter)
-        try:
-            yield
-        finally:
-            if adapter is None:
-                self.unet.enable_adapters()
-            self._activate("default")
+    def _init_osediff(self, components: str, vae: nn.Module) -> None:
+        """T_r's LoRA: OSEDiff's released checkpoint from a folder; random weights (drawn from the recipe
+        seed) stand in for it on presets."""
+        if C.is_preset(components):
+            gen = torch.Generator().manual_seed(int(self.cfg["init_seed"]) + 7)
+            for model in (self.unet, vae):
+                C.randomize_adapter(model, REALISM, gen)
+            self.substitute("random-weight LoRA stands in for OSEDiff's released checkpoint (preset)", loud=False)
+            return
+        if (self.cfg["lora_rank"], self.cfg["lora_alpha"]) != (C.OSEDIFF_RANK, C.OSEDIFF_ALPHA):
+            raise UserError(f"CTSR continues OSEDiff's LoRA, which has rank {C.OSEDIFF_RANK} and alpha {C.OSEDIFF_ALPHA}; "
+                            f"remove the lora_rank/lora_alpha overrides to load {components}")
+        path = C._need(components, C.OSEDIFF_FILE, "OSEDiff's released checkpoint (T_r and S start from it)")
+        C.load_osediff(path, self.unet, vae, REALISM)
 
     def _take_snapshot(self) -> None:
-        with torch.no_grad():
-            src = dict(self.unet.named_parameters())
-            for name, p in src.items():
-                if "lora_" in name and f".{SNAPSHOT}." in name:
-                    p.copy_(src[name.replace(f".{SNAPSHOT}.", ".default.")])
+        for model in self.adapters.modules:
+            C.copy_adapter(model, STUDENT, SNAPSHOT)
         self.snapshot_taken.fill_(1)
+        self.flags["snapshot"] = True
 
     def extra_trainable_state(self):
-        snap = {n: p for n, p in self.unet.named_parameters() if "lora_" in n and f".{SNAPSHOT}." in n}
-        return {**{f"unet.{n}": p for n, p in snap.items()}, "snapshot_taken": self.snapshot_taken}
+        snap = {f"{prefix}.{n}": p for prefix, model in (("unet", self.unet), ("vae", self.codec.vae))
+                for n, p in model.named_parameters() if "lora_" in n and f".{SNAPSHOT}." in n}
+        return {**snap, "snapshot_taken": self.snapshot_taken}
 
     def load_extra_trainable_state(self, sd):
-        params = dict(self.unet.named_parameters())
+        params = {f"{prefix}.{n}": p for prefix, model in (("unet", self.unet), ("vae", self.codec.vae))
+                  for n, p in model.named_parameters()}
         with torch.no_grad():
             for k, v in sd.items():
-                if k == "snapshot_taken":
-                    self.snapshot_taken.copy_(v)
-                else:
-                    params[k[len("unet."):]].copy_(v)
+                (self.snapshot_taken if k == "snapshot_taken" else params[k]).copy_(v)
+        self.flags["snapshot"] = bool(sd.get("snapshot_taken", torch.zeros(())).item())
 
     def generator_parameters(self):
-        return C.lora_parameters(self.unet)
-
-    def student(self):
-        return self._students[0]
+        return C.lora_parameters(self.unet, STUDENT) + C.lora_parameters(self.codec.vae, STUDENT)
 
     # -- teachers --------------------------------------------------------------------------
-    def eps_fidelity(self, z_t: torch.Tensor, z_clean: torch.Tensor, noise: torch.Tensor, t: torch.Tensor,
-                     z_lr: torch.Tensor) -> torch.Tensor:
-        """eps_Tf(z_t, t): the ResShift teacher denoises its own state for the same clean latent and noise
-        (VPD-SR Eq. 1 at the step matching t), and its x0 is expressed as DDPM noise at z_t."""
-        sched = self.fidelity.schedule
-        step = (t.float() / self.alphas_cumprod.numel() * sched.steps).long().clamp(0, sched.steps - 1)
-        eta = self.fidelity.denoiser.etas[step]
-        state = forward_marginal(z_clean, z_lr, eta, sched.kappa, noise)
-        x0 = self.fidelity.denoiser(state, z_lr, step)
-        return losses.eps_from_x0(z_t, x0, self.alphas_cumprod[t])
-
     def eps_realism(self, z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        with self._adapter(None):
+        """eps_Tr: the UNet with OSEDiff's (frozen) LoRA."""
+        with self.adapters.use(REALISM):
             return self.student().eps(z_t, t)
 
     # -- losses ----------------------------------------------------------------------------
     def generator_loss(self, lr, hr, step):
         if step < self.cfg["stage1_steps"]:
-            return self._stage1(lr, hr)
-        if int(self.snapshot_taken) == 0:
+            return self.stage1_loss(lr, hr)
+        if not self.flags["snapshot"]:
             self._take_snapshot()
-        return self._stage2(lr)
+        return self.stage2_loss(lr)
 
-    def _stage1(self, lr, hr):
+    def stage1_loss(self, lr, hr, draws: Stage1Draws | None = None):
         """Algorithm 1."""
         c, s = self.cfg, self.student()
         z_lr = self.codec.encode_lr(lr)
-        with torch.no_grad():
+        with torch.no_grad(), self.adapters.use(None):   # GT latent from the plain SD VAE encoder
             z0 = self.codec.encode(hr)
-        t = torch.randint(c["t_min"], c["t_max"] + 1, (lr.shape[0],), device=lr.device)
-        noise = torch.randn_like(z0)
-        abar = self.alphas_cumprod[t]
-        z_t = losses.forward_diffuse(z0, abar, noise)
+        if draws is None:
+            t = torch.randint(c["t_min"], c["t_max"] + 1, (lr.shape[0],), device=lr.device)
+            draws = Stage1Draws(t, torch.randn_like(z0))
+        t, noise = draws.t, draws.noise
         t_l = torch.full((lr.shape[0],), s.t_l, device=lr.device, dtype=torch.long)
         z0_s = losses.one_step_x0(z_lr, s.eps(z_lr, t_l), self.alphas_cumprod[s.t_l])
         x0 = self.codec.decode(z0_s)
+        abar = self.alphas_cumprod[t]
+        z_t = losses.forward_diffuse(z0, abar, noise)
         z_t_s = losses.forward_diffuse(z0_s, abar, noise)
-        l2 = F.mse_loss(x0, hr)
+        l2 = F.mse_loss(x0 * 2 - 1, hr * 2 - 1)
         lp = self.lpips(x0, hr).mean()
         rec = c["lambda_l2"] * l2 + c["lambda_lpips"] * lp  # Eq. 1
         eps_s = s.eps(z_t_s, t)
-        l_fl = losses.ctsr_teacher_loss(self.eps_fidelity(z_t_s, z0_s, noise, t, z_lr), eps_s,
-                                        self.eps_fidelity(z_t, z0, noise, t, z_lr), c["gamma_time"])  # Eq. 2
-        l_rn = losses.ctsr_teacher_loss(self.eps_realism(z_t_s, t), eps_s,
-                                        self.eps_realism(z_t, t), c["gamma_time"])  # Eq. 3
+        with torch.no_grad():
+            eps_fl_gt = self.fidelity.eps(z_t, t, z0, noise, z_lr)
+            eps_rn_gt = self.eps_realism(z_t, t)
+        l_fl = losses.ctsr_teacher_loss(self.fidelity.eps(z_t_s, t, z0_s, noise, z_lr), eps_s, eps_fl_gt,
+                                        c["gamma_time"])  # Eq. 2
+        l_rn = losses.ctsr_teacher_loss(self.eps_realism(z_t_s, t), eps_s, eps_rn_gt, c["gamma_time"])  # Eq. 3
         total = rec + c["lambda_rn"] * l_rn + c["lambda_fl"] * l_fl  # Eq. 4
         return {"loss": total, "l2": l2, "lpips": lp, "l_rn": l_rn, "l_fl": l_fl}
 
-    def _stage2(self, lr):
+    def stage2_loss(self, lr, draws: Stage2Draws | None = None):
         """Algorithm 2 / Eq. 5-9 (Eq. 8 as in the main text: both teacher terms at z_0)."""
         s = self.student()
-        u = torch.rand(lr.shape[0], 2, device=lr.device).sort(dim=1).values
-        t, t_prime = u[:, 0], u[:, 1]
-        with torch.no_grad(), self._adapter(SNAPSHOT):
-            z0 = s.predict_latent(lr)
+        if draws is None:
+            u = torch.rand(lr.shape[0], 2, device=lr.device).sort(dim=1).values
+            draws = Stage2Draws(u[:, 0], u[:, 1])
+        t, t_prime = draws.t, draws.t_prime
+        with torch.no_grad(), self.adapters.use(SNAPSHOT):
+            z0 = s.one_step_latent(lr)
             eps_t = s.eps(z0, s.knob_timestep(t))
             eps_tp = s.eps(z0, s.knob_timestep(t_prime))
         z_t = z0 + t.view(-1, 1, 1, 1) * eps_t  # Eq. 5

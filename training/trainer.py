@@ -40,10 +40,11 @@ from srdistill.training.checkpoint import (
 from srdistill.training.config import RunConfig, TrainerConfig
 from srdistill.training.export import export_student
 from srdistill.training.logging_jsonl import JsonlLog
+from srdistill.training.recipe import frozen_params
 
 from srdistill.errors import UserError
 
-RUN_RECORD = "run.json"
+RUN_RECORD = "config.json"   # the run record: resolved config, assumptions, stand-ins, batch sizes
 
 
 class TrainingDiverged(UserError):
@@ -92,19 +93,6 @@ def resolve_device(name: str, info: dd.DistInfo) -> torch.device:
 
 def _warmup(warmup_steps: int):
     return lambda step: min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
-
-
-@contextlib.contextmanager
-def _frozen(params: list[torch.nn.Parameter]):
-    """Turn requires_grad off for `params` for the duration (the other side of the game)."""
-    flags = [p.requires_grad for p in params]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, f in zip(params, flags):
-            p.requires_grad_(f)
 
 
 @contextlib.contextmanager
@@ -159,7 +147,7 @@ class Trainer:
         self.stream = BatchStream(shards, batch_size=cfg.batch_size, crop=cfg.crop or None, seed=cfg.seed,
                                   num_workers=cfg.num_workers, online_spec=cfg.online, shuffle_buffer=cfg.shuffle_buffer,
                                   flips=cfg.flips, rank=dist.rank, world_size=dist.world_size, position=position,
-                                  uint8=True)
+                                  uint8=True, crop_policy=cfg.crop_policy)
         self.log = JsonlLog(self.run_dir, resume_step=self.resumed_from, enabled=dist.is_main)
         self.samples_per_step = cfg.batch_size * cfg.grad_accum * dist.world_size
 
@@ -212,7 +200,7 @@ class Trainer:
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
     def _phase(self, loss_fn, batches, step: int, opt, sched, params, others, prefix: str) -> dict:
-        with _frozen(others):
+        with frozen_params(others):
             opt.zero_grad(set_to_none=True)
             sums: dict[str, float] = {}
             for lr, hr in batches:
@@ -309,6 +297,21 @@ class Trainer:
         return val
 
 
+def write_run_record(out: Path, run: RunConfig, recipe, *, shards, val_shards, components: str, scale: int,
+                     world_size: int) -> Path:
+    """OUT/config.json: the resolved configuration, the recipe's assumptions and every stand-in (from the YAML
+    and from what this run had to substitute), the global and per-process batch, and the trainable sizes."""
+    t = run.trainer
+    record = {**run.to_dict(), "shards": str(shards), "val_shards": str(val_shards) if val_shards else None,
+              "components": components, "scale": scale, "world_size": world_size, "config_sources": run.sources,
+              "batch": {"global": t.batch_size * t.grad_accum * world_size, "per_process": t.batch_size,
+                        "grad_accum": t.grad_accum, "global_from_config": t.global_batch},
+              "substitutions": list(recipe.substitutions), "trainable_parameters": recipe.parameter_counts()}
+    path = Path(out) / RUN_RECORD
+    path.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    return path
+
+
 def detect_scale(shards) -> int:
     """The shards' scale: the manifest's, else the first sample's json."""
     scale = read_scale(shards) if isinstance(shards, (str, Path)) and Path(shards).is_dir() else None
@@ -344,10 +347,8 @@ def run_training(run: RunConfig, *, shards, out, components: str = "tiny", val_s
         trainer = Trainer(recipe, run, shards=shards, run_dir=out, components=components, device=device, scale=scale,
                           val_shards=val_shards, dist=info, resume=resume)
         if info.is_main:
-            record = {**run.to_dict(), "shards": str(shards), "val_shards": str(val_shards) if val_shards else None,
-                      "components": components, "scale": scale, "world_size": info.world_size,
-                      "config_sources": run.sources}
-            (out / RUN_RECORD).write_text(json.dumps(record, indent=2, default=str) + "\n")
+            write_run_record(out, run, recipe, shards=shards, val_shards=val_shards, components=components, scale=scale,
+                             world_size=info.world_size)
         return trainer.fit(progress=progress)
     finally:
         dd.shutdown(info)

@@ -1,0 +1,229 @@
+"""CTSR against its paper: stage-1 and stage-2 losses recomputed here from the components and Eq. 1-8, the knob's
+t = 0 output is the stage-1 output, OSEDiff's released checkpoint format loads, teachers run with the right adapter."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from srdistill.training import components as C
+from srdistill.training.recipe import build_recipe
+from srdistill.training.recipe_ctsr import Stage1Draws, Stage2Draws
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+# Weights chosen so that every weighted term is of the same order on the tiny networks: a dropped or swapped
+# term moves the total far beyond float error.
+LAMBDAS = {"lambda_l2": 1.3, "lambda_lpips": 30.0, "lambda_rn": 0.9, "lambda_fl": 0.004, "gamma_time": 3.3}
+CFG = {"lpips_net": "alex", "stage1_steps": 1, **LAMBDAS}
+
+
+def _abar() -> torch.Tensor:
+    """SD's scaled-linear DDPM schedule, written out."""
+    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
+    return torch.cumprod(1 - betas, 0).float()
+
+
+def _batch(seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.rand(2, 3, 8, 8, generator=gen), torch.rand(2, 3, 32, 32, generator=gen)
+
+
+def _perturb(model, adapter, seed):
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in C.lora_parameters(model, adapter):
+            p.add_(0.05 * torch.randn(p.shape, generator=gen))
+
+
+class Hand:
+    """The recipe's networks driven directly through diffusers/peft, with the paper's formulas."""
+
+    def __init__(self, recipe):
+        self.r, self.unet, self.vae = recipe, recipe.unet, recipe.codec.vae
+        self.sf = self.vae.config.scaling_factor
+        self.abar = _abar()
+
+    def _adapter(self, model, adapter):
+        if adapter is None:
+            model.disable_adapters()
+        else:
+            model.enable_adapters()
+            model.set_adapter(adapter)
+
+    def encode(self, x01, adapter):
+        self._adapter(self.vae, adapter)
+        z = self.vae.encode(x01 * 2 - 1).latent_dist.mode() * self.sf
+        self._adapter(self.vae, "student")
+        return z
+
+    def decode(self, z):
+        return (self.vae.decode(z / self.sf).sample.clamp(-1, 1) + 1) / 2
+
+    def eps(self, z, t, adapter):
+        self._adapter(self.unet, adapter)
+        ctx = torch.zeros(z.shape[0], 8, self.unet.config.cross_attention_dim)
+        t = torch.as_tensor(t, dtype=torch.float32).expand(z.shape[0]) if not torch.is_tensor(t) or t.dim() == 0 else t
+        out = self.unet(z, t, encoder_hidden_states=ctx).sample
+        self._adapter(self.unet, "student")
+        return out
+
+    def one_step(self, lr, adapter):
+        """OSEDiff: z_L = E(bicubic x4), z_0 = (z_L - sqrt(1 - abar_999) eps(z_L, 999)) / sqrt(abar_999)."""
+        up = F.interpolate(lr, scale_factor=4, mode="bicubic", align_corners=False).clamp(0, 1)
+        z_l = self.encode(up, adapter)
+        a = self.abar[999]
+        return (z_l - (1 - a).sqrt() * self.eps(z_l, torch.full((lr.shape[0],), 999), adapter)) / a.sqrt(), z_l
+
+
+def _mse(a, b):
+    return (a - b).pow(2).mean()
+
+
+def _expected_stage1(recipe, lr, hr, t, noise):
+    h, c = Hand(recipe), recipe.cfg
+    with torch.no_grad():
+        z0_s, z_lr = h.one_step(lr, "student")
+        x0 = h.decode(z0_s)
+        z0 = h.encode(hr, None)
+        a = h.abar[t].view(-1, 1, 1, 1)
+        z_t = a.sqrt() * z0 + (1 - a).sqrt() * noise
+        z_t_s = a.sqrt() * z0_s + (1 - a).sqrt() * noise
+        l2 = _mse(x0 * 2 - 1, hr * 2 - 1)                                   # Eq. 1 on [-1, 1]
+        lp = recipe.lpips(x0, hr).mean()
+        e_s = h.eps(z_t_s, t, "student")
+        e_f_s, e_f = recipe.fidelity.eps(z_t_s, t, z0_s, noise, z_lr), recipe.fidelity.eps(z_t, t, z0, noise, z_lr)
+        e_r_s, e_r = h.eps(z_t_s, t, "realism"), h.eps(z_t, t, "realism")
+        l_fl = _mse(e_f_s, e_s) + c["gamma_time"] * _mse(e_f_s, e_f)      # Eq. 2
+        l_rn = _mse(e_r_s, e_s) + c["gamma_time"] * _mse(e_r_s, e_r)      # Eq. 3
+        total = c["lambda_l2"] * l2 + c["lambda_lpips"] * lp + c["lambda_rn"] * l_rn + c["lambda_fl"] * l_fl  # Eq. 4
+    return {"loss": total, "l2": l2, "lpips": lp, "l_rn": l_rn, "l_fl": l_fl}
+
+
+@pytest.fixture
+def recipe():
+    r = build_recipe("ctsr", CFG, "tiny", "cpu")
+    _perturb(r.unet, "student", 1)   # as after some training: the student no longer equals T_r
+    _perturb(r.codec.vae, "student", 2)
+    return r
+
+
+def test_stage_one_loss_is_eq_1_to_4_with_one_shared_noise_and_the_right_teachers(recipe):
+    lr, hr = _batch()
+    t = torch.tensor([150, 700])
+    noise = torch.randn(2, 4, 4, 4, generator=torch.Generator().manual_seed(5))
+    got = recipe.stage1_loss(lr, hr, Stage1Draws(t, noise))
+    want = _expected_stage1(recipe, lr, hr, t, noise)
+    weighted = [recipe.cfg["lambda_l2"] * want["l2"], recipe.cfg["lambda_lpips"] * want["lpips"],
+                recipe.cfg["lambda_rn"] * want["l_rn"], recipe.cfg["lambda_fl"] * want["l_fl"]]
+    assert all(0.05 < abs(float(w)) < 5 for w in weighted), weighted   # comparable: a swap or drop shows
+    for key in want:
+        assert float(got[key]) == pytest.approx(float(want[key]), rel=1e-4, abs=1e-7), key
+
+
+def test_realism_teacher_is_osediff_not_the_student_nor_plain_sd(recipe):
+    z, t = torch.randn(1, 4, 4, 4), torch.tensor([300])
+    with torch.no_grad():
+        got = recipe.eps_realism(z, t)
+    assert all(p.requires_grad for p in recipe.generator_parameters())       # switching left the flags alone
+    assert not any(p.requires_grad for p in C.lora_parameters(recipe.unet, "realism"))
+    h = Hand(recipe)
+    with torch.no_grad():
+        assert torch.allclose(got, h.eps(z, t, "realism"), atol=1e-6)
+        assert not torch.allclose(got, h.eps(z, t, "student"), atol=1e-4)
+        assert not torch.allclose(got, h.eps(z, t, None), atol=1e-4)
+
+
+def test_stage_two_loss_is_eq_5_and_8_on_the_frozen_snapshot(recipe):
+    lr, _ = _batch(1)
+    recipe.generator_loss(lr, _batch(1)[1], step=1)   # stage two starts: the snapshot is taken
+    _perturb(recipe.unet, "student", 3)                # stage-two training moves the student off T_S
+    t, tp = torch.tensor([0.2, 0.55]), torch.tensor([0.7, 0.9])
+    got = recipe.stage2_loss(lr, Stage2Draws(t, tp))["ctrl"]
+    h = Hand(recipe)
+    with torch.no_grad():
+        z0, _ = h.one_step(lr, "stage1")
+        e_t, e_tp = h.eps(z0, t * 999, "stage1"), h.eps(z0, tp * 999, "stage1")
+        z_t = z0 + t.view(-1, 1, 1, 1) * e_t                                  # Eq. 5
+        e_s = h.eps(z_t, t * 999, "student")
+        shape = (-1, 1, 1, 1)
+        want = (t.view(shape) * e_t - tp.view(shape) * e_tp + (tp - t).view(shape) * e_s).pow(2).mean()  # Eq. 8
+    assert float(got) == pytest.approx(float(want), rel=1e-5)
+
+
+def test_knob_starts_from_the_stage_one_result_and_stage_two_leaves_t0_alone(recipe):
+    lr, hr = _batch(2)
+    h = Hand(recipe)
+    with torch.no_grad():
+        stage1_out = h.decode(h.one_step(lr, "student")[0])
+        assert torch.allclose(recipe.student()(lr, t=0.0), stage1_out, atol=1e-6)
+    recipe.generator_loss(lr, hr, step=1)   # snapshot
+    _perturb(recipe.unet, "student", 4)     # stage two trains the student
+    _perturb(recipe.codec.vae, "student", 5)
+    with torch.no_grad():
+        assert torch.allclose(recipe.student()(lr, t=0.0), stage1_out, atol=1e-6)
+        z0, _ = h.one_step(lr, "stage1")
+        want = h.decode(z0 + 0.6 * h.eps(z0, torch.zeros(2), "student"))   # one flow step from (z_0, 0)
+        got = recipe.student()(lr, t=0.6)
+    assert torch.allclose(got, want, atol=1e-5)
+    assert not torch.allclose(got, stage1_out, atol=1e-3)
+
+
+def _osediff_release(unet, vae, seed):
+    """A random-weight checkpoint in OSEDiff's released format, built as its code builds one: three UNet adapters
+    (encoder, decoder, others) and one VAE-encoder adapter, rank 4, peft's default alpha."""
+    from peft import LoraConfig
+
+    gen = torch.Generator().manual_seed(seed)
+    groups = C.osediff_unet_targets(unet)
+    for name, targets in groups.items():
+        unet.add_adapter(LoraConfig(r=4, init_lora_weights="gaussian", target_modules=targets), adapter_name=name)
+    vae_targets = C.osediff_vae_targets(vae)
+    vae.add_adapter(LoraConfig(r=4, init_lora_weights="gaussian", target_modules=vae_targets), adapter_name="default_encoder")
+    with torch.no_grad():
+        for model in (unet, vae):
+            for n, p in model.named_parameters():
+                if "lora_" in n or n.startswith("conv_in."):
+                    p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+    unet.set_adapter(list(groups))
+    return {"rank_unet": 4, "rank_vae": 4,
+            "unet_lora_encoder_modules": groups["default_encoder"], "unet_lora_decoder_modules": groups["default_decoder"],
+            "unet_lora_others_modules": groups["default_others"], "vae_lora_encoder_modules": vae_targets,
+            "state_dict_unet": {n: p.detach().clone() for n, p in unet.named_parameters() if "lora" in n or "conv_in" in n},
+            "state_dict_vae": {n: p.detach().clone() for n, p in vae.named_parameters() if "lora" in n}}
+
+
+def test_osediff_released_checkpoint_loads_into_the_realism_adapter(tmp_path):
+    def bases():   # the same SD 2.1-shaped bases on both sides
+        torch.manual_seed(0)
+        return C.build_unet("tiny"), C.build_vae("tiny")
+
+    ref_unet, ref_vae = bases()
+    ckpt = _osediff_release(ref_unet, ref_vae, seed=9)
+    path = tmp_path / C.OSEDIFF_FILE
+    torch.save(ckpt, path)
+    unet, vae = bases()
+    C.add_osediff_lora(unet, vae, "realism")
+    C.load_osediff(path, unet, vae, "realism")
+    unet.set_adapter("realism")
+    vae.set_adapter("realism")
+    z, t, ctx = torch.randn(1, 4, 8, 8), torch.tensor([999]), torch.zeros(1, 8, 32)
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(unet(z, t, encoder_hidden_states=ctx).sample,
+                              ref_unet(z, t, encoder_hidden_states=ctx).sample, atol=1e-5)
+        assert torch.allclose(vae.encode(x).latent_dist.mode(), ref_vae.encode(x).latent_dist.mode(), atol=1e-5)
+    bad = dict(ckpt, rank_unet=8)
+    torch.save(bad, tmp_path / "bad.pkl")
+    with pytest.raises(C.UserError, match="rank 8"):
+        C.load_osediff(tmp_path / "bad.pkl", unet, vae, "realism")
+
+
+def test_osediff_scope_at_sd21_shape_is_4_4_million_parameters():
+    """OSEDiff's generator LoRA at SD 2.1-base shape (UNet 4.06 M + VAE encoder 0.37 M), on the meta device."""
+    with torch.device("meta"):
+        unet, vae = C.build_unet("sd21"), C.build_vae("sd21")
+        C.add_osediff_lora(unet, vae, "student")
+    n_unet = sum(p.numel() for p in C.lora_parameters(unet, "student"))
+    n_vae = sum(p.numel() for p in C.lora_parameters(vae, "student"))
+    assert (n_unet, n_vae) == (4_055_712, 369_356)

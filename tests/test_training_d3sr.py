@@ -1,0 +1,140 @@
+"""D3SR against its paper: generator (Eq. 8) and discriminator (Eq. 3) losses recomputed here from the components
+and Eq. 1-7; the SDXL-shaped critic keeps only down and mid blocks; the SD 2.1 fallback is said out loud."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from srdistill.training import components as C
+from srdistill.training.recipe import build_recipe
+from srdistill.training.recipe_d3sr import SD21_FALLBACK, Noising
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+CFG = {"lora_rank": 4, "lora_alpha": 4, "disc_lora_rank": 4, "disc_lora_alpha": 4,
+       "lambda_adv": 0.37, "lambda_ea_dists": 1.9, "t_l": 400}
+
+
+def _abar() -> torch.Tensor:
+    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
+    return torch.cumprod(1 - betas, 0).float()
+
+
+def _batch(seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.rand(2, 3, 8, 8, generator=gen), torch.rand(2, 3, 32, 32, generator=gen)
+
+
+def _sobel(x):
+    """Eq. 6-7 written out: Sobel magnitude per channel, replicate padding."""
+    gx = torch.tensor([[-1.0, 0, 1], [-2, 0, 2], [-1, 0, 1]])
+    gy = gx.t().contiguous()
+    c = x.shape[1]
+    xp = F.pad(x, (1, 1, 1, 1), mode="replicate")
+    ex = F.conv2d(xp, gx.expand(c, 1, 3, 3), groups=c)
+    ey = F.conv2d(xp, gy.expand(c, 1, 3, 3), groups=c)
+    return torch.sqrt(ex ** 2 + ey ** 2 + 1e-6)
+
+
+def _draw(seed, shape=(2, 4, 4, 4)):
+    gen = torch.Generator().manual_seed(seed)
+    return Noising(torch.randint(0, 1000, (shape[0],), generator=gen), torch.randn(shape, generator=gen))
+
+
+def _diffuse(z, noising, abar):
+    """Eq. 4: F(z, t) = sqrt(abar_t) z + sqrt(1 - abar_t) eps."""
+    a = abar[noising.t].view(-1, 1, 1, 1)
+    return a.sqrt() * z + (1 - a).sqrt() * noising.noise
+
+
+@pytest.fixture
+def recipe():
+    r = build_recipe("d3sr", CFG, "tiny", "cpu")
+    with torch.no_grad():   # trained-looking LoRA and heads: every term is non-trivial
+        gen = torch.Generator().manual_seed(3)
+        for p in r.generator_parameters() + r.discriminator_parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=gen))
+    return r
+
+
+def _student_latent(r, lr, abar):
+    """Eq. 1 with the generator UNet (its LoRA on), T_L from the config."""
+    vae, unet = r.codec.vae, r.unet
+    up = F.interpolate(lr, scale_factor=4, mode="bicubic", align_corners=False).clamp(0, 1)
+    z_l = vae.encode(up * 2 - 1).latent_dist.mode() * vae.config.scaling_factor
+    t_l = r.cfg["t_l"]
+    ctx = torch.zeros(lr.shape[0], 8, unet.config.cross_attention_dim)
+    eps = unet(z_l, torch.full((lr.shape[0],), t_l), encoder_hidden_states=ctx).sample
+    return (z_l - (1 - abar[t_l]).sqrt() * eps) / abar[t_l].sqrt()
+
+
+def test_generator_loss_is_eq_8_with_ea_dists_and_the_critic_on_the_noised_fake(recipe):
+    lr, hr = _batch()
+    noising = _draw(1)
+    got = recipe.generator_loss(lr, hr, 0, noising=noising)
+    abar, vae = _abar(), recipe.codec.vae
+    with torch.no_grad():
+        z_hat = _student_latent(recipe, lr, abar)
+        x_hat = (vae.decode(z_hat / vae.config.scaling_factor).sample.clamp(-1, 1) + 1) / 2
+        mse = (x_hat - hr).pow(2).mean()
+        ea = recipe.dists(x_hat, hr).mean() + recipe.dists(_sobel(x_hat), _sobel(hr)).mean()   # Eq. 5
+        logits = recipe.disc(_diffuse(z_hat, noising, abar), noising.t)
+        adv = -torch.log(torch.sigmoid(logits)).mean()                                         # Eq. 2
+    c = recipe.cfg
+    terms = {"mse": mse, "ea_dists": ea, "adv_g": adv,
+             "loss": mse + c["lambda_ea_dists"] * ea + c["lambda_adv"] * adv}                  # Eq. 8
+    assert all(0.02 < float(v) for v in (mse, c["lambda_ea_dists"] * ea, c["lambda_adv"] * adv))
+    for key, want in terms.items():
+        assert float(got[key]) == pytest.approx(float(want), rel=1e-4), key
+
+
+def test_discriminator_loss_is_eq_3_real_hr_latent_against_noised_fake(recipe):
+    lr, hr = _batch(1)
+    real, fake = _draw(2), _draw(3)
+    got = recipe.discriminator_loss(lr, hr, 0, real=real, fake=fake)["loss"]
+    abar, vae = _abar(), recipe.codec.vae
+    with torch.no_grad():
+        z_hat = _student_latent(recipe, lr, abar)
+        z_h = vae.encode(hr * 2 - 1).latent_dist.mode() * vae.config.scaling_factor
+        d_real = torch.sigmoid(recipe.disc(_diffuse(z_h, real, abar), real.t))
+        d_fake = torch.sigmoid(recipe.disc(_diffuse(z_hat, fake, abar), fake.t))
+        want = -torch.log(d_real).mean() - torch.log(1 - d_fake).mean()
+    assert float(got) == pytest.approx(float(want), rel=1e-5)
+
+
+def test_sdxl_shaped_critic_keeps_down_and_mid_blocks_only_and_runs_micro_conditioning(recipe):
+    unet = recipe.disc.unet
+    assert unet.config.addition_embed_type == "text_time" and unet.config.cross_attention_dim == 48
+    assert len(unet.up_blocks) == 0 and unet.conv_out is None
+    lora = {n for n, _ in unet.named_parameters() if "lora_" in n}
+    assert lora and not any(n.startswith("up_blocks") for n in lora)
+    assert recipe.substitutions == []
+    full = C.build_unet("tiny", role="disc_unet")
+    kept = sum(p.numel() for n, p in unet.named_parameters() if "lora_" not in n)
+    dropped = sum(p.numel() for m in (full.up_blocks, full.conv_norm_out, full.conv_out) for p in m.parameters())
+    assert kept == sum(p.numel() for p in full.parameters()) - dropped
+
+
+def test_folder_without_sdxl_falls_back_to_sd21_loudly_and_the_ablation_is_asked_for_by_name(tmp_path, caplog):
+    torch.manual_seed(0)
+    C.build_unet("tiny").save_pretrained(tmp_path / "unet")   # a components folder with no disc_unet/
+    r = build_recipe("d3sr", CFG, "tiny", "cpu", student_only=True)
+    with caplog.at_level(logging.WARNING):
+        disc = r._build_discriminator(str(tmp_path), torch.zeros(1, 8, 32))
+    assert r.substitutions == [SD21_FALLBACK] and "Table 6 ablation" in caplog.text
+    assert disc.unet.config.addition_embed_type is None and len(disc.unet.up_blocks) == 0
+    ablation = build_recipe("d3sr", {**CFG, "discriminator": "sd21"}, "tiny", "cpu")
+    assert ablation.substitutions == [] and ablation.disc.unet.config.addition_embed_type is None
+    with pytest.raises(C.UserError, match="discriminator must be sdxl"):
+        build_recipe("d3sr", {**CFG, "discriminator": "sd3"}, "tiny", "cpu")
+
+
+def test_v_prediction_schedule_is_refused(tmp_path):
+    from diffusers import DDPMScheduler
+
+    DDPMScheduler(prediction_type="v_prediction").save_pretrained(tmp_path / "scheduler")
+    with pytest.raises(C.UserError, match="v_prediction"):
+        C.alphas_cumprod(str(tmp_path))
