@@ -138,9 +138,11 @@ class _Augment:
         if not self.crop:
             return 0, 0, H - H % scale, W - W % scale
         if self.crop % scale:
-            raise UserError(f"crop {self.crop} is not a multiple of the shards' scale {scale}.")
+            raise UserError(f"crop {self.crop} is not a multiple of the shards' scale {scale}; "
+                            f"use --set trainer.crop=N with N a multiple of {scale}.")
         if H < self.crop or W < self.crop:
-            raise UserError(f"sample {key} is {H}x{W}, smaller than the training crop {self.crop}; lower `crop` or rebuild the shards with larger crops.")
+            raise UserError(f"sample {key} is {H}x{W}, smaller than the training crop {self.crop}; lower it with "
+                            f"--set trainer.crop=N (N at most {min(H, W) - min(H, W) % scale}) or rebuild the shards with larger crops.")
         # Draw on the LR grid so that the HR box maps exactly onto whole LR pixels.
         c = self.crop // scale
         top = int(rng.integers(H // scale - c + 1)) * scale
