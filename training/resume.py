@@ -64,6 +64,11 @@ def shards_identity(shards) -> str | None:
     return str(Path(text).resolve())
 
 
+def components_identity(components: str) -> str:
+    """A preset name or hub id as given; a folder as its absolute path (the same folder from another cwd is the same)."""
+    return str(Path(components).resolve()) if Path(components).is_dir() else components
+
+
 def _flatten(values: dict, prefix: str) -> dict[str, Any]:
     out = {}
     for k, v in values.items():

@@ -151,7 +151,7 @@ class Trainer:
             self.opt_d = perf.adamw(self.d_params, fused=self.switches.fused_adamw, lr=cfg.lr_d, betas=betas, weight_decay=cfg.weight_decay)
             self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.opt_d, _warmup(cfg.warmup_steps))
         self.step = 0
-        self.inputs = {"shards": rs.shards_identity(shards), "components": components,
+        self.inputs = {"shards": rs.shards_identity(shards), "components": rs.components_identity(components),
                        "val_shards": rs.shards_identity(val_shards)}
         self.changes: list[dict] = []     # settings changed on a resume, with their step (run.json `changes`)
         applied: list[rs.Change] = []
