@@ -258,3 +258,17 @@ def test_a_crop_larger_than_the_samples_names_the_setting_to_change(shards, tmp_
                        "--steps", "1", "--set", "crop=256", "--set", "batch_size=1", "--set", "num_workers=0"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and "--set trainer.crop=N (N at most 128)" in err[-1]
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_truncated_training_shard_is_one_sentence_naming_it(workers, shards, tmp_path, capsys):
+    damaged = tmp_path / "shards"
+    shutil.copytree(shards, damaged)
+    tar = damaged / "train-000001.tar"
+    tar.write_bytes(tar.read_bytes()[: tar.stat().st_size // 2])
+    code = train_main(["--recipe", "d3sr", "--shards", str(damaged), "--out", str(tmp_path / "r"), "--quiet",
+                       "--steps", "40", *[a for s in FAST for a in ("--set", s)], "--set", f"num_workers={workers}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (f"train: training shard {tar} cannot be read (unexpected end of data); "
+                                            "`degrade verify` on its build lists every damaged shard.")
