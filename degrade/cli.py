@@ -119,8 +119,9 @@ def _build(args) -> int:
     if summary.skipped > 10:
         print(f"  ... {summary.skipped - 10} more in manifest.json")
     if summary.samples == 0:
-        raise UserError(f"no samples were written: all {summary.skipped} source files of {args.src} were skipped "
-                        "(reasons above and in manifest.json).")
+        why = (f"all {summary.skipped} source files of {args.src} were skipped (reasons above and in manifest.json)"
+               if summary.skipped else f"{args.src} holds no images")
+        raise UserError(f"no samples were written: {why}.")
     return 0
 
 
