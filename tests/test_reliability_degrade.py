@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from _helpers_degrade import good_folder
-from _helpers_reliability import read_only_dir  # noqa: F401 (a fixture)
 from srdistill.datasets.images import BadImage, read_rgb
 from srdistill.degrade.build import build
 from srdistill.degrade.cli import main

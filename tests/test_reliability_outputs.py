@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from _helpers_reliability import read_only_dir  # noqa: F401 (a fixture)
 from srdistill.evaluate.cli import main as evaluate_main
 
 from srdistill.errors import UserError

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from _helpers_reliability import read_only_dir  # noqa: F401 (a fixture)
 from srdistill.reports.cli import main
 
 EXIT_REGRESSION, EXIT_CRASH = 1, 4   # as documented in `reports --help`

@@ -11,10 +11,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from _helpers_reliability import read_only_dir  # noqa: F401 (a fixture)
 from _helpers_training import sample_shards
-from safetensors.torch import load_file, save_file
-from srdistill.training.checkpoint import CKPT_DIR, STATE, WEIGHTS, list_checkpoints, load_checkpoint
+from safetensors.torch import load_file
+from srdistill.training.checkpoint import (
+    CKPT_DIR,
+    STATE,
+    WEIGHTS,
+    list_checkpoints,
+    load_checkpoint,
+)
 from srdistill.training.cli import main as train_main
 from srdistill.training.config import TrainerConfig, load_run_config
 from srdistill.training.logging_jsonl import LOG_NAME, read_log

@@ -152,7 +152,9 @@ class Trainer:
             self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.opt_d, _warmup(cfg.warmup_steps))
         self.step = 0
         self.inputs = {"shards": rs.shards_identity(shards), "components": rs.components_identity(components),
-                       "val_shards": rs.shards_identity(val_shards)}
+                       "val_shards": rs.shards_identity(val_shards),
+                       # per-role overrides compose the same OUT/components folder whatever they name: compare them too
+                       **{f"components.{role}": spec for role, spec in sorted(run.components.items())}}
         self.changes: list[dict] = []     # settings changed on a resume, with their step (run.json `changes`)
         applied: list[rs.Change] = []
         position = None
