@@ -5,8 +5,8 @@ value in effect, the training shards' identity, the components, the held-out sha
 difference is either
 
 - applied: a knob that steers the loop from this step on without changing what the steps so far meant
-  (learning rates, Adam's betas, weight decay, the step count, clipping, precision, device, logging,
-  checkpoint and validation cadence, the held-out shards). The trainer sets it on the restored optimizer and
+  (learning rates, Adam's betas, weight decay, the step count, clipping, the memory/speed switches, device,
+  logging, checkpoint and validation cadence, the held-out shards). The trainer sets it on the restored optimizer and
   scheduler, logs a `config_change` record at the resume step and keeps it in `run.json`'s `changes`;
 - refused: anything that changes the data stream, the `samples` counter, the schedule under way or the losses
   (batch size, accumulation, crop, seed, warm-up, loader layout, flips, online degradation, every recipe
@@ -23,8 +23,10 @@ from typing import Any
 from srdistill.degrade.manifest import MANIFEST_NAME
 
 APPLIED_TRAINER_KEYS = frozenset({
-    "steps", "lr_g", "lr_d", "adam_beta1", "adam_beta2", "weight_decay", "clip_grad", "bf16", "log_every",
-    "ckpt_every", "keep_ckpts", "val_every", "val_images", "val_metrics", "device",
+    "steps", "lr_g", "lr_d", "adam_beta1", "adam_beta2", "weight_decay", "clip_grad", "log_every", "ckpt_every",
+    "keep_ckpts", "val_every", "val_images", "val_metrics", "device",
+    # memory/speed switches (training/perf.py): how a step runs, not what it computes
+    "bf16", "grad_checkpointing", "tf32", "channels_last", "fused_adamw", "pin_memory", "compile_student",
 })
 APPLIED_INPUTS = frozenset({"val_shards"})
 SHOWN = 6   # differing keys named in a refusal before "and N more"

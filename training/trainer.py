@@ -217,26 +217,23 @@ class Trainer:
         if refused:
             raise UserError(rs.refusal(self.run_dir, int(state["step"]), refused))
         self.recipe.load_trainable_state_dict({k: v.to(self.device) for k, v in weights.items()})
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.sched_g.load_state_dict(state["sched_g"])
+        self._load_optimizer(self.opt_g, self.sched_g, state["opt_g"], state["sched_g"], self.cfg.lr_g)
         if self.opt_d is not None:
-            self.opt_d.load_state_dict(state["opt_d"])
-            self.sched_d.load_state_dict(state["sched_d"])
+            self._load_optimizer(self.opt_d, self.sched_d, state["opt_d"], state["sched_d"], self.cfg.lr_d)
         restore_rng(state["rng"][self.dist.rank])
         self.step = int(state["step"])
-        # The optimizer's and scheduler's own state carry the old hyper-parameters: set the configured ones, which
-        # are either unchanged or an applied change, so what run.json records is what trains.
-        self._set_hyperparameters(self.opt_g, self.sched_g, self.cfg.lr_g)
-        if self.opt_d is not None:
-            self._set_hyperparameters(self.opt_d, self.sched_d, self.cfg.lr_d)
         self.changes = list(state.get("changes", [])) + [c.record(self.step) for c in applied]
         return LoaderPosition.from_dict(state["positions"][self.dist.rank]), applied
 
-    def _set_hyperparameters(self, opt, sched, lr: float) -> None:
-        cfg = self.cfg
-        now = lr * _warmup(cfg.warmup_steps)(sched.last_epoch)
-        for group in opt.param_groups:
-            group.update(lr=now, initial_lr=lr, betas=(cfg.adam_beta1, cfg.adam_beta2), weight_decay=cfg.weight_decay)
+    def _load_optimizer(self, opt, sched, opt_state: dict, sched_state: dict, lr: float) -> None:
+        """Moments and step counts from the checkpoint; hyper-parameters (rates, betas, weight decay, fused) as
+        configured now, which are either unchanged or an applied change, so what run.json records is what trains."""
+        configured = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
+        opt.load_state_dict(opt_state)   # this also brings back the old groups' hyper-parameters...
+        sched.load_state_dict(sched_state)
+        now = lr * _warmup(self.cfg.warmup_steps)(sched.last_epoch)
+        for group, conf in zip(opt.param_groups, configured, strict=True):   # ...which the configured ones replace
+            group.update(conf, lr=now, initial_lr=lr)
         n = len(opt.param_groups)
         sched.load_state_dict({**sched.state_dict(), "base_lrs": [lr] * n, "_last_lr": [now] * n})
 
