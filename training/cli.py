@@ -98,7 +98,8 @@ def _train(args: argparse.Namespace) -> int:
     from srdistill.hub import resolve_components
     from srdistill.outputs import check_output_dir
 
-    check_output_dir(args.out, "--out")
+    if args.out is not None:
+        check_output_dir(args.out, "--out")
     names = _recipe_names()
     if args.recipe not in names:
         raise UserError(f"unknown recipe {args.recipe!r}; choose one of {', '.join(names)}.")
