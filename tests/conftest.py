@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from helpers.images import downscale, real_photo, write_png
 
 # Nothing may reach the network during tests: srdistill and the Hub are offline unless a test points them (with
@@ -132,8 +131,8 @@ def offline_weights(tmp_path, monkeypatch) -> Path:
     weights.configure_weights_dir(root)
     yield root
     monkeypatch.undo()
-    import pyiqa.utils.download_util as download_util
     import torch.hub
+    from pyiqa.utils import download_util
 
     download_util.DEFAULT_CACHE_DIR = str(Path(torch.hub.get_dir()) / "pyiqa")
 

@@ -10,7 +10,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from _helpers_degrade import good_folder
+from helpers.images import good_folder
 from srdistill.datasets.images import BadImage, read_rgb
 from srdistill.degrade.build import build
 from srdistill.degrade.cli import main
@@ -20,12 +20,12 @@ from srdistill.errors import UserError
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory) -> Path:
+def built(ray_cluster, tmp_path_factory) -> Path:
     """3 shards of 2 samples (6 photos, 48 px crops, bicubic)."""
     root = tmp_path_factory.mktemp("reliability-degrade")
     out = root / "shards"
     build(str(good_folder(root / "src", n=6, size=64)), str(out), "bicubic", crop=48, shard_samples=2, workers=1,
-          address="local", progress=False, command="tests")
+          progress=False, command="tests")
     assert len(list(out.glob("train-*.tar"))) == 3
     return out
 
@@ -71,7 +71,7 @@ def test_an_oversized_image_is_too_large_whatever_its_size(width, height):
         read_rgb(_png_header(width, height))
 
 
-def test_a_build_where_every_image_was_skipped_exits_2_with_a_sentence(tmp_path, capsys):
+def test_a_build_where_every_image_was_skipped_exits_2_with_a_sentence(tmp_path, capsys, ray_cluster):
     src = tmp_path / "src"
     src.mkdir()
     (src / "huge.png").write_bytes(_png_header(20000, 20000))

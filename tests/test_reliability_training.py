@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from _helpers_training import sample_shards
 from safetensors.torch import load_file
 from srdistill.training.checkpoint import (
     CKPT_DIR,
@@ -28,14 +27,6 @@ from srdistill.training.trainer import RUN_RECORD, run_training
 from srdistill.errors import UserError
 
 FAST = ["crop=32", "batch_size=1", "num_workers=0", "shuffle_buffer=4", "ckpt_every=1", "keep_ckpts=5", "seed=1"]
-
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    return sample_shards(tmp_path_factory)
-
 
 @pytest.fixture(scope="module")
 def two_steps(shards, tmp_path_factory):
