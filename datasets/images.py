@@ -43,7 +43,10 @@ def image_size(data: bytes) -> tuple[int, int]:
             width, height = im.size
     except UnidentifiedImageError as exc:
         raise BadImage("not an image (no known image format)") from exc
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:
+        # Pillow refuses such a header before giving its size (its limit is above DEFAULT_MAX_PIXELS).
+        raise BadImage(f"too large: over {2 * Image.MAX_IMAGE_PIXELS} pixels, Pillow's decompression-bomb limit") from exc
+    except (OSError, ValueError, SyntaxError) as exc:
         raise BadImage(f"not an image ({_short(exc)})") from exc
     return height, width
 

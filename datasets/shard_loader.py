@@ -19,6 +19,8 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
+import tarfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -139,9 +141,11 @@ class _Augment:
         if not self.crop:
             return 0, 0, H - H % scale, W - W % scale
         if self.crop % scale:
-            raise UserError(f"crop {self.crop} is not a multiple of the shards' scale {scale}.")
+            raise UserError(f"crop {self.crop} is not a multiple of the shards' scale {scale}; "
+                            f"use --set trainer.crop=N with N a multiple of {scale}.")
         if H < self.crop or W < self.crop:
-            raise UserError(f"sample {key} is {H}x{W}, smaller than the training crop {self.crop}; lower `crop` or rebuild the shards with larger crops.")
+            raise UserError(f"sample {key} is {H}x{W}, smaller than the training crop {self.crop}; lower it with "
+                            f"--set trainer.crop=N (N at most {min(H, W) - min(H, W) % scale}) or rebuild the shards with larger crops.")
         # Draw on the LR grid so that the HR box maps exactly onto whole LR pixels.
         c = self.crop // scale
         if self.crop_policy == "center":
@@ -149,6 +153,16 @@ class _Augment:
         top = int(rng.integers(H // scale - c + 1)) * scale
         left = int(rng.integers(W // scale - c + 1)) * scale
         return top, left, self.crop, self.crop
+
+
+def _damaged_shard(exc: tarfile.TarError, shards) -> str:
+    """One sentence for a shard that stops mid-tar; webdataset puts the reason and the file in the message."""
+    text = str(exc)
+    name = re.search(r"name='([^']+)'", text)
+    reason = re.search(r"([A-Za-z][^\"'@(]*?) @ <", text)
+    where = name.group(1) if name else f"one of the shards in {shards}"
+    why = reason.group(1).strip() if reason else type(exc).__name__
+    return f"training shard {where} cannot be read ({why}); `degrade verify` on its build lists every damaged shard."
 
 
 def _geometric(img: np.ndarray, flip_h: bool, flip_v: bool, rot: int) -> np.ndarray:
@@ -317,6 +331,8 @@ class BatchStream:
             except UserError as exc:
                 # DataLoader re-raises a worker's exception with its traceback in the message; keep the sentence.
                 raise UserError(str(exc).strip().splitlines()[-1].split("UserError: ", 1)[-1]) from None
+            except tarfile.TarError as exc:
+                raise UserError(_damaged_shard(exc, self.kwargs["shards"])) from None
             if batch is not None:
                 self.position.batches += 1
                 return batch

@@ -100,11 +100,14 @@ def _finished_shards(storage: Storage, plan: Plan) -> dict[str, dict]:
     return done if previous is None else drop_changed(storage, plan, previous, done, from_plan_json=True)
 
 
-def _differences(old: dict, new: dict) -> str:
+def _differences(old: dict, new: dict, prefix: str = "") -> str:
     changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
     if not changed:
         return "its build id differs"
-    return "; ".join(f"{k} {old.get(k)!r} there, {new.get(k)!r} now" for k in changed[:3])
+    # Name the differing keys inside a section (crop_policy.crop) rather than printing both sections whole.
+    return "; ".join(_differences(old[k], new[k], f"{prefix}{k}.")
+                     if isinstance(old.get(k), dict) and isinstance(new.get(k), dict)
+                     else f"{prefix}{k} {old.get(k)!r} there, {new.get(k)!r} now" for k in changed[:3])
 
 
 def write_manifest(storage: Storage, plan: Plan, run: ShardRun, spec, seed: int, *, images: int | None,

@@ -103,6 +103,9 @@ def _parser() -> argparse.ArgumentParser:
 def _build(args) -> int:
     from srdistill.degrade.build import build
 
+    from srdistill.outputs import check_output_dir
+
+    check_output_dir(args.out, "--out")
     summary = build(
         args.src, args.out, args.spec or args.preset or "realesrgan", scale=args.scale, crop=args.crop,
         crops_per_image=args.crops_per_image, shard_samples=args.shard_samples, seed=args.seed, workers=args.workers,
@@ -115,12 +118,19 @@ def _build(args) -> int:
         print(f"  skipped {skip['source_path']}: {skip['reason']}")
     if summary.skipped > 10:
         print(f"  ... {summary.skipped - 10} more in manifest.json")
+    if summary.samples == 0:
+        why = (f"all {summary.skipped} source files of {args.src} were skipped (reasons above and in manifest.json)"
+               if summary.skipped else f"{args.src} holds no images")
+        raise UserError(f"no samples were written: {why}.")
     return 0
 
 
 def _preview(args) -> int:
     from srdistill.degrade.preview import preview
 
+    from srdistill.outputs import check_output_file
+
+    check_output_file(args.out, "--out")
     n = preview(args.dir, args.out, samples=args.samples)
     print(f"wrote {n} HR/LR pairs to {args.out}")
     return 0

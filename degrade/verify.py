@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import io
+import tarfile
 from dataclasses import dataclass, field
 
 import numpy as np
-
 from srdistill.datasets.images import BadImage, decode_png
 from srdistill.degrade.identity import check_sources
 from srdistill.degrade.manifest import MANIFEST_NAME
 from srdistill.degrade.reader import build_samples, open_build
 from srdistill.degrade.shards import is_shard_name, read_samples
+
+from srdistill.errors import UserError
+
+# What a damaged shard raises while being read: every one is reported, the check goes on with the next shard.
+_DAMAGE = (ValueError, KeyError, TypeError, AttributeError, BadImage, OSError, EOFError, tarfile.TarError)
 
 
 @dataclass
@@ -47,7 +52,11 @@ def verify(out: str, *, storage_options: dict | None = None, decode: bool = True
         if not storage.exists(name):
             report.problems.append(f"{name} is missing.")
             continue
-        data = storage.read_bytes(name)
+        try:
+            data = storage.read_bytes(name)
+        except OSError as exc:
+            report.problems.append(f"{name} cannot be read ({exc.strerror or exc}).")
+            continue
         if len(data) != entry["bytes"]:
             report.problems.append(f"{name} has {len(data)} bytes, the manifest says {entry['bytes']}.")
         if hashlib.sha256(data).hexdigest() != entry["sha256"]:
@@ -75,8 +84,8 @@ def _check_samples(name: str, data: bytes, expected: int, scale: int, spec_hash:
                 hr, lr = decode_png(hr_png), decode_png(lr_png)
                 if hr.shape[0] % scale or hr.shape[1] % scale or lr.shape != (hr.shape[0] // scale, hr.shape[1] // scale, 3):
                     problems.append(f"{name}: {key} has HR {hr.shape[:2]} and LR {lr.shape[:2]}, not HR/{scale}.")
-    except (ValueError, KeyError, BadImage, OSError, EOFError) as exc:
-        problems.append(f"{name} cannot be read as a shard ({exc}).")
+    except _DAMAGE as exc:
+        problems.append(f"{name} cannot be read as a shard ({str(exc).strip() or type(exc).__name__}).")
         return problems
     report.samples += count
     if count != expected:
@@ -104,12 +113,16 @@ def replay(out: str, *, samples: int = 8, key: str | None = None, storage_option
     storage, manifest = open_build(out, storage_options)
     spec = spec_from_dict(manifest["spec"])
     report = ReplayReport()
-    for shard, k, hr_png, lr_png, meta in build_samples(storage, manifest):
-        if key is not None and k != key:
-            continue
-        if not np.array_equal(replay_sample(decode_png(hr_png), meta, spec), decode_png(lr_png)):
-            report.mismatches.append(f"{shard}:{k}")
-        report.checked += 1
-        if key is None and samples and report.checked >= samples:
-            break
+    try:
+        for shard, k, hr_png, lr_png, meta in build_samples(storage, manifest):
+            if key is not None and k != key:
+                continue
+            if not np.array_equal(replay_sample(decode_png(hr_png), meta, spec), decode_png(lr_png)):
+                report.mismatches.append(f"{shard}:{k}")
+            report.checked += 1
+            if key is None and samples and report.checked >= samples:
+                break
+    except _DAMAGE as exc:
+        raise UserError(f"a shard of {out} cannot be read ({str(exc).strip() or type(exc).__name__}); "
+                        f"`degrade verify {out}` lists every damaged shard.") from exc
     return report

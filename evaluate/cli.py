@@ -86,6 +86,9 @@ def cmd_leaderboard(args) -> int:
     from srdistill.evaluate.methods import parse_method_args
     from srdistill.evaluate.report import write_reports
 
+    from srdistill.outputs import check_output_dir
+
+    check_output_dir(args.out, "--out")
     download.configure(offline=args.offline, mirror=args.mirror)
     extra = parse_method_args(args.method)
     datasets = args.datasets

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
 
-from srdistill.errors import run_command
+from srdistill.errors import UserError, run_command
 
 DEFAULT_HISTORY = "srdistill-nightly/history"
 DEFAULT_OUT = "srdistill-nightly/reports"
@@ -21,18 +24,35 @@ a markdown report what got better or worse since the previous night and since a 
   reports nights                                   # list the recorded nights
 
 Exit status of `nightly`: 0 no regression, 1 a regression (a metric worse beyond noise, a method that broke,
-or slower throughput when the suite says so), 2 a usage mistake, 3 no regression but some evaluations failed.
+or slower throughput when the suite says so), 2 a usage mistake, 3 no regression but some evaluations failed,
+4 the run crashed (a bug or an environment fault; the traceback is printed, nothing is recorded), 130 interrupted.
 """
 
 _NIGHTLY_EPILOG = """\
 The suite file (YAML) names datasets, methods, metrics, spec presets to record, short training jobs and
-throughput benchmarks; see srdistill/reports/suites/default.yaml for a commented example.
+throughput benchmarks; the packaged default suite is a commented example: reports/suites/default.yaml in a source
+checkout, here {default_suite}.
 Re-running the same --date replaces that night in the history. A change is flagged when its paired
 confidence interval over images excludes 0 and it exceeds the metric's minimum effect (suite `compare:`).
 
 Run it nightly with cron, e.g.:
   30 2 * * * cd /srv/sr && .venv/bin/reports nightly --suite suite.yaml >> nightly.log 2>&1
 """
+
+
+def _default_suite_path() -> str:
+    from srdistill.reports.suite import DEFAULT_SUITE
+
+    return str(resources.files("srdistill.reports") / "suites" / f"{DEFAULT_SUITE}.yaml")
+
+
+def _recorded_history(path: str) -> Path:
+    """The --history of `pin` and `nights`: it must already exist (a typo must not read as an empty history)."""
+    history = Path(path)
+    if not history.is_dir():
+        what = "is a file, not a history folder" if history.exists() else "does not exist"
+        raise UserError(f"--history {history} {what}; give the --history folder of earlier `reports nightly` runs.")
+    return history
 
 
 def _today() -> str:
@@ -47,7 +67,8 @@ def _parser() -> argparse.ArgumentParser:
                        description="Run the benchmark suite as one night: train its short jobs, evaluate, measure "
                        "throughput, store the night in the history, compare with the previous night and the "
                        "baseline, and write OUT/DATE/report.md with trend plots.",
-                       epilog=_NIGHTLY_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       epilog=_NIGHTLY_EPILOG.format(default_suite=_default_suite_path()),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     n.add_argument("--suite", help="suite YAML file (default: the built-in suite on the embedded sample)")
     n.add_argument("--history", default=DEFAULT_HISTORY, help="history folder (default: %(default)s)")
     n.add_argument("--date", default=None, help="the night's date, YYYY-MM-DD (default: today in UTC)")
@@ -93,9 +114,28 @@ def _nightly(args) -> int:
     return outcome.exit_code
 
 
+def _nightly_or_crash(args) -> int:
+    """`nightly`, with any unexpected exception mapped to EXIT_CRASH: Python's own exit 1 is the regression code."""
+    from srdistill.reports.nightly import EXIT_CRASH
+
+    try:
+        return _nightly(args)
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- whatever it is, a scheduler must not read it as a regression
+        traceback.print_exc()
+        first = (str(exc).strip().splitlines() or ["no message"])[0]
+        print(f"reports: nightly crashed ({type(exc).__name__}: {first}); nothing was compared, this is not a "
+              f"regression (exit {EXIT_CRASH}).", file=sys.stderr)
+        return EXIT_CRASH
+
+
 def _pin(args) -> int:
     from srdistill.reports.history import pin_baseline
 
+    from srdistill.outputs import check_output_dir
+
+    check_output_dir(_recorded_history(args.history), "--history")
     pin_baseline(args.history, args.date)
     print(f"baseline of {args.history} is now {args.date}")
     return 0
@@ -104,7 +144,7 @@ def _pin(args) -> int:
 def _nights(args) -> int:
     from srdistill.reports.history import nights, pinned_baseline, read_results, read_runs
 
-    dates = nights(args.history)
+    dates = nights(_recorded_history(args.history))
     if not dates:
         print(f"no nights recorded in {args.history}")
         return 0
@@ -124,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    handler = {"nightly": _nightly, "pin": _pin, "nights": _nights}[args.command]
+    handler = {"nightly": _nightly_or_crash, "pin": _pin, "nights": _nights}[args.command]
     return run_command("reports", lambda: handler(args),
                        "interrupted; re-run the same command (the night is recorded only when complete).")
 

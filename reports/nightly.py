@@ -33,6 +33,7 @@ EXIT_CLEAN = 0
 EXIT_REGRESSION = 1
 EXIT_USER_ERROR = 2
 EXIT_FAILURES = 3  # no regression, but some evaluations failed tonight
+EXIT_CRASH = 4     # the run itself failed (a bug or an environment fault): never reported as a regression
 
 TRACKED_PACKAGES = (
     "srdistill", "numpy", "scipy", "opencv-python-headless", "opencv-python", "pillow", "torch", "torchvision",
@@ -209,9 +210,12 @@ def _leaderboard_md(results: pd.DataFrame) -> str:
 def run_nightly(suite: Suite, history: str | Path, date: str, out: str | Path, *, baseline: str | None = None,
                 progress: bool = True) -> NightlyOutcome:
     """Run ``suite`` as the night of ``date``; see the module docstring."""
+    from srdistill.outputs import check_output_dir
+
     t0 = time.perf_counter()
     hist.check_date(date)
-    history, out = Path(history), Path(out)
+    # Both are written only at the end: find an unusable one before the suite runs, not after.
+    history, out = check_output_dir(history, "--history"), check_output_dir(out, "--out")
     baseline = baseline or hist.pinned_baseline(history)
     if baseline is not None:
         hist.check_date(baseline)

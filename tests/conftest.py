@@ -8,12 +8,13 @@ joins), `shards` (the embedded sample built by `degrade build`), `photo` (a real
 
 from __future__ import annotations
 
+import os
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
-
 from helpers.images import downscale, real_photo, write_png
 
 # Nothing may reach the network during tests: srdistill and the Hub are offline unless a test points them (with
@@ -130,8 +131,8 @@ def offline_weights(tmp_path, monkeypatch) -> Path:
     weights.configure_weights_dir(root)
     yield root
     monkeypatch.undo()
-    import pyiqa.utils.download_util as download_util
     import torch.hub
+    from pyiqa.utils import download_util
 
     download_util.DEFAULT_CACHE_DIR = str(Path(torch.hub.get_dir()) / "pyiqa")
 
@@ -146,3 +147,26 @@ def pair_dirs(tmp_path) -> tuple[Path, Path]:
         write_png(hr_dir / f"{stem}.png", hr)
         write_png(lr_dir / f"{stem}.png", downscale(hr))
     return hr_dir, lr_dir
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A folder the test process cannot write in, as a real fault: root ignores permission bits, so it is made
+    immutable instead; skipped where neither is possible."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    try:
+        made = subprocess.run(["chattr", "+i", str(folder)], capture_output=True, check=False).returncode == 0
+    except OSError:
+        made = False
+    if not made:
+        pytest.skip("running as root where `chattr +i` is not permitted: no way to make a read-only folder")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=False)

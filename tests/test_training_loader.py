@@ -118,7 +118,8 @@ def test_worker_errors_surface_as_one_sentence(shards):
     with pytest.raises(UserError) as err:
         next(stream)
     assert re.fullmatch(r"sample \w+ is 128x128, smaller than the training crop 256; "
-                        r"lower `crop` or rebuild the shards with larger crops\.", str(err.value))
+                        r"lower it with --set trainer\.crop=N \(N at most 128\) or rebuild the shards with larger crops\.",
+                        str(err.value))
     with pytest.raises(UserError, match="neither a preset"):
         BatchStream(shards, batch_size=2, crop=64, seed=0, online_spec="no-such-spec")
 

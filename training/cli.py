@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import inspect
+import re
 import sys
 from pathlib import Path
 
@@ -18,11 +21,29 @@ examples:
 
 configuration: defaults < training/configs/RECIPE.yaml < --config FILE < --set (trainer.KEY=V, recipe.KEY=V, or a
 bare trainer KEY=V, or components.ROLE=FOLDER_OR_MODEL_ID for one role: vae, unet, transformer, transformer_vae,
-scheduler, text_encoder, tokenizer, ...). Trainer keys are listed in srdistill.training.config.TrainerConfig.
-Model ids are fetched into the Hugging Face cache (HF_ENDPOINT honoured); --offline or SRDISTILL_OFFLINE=1 uses
-the cache only. Re-running with the same --out resumes from its newest checkpoint. The trained student lands in OUT/export and is scored with
-`evaluate leaderboard --method NAME=OUT`.
+scheduler, text_encoder, tokenizer, ...). Model ids are fetched into the Hugging Face cache (HF_ENDPOINT honoured);
+--offline or SRDISTILL_OFFLINE=1 uses the cache only. Re-running with the same --out resumes from its newest
+checkpoint; changed learning rates, step count, cadences, clipping, precision or device apply from that step on
+(logged as a config_change), while a changed batch size, crop, seed, data, components or recipe value is refused.
+The trained student lands in OUT/export and is scored with `evaluate leaderboard --method NAME=OUT`.
+
+trainer keys (default):
+{trainer_keys}
 """
+
+
+def trainer_keys_help() -> str:
+    """One line per TrainerConfig field: name, default and the comment beside it in the dataclass."""
+    from srdistill.training.config import TrainerConfig
+
+    try:
+        source = inspect.getsource(TrainerConfig)
+    except (OSError, TypeError):   # no source shipped: names and defaults only
+        source = ""
+    notes = {m.group(1): m.group(2).strip() for m in re.finditer(r"^\s+(\w+):[^#\n]*#([^\n]*)$", source, re.MULTILINE)}
+    fields = dataclasses.fields(TrainerConfig)
+    width = max(len(f"{f.name}={f.default}") for f in fields)
+    return "\n".join(f"  {f'{f.name}={f.default}':<{width}}  {notes.get(f.name, '')}".rstrip() for f in fields)
 
 
 def _recipe_names() -> list[str]:
@@ -42,7 +63,7 @@ def _recipe_names() -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="train", description="Train a one-step diffusion SR student (StrSR, D3SR, CTSR or VPD-SR) on degradation shards.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=EPILOG.format(trainer_keys=trainer_keys_help()), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--recipe", required=True, help="recipe name: strsr, d3sr, ctsr or vpdsr")
     p.add_argument("--shards", default=None, help="training shards: a folder written by `degrade build`, a brace pattern or a .tar")
     p.add_argument("--out", default=None, help="run folder for the log, checkpoints and the exported student")
@@ -75,7 +96,10 @@ def _train(args: argparse.Namespace) -> int:
 
     from srdistill import download
     from srdistill.hub import resolve_components
+    from srdistill.outputs import check_output_dir
 
+    if args.out is not None:
+        check_output_dir(args.out, "--out")
     names = _recipe_names()
     if args.recipe not in names:
         raise UserError(f"unknown recipe {args.recipe!r}; choose one of {', '.join(names)}.")

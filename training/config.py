@@ -18,6 +18,8 @@ Documents' assumption lists add up; the run's config.json records them.
 Precedence: TrainerConfig defaults < packaged training/configs/<recipe>.yaml < --config FILE < --set.
 `--set` takes `trainer.KEY=V`, `recipe.KEY[.SUB]=V`, `components.ROLE=ID_OR_DIR`, or a bare trainer `KEY=V`;
 values are converted to the type of the field (trainer) or of the existing default (recipe), else read as YAML.
+The resolved values are checked before any work: each recipe value against the type of the recipe's default
+(and, for the names in RECIPE_CHOICES, its allowed values), the trainer's device, online spec and ranges.
 """
 
 from __future__ import annotations
@@ -185,9 +187,9 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
-def _parse_recipe_value(text: str, default: Any) -> Any:
+def _parse_recipe_value(text: str, default: Any, where: str = "value") -> Any:
     if isinstance(default, bool):
-        return _coerce(text, bool, "value")
+        return _coerce(text, bool, where)
     if isinstance(default, (int, float)):
         try:
             return type(default)(float(text)) if isinstance(default, float) else int(text)
@@ -211,7 +213,7 @@ def _set_recipe(cfg: dict, path: list[str], text: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise UserError(f"--set recipe.{'.'.join(path)}: {part!r} is not a section.")
-    node[path[-1]] = _parse_recipe_value(text, node.get(path[-1]))
+    node[path[-1]] = _parse_recipe_value(text, node.get(path[-1]), f"recipe.{'.'.join(path)}")
 
 
 def apply_set(run: RunConfig, item: str) -> None:
@@ -257,7 +259,77 @@ def load_run_config(recipe: str, config_file: str | Path | None = None, sets: li
     validate(run.trainer)
     # torchrun sets WORLD_SIZE before the process starts, so the derived batch is right from here on
     run.trainer.batch_size = per_process_batch(run.trainer, int(os.environ.get("WORLD_SIZE", "1")))
+    validate_recipe_values(recipe, run.recipe_cfg)
     return run
+
+
+def _wavelets() -> list[str]:
+    """pywt's discrete wavelet names: what ptwt (the DWT of the HFP loss) accepts."""
+    import pywt
+
+    return pywt.wavelist(kind="discrete")
+
+
+# Recipe settings that name one thing of a fixed set, whichever recipe uses them: (allowed values, how to say them).
+def _flow_bases() -> list[str]:
+    from srdistill.training.recipe_strsr import FLOW_BASES
+
+    return list(FLOW_BASES)
+
+
+RECIPE_CHOICES = {
+    "wavelet": (_wavelets, "a discrete wavelet of pywt (haar, db2, sym4, ...: pywt.wavelist(kind='discrete'))"),
+    # the two LPIPS backbones components.build_lpips loads from a components folder
+    "lpips_net": (lambda: ["vgg", "alex"], "vgg or alex"),
+    # the paper's choice first, then its ablations or named stand-ins (the recipes document each)
+    "condition": (lambda: ["vlm", "text", "none"], "vlm, text (StrSR's w/o VLM) or none (w/o emb)"),
+    "semantic_encoder": (lambda: ["qwen3vl", "clip"], "qwen3vl (the paper's) or clip (a stand-in)"),
+    "base": (_flow_bases, "zimage (the paper's Z-Image-Turbo) or sd3 (a stand-in)"),
+    "discriminator": (lambda: ["sdxl", "sd21"], "sdxl (the paper's) or sd21 (D3SR's Table 6 ablation)"),
+}
+
+
+def _kind(default: Any) -> str | None:
+    if isinstance(default, bool):
+        return "true or false"
+    if isinstance(default, int):
+        return "a whole number"
+    if isinstance(default, float):
+        return "a number"
+    if isinstance(default, str):
+        return "text"
+    return None
+
+
+def _checked(key: str, value: Any, default: Any) -> Any:
+    """`value` as the type of `default` (an int accepts whole floats, a float accepts ints), or UserError."""
+    kind = _kind(default)
+    ok = (kind is None or (isinstance(default, bool) and isinstance(value, bool))
+          or (type(default) is int and not isinstance(value, bool)
+              and (isinstance(value, int) or (isinstance(value, float) and value.is_integer())))
+          or (isinstance(default, float) and isinstance(value, (int, float)) and not isinstance(value, bool))
+          or (isinstance(default, str) and isinstance(value, str)))
+    if not ok:
+        raise UserError(f"recipe.{key} must be {kind} like its default {default!r}, got {value!r}.")
+    if type(default) is int:
+        value = int(value)
+    elif isinstance(default, float):
+        value = float(value)
+    if key in RECIPE_CHOICES and isinstance(value, str):
+        allowed, described = RECIPE_CHOICES[key]
+        if value not in allowed():
+            raise UserError(f"recipe.{key} must be {described}, got {value!r}.")
+    return value
+
+
+def validate_recipe_values(recipe: str, values: dict) -> None:
+    """Check (and convert in place) each value the recipe has a default for; unknown keys are the recipe's to refuse."""
+    from srdistill.training.recipe import RECIPES
+
+    defaults = RECIPES[recipe].DEFAULTS if recipe in RECIPES else {}
+    for key, value in list(values.items()):
+        if key in defaults:
+            values[key] = _checked(key, value, defaults[key])
 
 
 def validate(cfg: TrainerConfig) -> None:
@@ -275,3 +347,10 @@ def validate(cfg: TrainerConfig) -> None:
     for key in ("lr_g", "lr_d", "clip_grad", "weight_decay"):
         if getattr(cfg, key) < 0:
             raise UserError(f"trainer.{key} must not be negative, got {getattr(cfg, key)}.")
+    device = cfg.device.split(":")
+    if not (cfg.device in ("auto", "cpu", "cuda") or (len(device) == 2 and device[0] == "cuda" and device[1].isdigit())):
+        raise UserError(f"trainer.device must be auto, cpu, cuda or cuda:N, got {cfg.device!r}.")
+    if cfg.online is not None:
+        from srdistill.degrade.spec import load_spec
+
+        load_spec(cfg.online)

@@ -1,10 +1,16 @@
-"""The run log: one JSON object per line (training steps, validations, events), append-only and resumable."""
+"""The run log: one JSON object per line (training steps, validations, events), append-only and resumable.
+
+A process killed mid-write leaves a torn last line; readers skip it and a resume drops it (its step was never
+checkpointed, so it is logged again). A bad line anywhere else is damage, reported with its line number.
+"""
 
 from __future__ import annotations
 
 import json
 import math
 from pathlib import Path
+
+from srdistill.errors import UserError
 
 LOG_NAME = "log.jsonl"
 
@@ -28,8 +34,7 @@ class JsonlLog:
         if resume_step is None:
             self.path.write_text("")
         elif self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            kept = [line for line, record in _records(self.path) if record.get("step", 0) <= resume_step]
             self.path.write_text("".join(line + "\n" for line in kept))
 
     def write(self, record: dict) -> None:
@@ -39,6 +44,22 @@ class JsonlLog:
             f.write(json.dumps({k: _plain(v) for k, v in record.items()}, sort_keys=False) + "\n")
 
 
+def _records(path: Path) -> list[tuple[str, dict]]:
+    """(line, record) of every complete line."""
+    lines = path.read_text(errors="replace").splitlines()
+    out = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            out.append((line, json.loads(line)))
+        except ValueError:
+            if i == len(lines) - 1:   # torn by a kill mid-write
+                break
+            raise UserError(f"{path} line {i + 1} is not JSON; the log is damaged (move it aside to start a new one).") from None
+    return out
+
+
 def read_log(run_dir: str | Path) -> list[dict]:
     path = Path(run_dir) / LOG_NAME
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return [record for _, record in _records(path)] if path.exists() else []

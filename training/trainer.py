@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,11 +30,12 @@ from srdistill.datasets.shard_loader import (
 )
 from srdistill.training import distributed as dd
 from srdistill.training import perf
+from srdistill.training import resume as rs
 from srdistill.training.checkpoint import (
     CKPT_DIR,
     capture_rng,
     latest_checkpoint,
-    load_checkpoint,
+    load_newest_readable,
     restore_rng,
     save_checkpoint,
 )
@@ -137,19 +139,37 @@ class Trainer:
             self.opt_d = perf.adamw(self.d_params, fused=self.switches.fused_adamw, lr=cfg.lr_d, betas=betas, weight_decay=cfg.weight_decay)
             self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.opt_d, _warmup(cfg.warmup_steps))
         self.step = 0
+        self.inputs = {"shards": rs.shards_identity(shards), "components": rs.components_identity(components),
+                       "val_shards": rs.shards_identity(val_shards),
+                       # per-role overrides compose the same OUT/components folder whatever they name: compare them too
+                       **{f"components.{role}": spec for role, spec in sorted(run.components.items())}}
+        self.changes: list[dict] = []     # settings changed on a resume, with their step (config.json `changes`)
+        applied: list[rs.Change] = []
         position = None
-        ckpt = latest_checkpoint(self.run_dir) if resume else None
-        if ckpt is not None:
-            position = self._restore(ckpt)
+        loaded = load_newest_readable(self.run_dir, set_aside=dist.is_main, say=self._say) if resume else None
+        if loaded is not None:
+            position, applied = self._restore(*loaded)
         else:
             dd.broadcast_parameters(self.g_params + self.d_params, dist)
-        self.resumed_from = self.step if ckpt is not None else None
+        self.resumed_from = self.step if loaded is not None else None
         self.stream = BatchStream(shards, batch_size=cfg.batch_size, crop=cfg.crop or None, seed=cfg.seed,
                                   num_workers=cfg.num_workers, online_spec=cfg.online, shuffle_buffer=cfg.shuffle_buffer,
                                   flips=cfg.flips, rank=dist.rank, world_size=dist.world_size, position=position,
                                   uint8=True, crop_policy=cfg.crop_policy)
         self.log = JsonlLog(self.run_dir, resume_step=self.resumed_from, enabled=dist.is_main)
         self.samples_per_step = cfg.batch_size * cfg.grad_accum * dist.world_size
+        if applied:
+            self.log.write({"step": self.step, "event": "config_change",
+                            "changes": {c.key: {"from": c.old, "to": c.new} for c in applied}})
+            self._say(f"resuming at step {self.step} with {', '.join(c.text() for c in applied)}, in effect from this step on.")
+
+    def _say(self, line: str) -> None:
+        if self.dist.is_main:
+            print(f"train: {line}", file=sys.stderr)
+
+    def settings(self) -> dict:
+        """Everything a later resume compares against (see training/resume.py)."""
+        return rs.settings(self.cfg, getattr(self.recipe, "cfg", self.run.recipe_cfg), self.inputs)
 
     # ---- checkpoints -------------------------------------------------------------------------------------
 
@@ -162,6 +182,8 @@ class Trainer:
             "rng": dd.gather_objects(capture_rng(), self.dist),
             "positions": positions,
             "run": self.run.to_dict(),
+            "settings": self.settings(),
+            "changes": self.changes,
         }
 
     def save(self) -> Path | None:
@@ -174,21 +196,34 @@ class Trainer:
         dd.barrier(self.dist)
         return path
 
-    def _restore(self, ckpt: Path) -> LoaderPosition:
-        weights, state = load_checkpoint(ckpt)
+    def _restore(self, ckpt: Path, weights: dict, state: dict) -> tuple[LoaderPosition, list[rs.Change]]:
         if state["run"]["recipe"] != self.run.recipe:
             raise UserError(f"{self.run_dir} holds a {state['run']['recipe']} run; give another --out for {self.run.recipe}.")
         if len(state["positions"]) != self.dist.world_size:
             raise UserError(f"{ckpt} was written by {len(state['positions'])} processes; resume it with the same number (now {self.dist.world_size}).")
+        applied, refused = rs.compare(state, self.settings())
+        if refused:
+            raise UserError(rs.refusal(self.run_dir, int(state["step"]), refused))
         self.recipe.load_trainable_state_dict({k: v.to(self.device) for k, v in weights.items()})
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.sched_g.load_state_dict(state["sched_g"])
+        self._load_optimizer(self.opt_g, self.sched_g, state["opt_g"], state["sched_g"], self.cfg.lr_g)
         if self.opt_d is not None:
-            self.opt_d.load_state_dict(state["opt_d"])
-            self.sched_d.load_state_dict(state["sched_d"])
+            self._load_optimizer(self.opt_d, self.sched_d, state["opt_d"], state["sched_d"], self.cfg.lr_d)
         restore_rng(state["rng"][self.dist.rank])
         self.step = int(state["step"])
-        return LoaderPosition.from_dict(state["positions"][self.dist.rank])
+        self.changes = list(state.get("changes", [])) + [c.record(self.step) for c in applied]
+        return LoaderPosition.from_dict(state["positions"][self.dist.rank]), applied
+
+    def _load_optimizer(self, opt, sched, opt_state: dict, sched_state: dict, lr: float) -> None:
+        """Moments and step counts from the checkpoint; hyper-parameters (rates, betas, weight decay, fused) as
+        configured now, which are either unchanged or an applied change, so what config.json records is what trains."""
+        configured = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
+        opt.load_state_dict(opt_state)   # this also brings back the old groups' hyper-parameters...
+        sched.load_state_dict(sched_state)
+        now = lr * _warmup(self.cfg.warmup_steps)(sched.last_epoch)
+        for group, conf in zip(opt.param_groups, configured, strict=True):   # ...which the configured ones replace
+            group.update(conf, lr=now, initial_lr=lr)
+        n = len(opt.param_groups)
+        sched.load_state_dict({**sched.state_dict(), "base_lrs": [lr] * n, "_last_lr": [now] * n})
 
     def export(self) -> Path:
         return export_student(self.run_dir, self.recipe, recipe_name=self.run.recipe, components=self.components,
@@ -298,15 +333,17 @@ class Trainer:
 
 
 def write_run_record(out: Path, run: RunConfig, recipe, *, shards, val_shards, components: str, scale: int,
-                     world_size: int) -> Path:
+                     world_size: int, changes: list | None = None) -> Path:
     """OUT/config.json: the resolved configuration, the recipe's assumptions and every stand-in (from the YAML
-    and from what this run had to substitute), the global and per-process batch, and the trainable sizes."""
+    and from what this run had to substitute), the global and per-process batch, the trainable sizes, and the
+    settings a resume changed (each with the step it took effect)."""
     t = run.trainer
     record = {**run.to_dict(), "shards": str(shards), "val_shards": str(val_shards) if val_shards else None,
               "components": components, "scale": scale, "world_size": world_size, "config_sources": run.sources,
               "batch": {"global": t.batch_size * t.grad_accum * world_size, "per_process": t.batch_size,
                         "grad_accum": t.grad_accum, "global_from_config": t.global_batch},
-              "substitutions": list(recipe.substitutions), "trainable_parameters": recipe.parameter_counts()}
+              "substitutions": list(recipe.substitutions), "trainable_parameters": recipe.parameter_counts(),
+              "changes": list(changes or [])}
     path = Path(out) / RUN_RECORD
     path.write_text(json.dumps(record, indent=2, default=str) + "\n")
     return path
@@ -333,6 +370,11 @@ def run_training(run: RunConfig, *, shards, out, components: str = "tiny", val_s
         shard_urls(shards)
         if val_shards is not None:
             shard_urls(val_shards)
+            from srdistill.evaluate.metrics import metric_info
+
+            for name in run.trainer.val_metrics.split(","):   # an unknown name fails now, not after training
+                if name.strip():
+                    metric_info(name.strip())
         scale = detect_scale(shards)
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
@@ -348,7 +390,7 @@ def run_training(run: RunConfig, *, shards, out, components: str = "tiny", val_s
                           val_shards=val_shards, dist=info, resume=resume)
         if info.is_main:
             write_run_record(out, run, recipe, shards=shards, val_shards=val_shards, components=components, scale=scale,
-                             world_size=info.world_size)
+                             world_size=info.world_size, changes=trainer.changes)
         return trainer.fit(progress=progress)
     finally:
         dd.shutdown(info)

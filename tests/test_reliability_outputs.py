@@ -1,0 +1,56 @@
+"""The one output check the four tools share (srdistill/outputs.py), and `evaluate --out` through it."""
+
+from __future__ import annotations
+
+import pytest
+from srdistill.evaluate.cli import main as evaluate_main
+
+from srdistill.errors import UserError
+from srdistill.outputs import check_output_dir, check_output_file
+
+
+def test_a_creatable_folder_passes_and_nothing_is_created(tmp_path):
+    target = tmp_path / "a" / "b"
+    assert check_output_dir(target) == target
+    assert not (tmp_path / "a").exists() and list(tmp_path.iterdir()) == []   # the write probe left nothing
+    assert check_output_dir("s3://bucket/prefix") is not None                 # remote: its storage layer's job
+
+
+def _unusable(kind: str, tmp):
+    if kind == "link":
+        (tmp / "link").symlink_to(tmp / "gone")
+        return tmp / "link"
+    (tmp / "f").write_text("x")
+    return tmp / "f" if kind == "file" else tmp / "f" / "sub" / "dir"
+
+
+@pytest.mark.parametrize("kind, words", [
+    ("file", "is a file, not a folder"),
+    ("under a file", "cannot be created: {t}/f is a file"),
+    ("link", "is a broken symbolic link"),
+])
+def test_unusable_folders_are_one_sentence(kind, words, tmp_path):
+    target = _unusable(kind, tmp_path)
+    with pytest.raises(UserError, match=words.format(t=tmp_path)) as err:
+        check_output_dir(target, "--history")
+    assert str(err.value).startswith(f"--history {target} ")
+
+
+def test_read_only_folder_and_file_outputs(tmp_path, read_only_dir):
+    with pytest.raises(UserError, match=r"is not writable \(.* in .*read-only\); choose a folder you can write to"):
+        check_output_dir(read_only_dir / "new")
+    with pytest.raises(UserError, match="is not writable"):
+        check_output_file(read_only_dir / "grid.png")
+    with pytest.raises(UserError, match="is a folder; give a file name"):
+        check_output_file(tmp_path)
+    assert check_output_file(tmp_path / "grid.png") == tmp_path / "grid.png"
+
+
+def test_evaluate_out_that_is_a_file_or_read_only_is_one_sentence(tmp_path, read_only_dir, capsys):
+    afile = tmp_path / "results"
+    afile.write_text("x")
+    for out, words in ((afile, f"--out {afile} is a file, not a folder"), (read_only_dir / "eval", "is not writable")):
+        code = evaluate_main(["leaderboard", "--methods", "bicubic", "--datasets", "sample", "--metrics", "psnr",
+                              "--out", str(out), "--quiet"])
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith("evaluate: ") and err.count("\n") == 1 and words in err, err
