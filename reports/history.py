@@ -44,6 +44,9 @@ RESULTS_SCHEMA = pa.schema(
         ("dataset_fingerprint", pa.string()),
         ("status", pa.string()),
         ("seconds", pa.float64()),
+        # the evaluation protocol (name and hash) each row was measured under; null in nights recorded before it
+        ("protocol", pa.string()),
+        ("protocol_hash", pa.string()),
     ]
 )
 THROUGHPUT_SCHEMA = pa.schema(
@@ -88,7 +91,11 @@ def check_date(text: str) -> str:
     return text
 
 
+OPTIONAL_COLUMNS = ("protocol", "protocol_hash")   # null when the rows were not measured under a recorded protocol
+
+
 def _to_table(df: pd.DataFrame, schema: pa.Schema) -> pa.Table:
+    df = df.assign(**{name: None for name in OPTIONAL_COLUMNS if name in schema.names and name not in df.columns})
     missing = [name for name in schema.names if name not in df.columns]
     if missing:
         raise ValueError(f"history table lacks columns {missing}")

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from srdistill.reports.regression import (
+    PROTOCOL_CHANGED,
     BROKEN,
     FASTER,
     IMPROVEMENT,
@@ -112,6 +113,12 @@ def render_nightly_md(report: NightlyReport) -> str:
         f"{th.min_rel_effect:.1%} of the mean for others).",
         "",
     ]
+    for c in report.comparisons:
+        other = c.changes[c.changes["verdict"] == PROTOCOL_CHANGED]
+        if len(other):
+            lines += [f"## Not compared: measured under another protocol than {c.label} ({c.ref_date})", ""]
+            lines += _table(["method", "dataset", "metric"],
+                            [[r.method, r.dataset, r.metric] for r in other.itertuples(index=False)]) + [""]
     for c in report.comparisons:
         m = c.membership
         if len(m):

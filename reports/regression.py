@@ -20,6 +20,7 @@ REGRESSION = "regression"
 IMPROVEMENT = "improvement"
 UNCHANGED = "unchanged"
 TOO_FEW = "too few images"
+PROTOCOL_CHANGED = "protocol changed"   # measured under another protocol: not comparable, never a regression
 
 # The image name of set-level scores (e.g. FID), one row per dataset: srdistill.evaluate.metrics.DATASET_IMAGE
 # (not imported, so that this module stays free of torch).
@@ -96,7 +97,9 @@ COMPARISON_COLUMNS = [
 
 
 def compare_results(current: pd.DataFrame, reference: pd.DataFrame, th: Thresholds) -> pd.DataFrame:
-    """One row per method × dataset × metric scored on both nights, with the paired change and verdict."""
+    """One row per method × dataset × metric scored on both nights, with the paired change and verdict.
+
+    Rows measured under different protocols (their `protocol_hash`) are listed as PROTOCOL_CHANGED, not compared."""
     cur, ref = _ok(current), _ok(reference)
     keys = ["method", "dataset", "metric"]
     rows = []
@@ -112,7 +115,10 @@ def compare_results(current: pd.DataFrame, reference: pd.DataFrame, th: Threshol
         n = len(pairs)
         row = dict(zip(keys, key), lower_better=lower_better, n=n)
         row["fingerprint_changed"] = set(cg["method_fingerprint"]) != set(rg["method_fingerprint"])
-        if n == 1 and pairs.index[0] == SET_LEVEL_IMAGE:
+        if _protocols(cg) != _protocols(rg):
+            row.update(ref_mean=float(rg["value"].mean()), cur_mean=float(cg["value"].mean()), delta=np.nan,
+                       ci_low=np.nan, ci_high=np.nan, rel_delta=np.nan, verdict=PROTOCOL_CHANGED)
+        elif n == 1 and pairs.index[0] == SET_LEVEL_IMAGE:
             # A set-level score has no per-image spread: the change itself is compared with the minimum effect.
             ref_mean, cur_mean = float(pairs["ref"].iloc[0]), float(pairs["cur"].iloc[0])
             delta = cur_mean - ref_mean
@@ -136,6 +142,13 @@ def compare_results(current: pd.DataFrame, reference: pd.DataFrame, th: Threshol
             )
         rows.append(row)
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+
+
+def _protocols(df: pd.DataFrame) -> set[str]:
+    """The protocol hashes of a group; nights recorded before protocols existed read as one unknown protocol."""
+    if "protocol_hash" not in df:
+        return {""}
+    return set(df["protocol_hash"].fillna("").astype(str))
 
 
 NEW = "new"

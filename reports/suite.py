@@ -35,7 +35,8 @@ from srdistill.reports.regression import DEFAULT_MIN_EFFECT, Thresholds
 DEFAULT_SUITE = "default"
 THROUGHPUT_KINDS = ("degrade", "method")
 # Keyword options of `srdistill.evaluate.harness.run_evaluation` a suite may set.
-EVALUATION_OPTIONS = ("data_root", "hr", "lr", "runs_root", "device", "tile", "crop_to_match", "weights_dir")
+EVALUATION_OPTIONS = ("data_root", "hr", "lr", "runs_root", "device", "tile", "crop_to_match", "weights_dir", "protocol",
+                      "partial_sets")
 
 
 @dataclass(frozen=True)

@@ -147,3 +147,17 @@ def test_set_level_scores_compare_by_minimum_effect():
     assert compare_results(fid(30.0), fid(25.0), Thresholds())["verdict"].tolist() == [REGRESSION]
     assert compare_results(fid(25.05), fid(25.0), Thresholds())["verdict"].tolist() == [UNCHANGED]
     assert compare_results(fid(20.0), fid(25.0), Thresholds())["verdict"].tolist() == [IMPROVEMENT]
+
+
+def test_rows_under_another_protocol_are_never_compared():
+    from srdistill.reports.regression import PROTOCOL_CHANGED
+
+    before = _frame(BASE).assign(protocol="d3sr", protocol_hash="aaaa")
+    after = _frame(BASE - 2.0).assign(protocol="ctsr", protocol_hash="bbbb")
+    verdicts = compare_results(after, before, Thresholds())
+    assert verdicts["verdict"].tolist() == [PROTOCOL_CHANGED] and np.isnan(verdicts["delta"].iloc[0])
+    same = compare_results(after.assign(protocol_hash="aaaa"), before, Thresholds())
+    assert same["verdict"].tolist() == [REGRESSION]
+    # A night recorded before protocols existed compares with a night that has none either.
+    legacy = compare_results(_frame(BASE - 2.0), _frame(BASE), Thresholds())
+    assert legacy["verdict"].tolist() == [REGRESSION]
