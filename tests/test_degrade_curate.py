@@ -1,0 +1,179 @@
+"""`degrade curate` on Ray and `degrade build --curation`: real photos plus copies made worse in known ways.
+
+The documented selection (README, "Curating the HR side") is SELECT with --dedup phash:16: it keeps exactly
+the three originals; the blurred, JPEG-10 and noisy copies fail one clause each, and the resized and cropped
+copies are dropped as duplicates of the original (the largest of each group).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from skimage import data
+
+from srdistill.degrade.build import build
+from srdistill.degrade.cli import main
+from srdistill.degrade.curate import curate
+from srdistill.degrade.curate_scores import hamming
+from srdistill.degrade.curate_select import Curation
+from srdistill.degrade.verify import verify
+from srdistill.errors import UserError
+
+SELECT = "laplacian_var >= 50 and blockiness <= 1.5 and noise_sigma <= 8"
+ORIGINALS = ("astronaut.png", "chelsea.png", "coffee.png")
+WORSE = {
+    "astronaut_blur.png": "select: laplacian_var >= 50",
+    "astronaut_jpeg10.png": "select: blockiness <= 1.5",
+    "astronaut_noise.png": "select: noise_sigma <= 8",
+    "astronaut_resized.png": "duplicate",
+    "astronaut_cropped.png": "duplicate",
+}
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    src = tmp_path_factory.mktemp("curate") / "src"
+    src.mkdir()
+    for name in ORIGINALS:
+        Image.fromarray(getattr(data, name[:-4])()).save(src / name)
+    img = data.astronaut()
+    h, w = img.shape[:2]
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, "JPEG", quality=10)
+    noisy = img + np.random.default_rng(0).normal(0, 20, img.shape)
+    worse = {
+        "astronaut_blur.png": cv2.GaussianBlur(img, (0, 0), 4),
+        "astronaut_jpeg10.png": np.asarray(Image.open(buf).convert("RGB")),
+        "astronaut_noise.png": np.clip(noisy, 0, 255).astype(np.uint8),
+        "astronaut_resized.png": cv2.resize(img, (w * 3 // 4, h * 3 // 4), interpolation=cv2.INTER_AREA),
+        "astronaut_cropped.png": img[h // 25 : h - h // 25, w // 25 : w - w // 25],
+    }
+    for name, arr in worse.items():
+        Image.fromarray(arr).save(src / name)
+    return src
+
+
+@pytest.fixture(scope="module")
+def scores(photos, ray_cluster, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("scores") / "scores.parquet"
+    curate(str(photos), str(out), tile=128, workers=2, progress=False)
+    return out
+
+
+def test_one_row_per_image_and_tile_and_the_same_rows_from_one_worker(photos, scores, tmp_path):
+    frame = pd.read_parquet(scores)
+    full = frame[frame["tile"] == "full"]
+    assert sorted(full["path"]) == sorted([*ORIGINALS, *WORSE])
+    astronaut = full.set_index("path").loc["astronaut.png"]
+    assert (astronaut["width"], astronaut["height"]) == (512, 512)
+    assert len(frame[frame["key"] == astronaut["key"]]) == 1 + 16  # whole image + a 4x4 grid of 128-pixel tiles
+    one = tmp_path / "one.parquet"
+    curate(str(photos), str(one), tile=128, workers=1, progress=False)
+    pd.testing.assert_frame_equal(pd.read_parquet(one), frame)
+    assert not (tmp_path / "one.parts").exists() or not list((tmp_path / "one.parts").iterdir())
+
+
+def test_a_rerun_reuses_rows_and_rescores_a_changed_file(photos, ray_cluster, tmp_path):
+    photos = Path(shutil.copytree(photos, tmp_path / "src"))  # its files change below
+    out = tmp_path / "s.parquet"
+    first = curate(str(photos), str(out), workers=2, progress=False)
+    assert (first.scored, first.reused) == (8, 0)
+    again = curate(str(photos), str(out), workers=2, progress=False)
+    assert (again.scored, again.reused) == (8 - 8, 8)
+    target = photos / "chelsea.png"
+    st = target.stat()
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    third = curate(str(photos), str(out), workers=2, progress=False)
+    assert (third.scored, third.reused) == (1, 7)
+    assert len(pd.read_parquet(out)) == 8
+
+
+def test_the_documented_selection_keeps_exactly_the_originals(photos, scores, ray_cluster, tmp_path):
+    full = pd.read_parquet(scores).query("tile == 'full'").set_index("path")
+    # The originals are far apart in pHash, so only the copies can group with them.
+    for a in ORIGINALS:
+        for b in ORIGINALS:
+            if a < b:
+                assert hamming(full.at[a, "phash"], full.at[b, "phash"]) > 16
+    out = tmp_path / "shards"
+    summary = build(str(photos), str(out), "bicubic", crop=64, shard_samples=8, seed=0, workers=2, progress=False,
+                    curation=Curation(str(scores), select=SELECT, dedup=16))
+    kept = {json.loads(line)["source_path"] for line in _sample_jsons(out)}
+    assert kept == set(ORIGINALS)
+    record = summary.manifest["curation"]
+    assert record["select"] == SELECT and record["dedup"] == 16
+    assert record["dropped_counts"] == {"duplicate": 2, "select: blockiness <= 1.5": 1,
+                                        "select: laplacian_var >= 50": 1, "select: noise_sigma <= 8": 1}
+    assert {d["source_path"]: d["reason"] for d in record["dropped"]} == WORSE
+    assert {d["duplicate_of"] for d in record["dropped"] if d["reason"] == "duplicate"} == {"astronaut.png"}
+    assert verify(str(out), progress=False).ok
+
+
+def test_verify_notices_a_changed_scores_file(photos, scores, ray_cluster, tmp_path):
+    copy = tmp_path / "copy.parquet"
+    copy.write_bytes(scores.read_bytes())
+    out = tmp_path / "shards"
+    build(str(photos), str(out), "bicubic", crop=64, shard_samples=8, seed=0, workers=2, progress=False,
+          curation=Curation(str(copy), select="laplacian_var >= 50"))
+    assert verify(str(out), progress=False).ok
+    pd.read_parquet(copy).iloc[:-1].to_parquet(copy, index=False)
+    report = verify(str(out), progress=False)
+    assert any("changed since the build" in p for p in report.problems)
+
+
+def test_best_tile_crops_each_hr_to_its_most_complex_tile(photos, scores, ray_cluster, tmp_path):
+    out = tmp_path / "shards"
+    build(str(photos), str(out), "bicubic", crop=0, shard_samples=8, seed=0, workers=2, progress=False,
+          curation=Curation(str(scores), select="path == 'chelsea.png'", best_tile=True))
+    frame = pd.read_parquet(scores)
+    tiles = frame[(frame["path"] == "chelsea.png") & (frame["tile"] != "full")]
+    best = tiles.loc[tiles["complexity"].idxmax()]
+    (meta,) = [json.loads(line) for line in _sample_jsons(out)]
+    assert meta["tile"] == [best["top"], best["left"], 128, 128]
+
+
+@pytest.mark.parametrize("case", ["unknown column", "other source", "missing weights"])
+def test_bad_input_is_one_sentence_and_writes_nothing(case, photos, scores, ray_cluster, tmp_path, offline_weights,
+                                                       monkeypatch, capsys):
+    out = tmp_path / "out"
+    if case == "missing weights":
+        monkeypatch.setenv("SRDISTILL_OFFLINE", "1")
+        argv = ["curate", "--src", str(photos), "--out", str(out / "s.parquet"), "--metrics", "musiq", "--quiet"]
+    else:
+        src = photos if case == "unknown column" else Path(data.__file__).parent  # skimage's own image folder
+        argv = ["build", "--src", str(src), "--out", str(out), "--preset", "bicubic", "--curation", str(scores),
+                "--select", "sharpness >= 3" if case == "unknown column" else "laplacian_var >= 50", "--quiet"]
+    assert main(argv) != 0
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err
+    assert {"unknown column": "names an unknown column", "other source": "holds scores of",
+            "missing weights": "metric musiq cannot be used: missing"}[case] in err
+    assert not out.exists()
+
+
+def test_select_flags_need_a_curation_file(photos, capsys):
+    assert main(["build", "--src", str(photos), "--out", "x", "--select", "complexity > 0.3"]) != 0
+    assert "need --curation" in capsys.readouterr().err
+    with pytest.raises(UserError, match="phash:D"):
+        from srdistill.degrade.curate_select import parse_dedup
+
+        parse_dedup("md5:3")
+
+
+def _sample_jsons(out: Path):
+    import tarfile
+
+    for shard in sorted(out.glob("*.tar")):
+        with tarfile.open(shard) as tar:
+            for member in tar.getmembers():
+                if member.name.endswith(".json"):
+                    yield tar.extractfile(member).read().decode()
