@@ -142,7 +142,7 @@ class Curation:
         self.sha256 = file_sha256(self.path)
         roots = set(frame["source_root"])
         if roots and roots != {str(source.root)}:
-            raise UserError(f"{self.path} holds scores of {sorted(roots)[0]}, not of the source {source.root}; run "
+            raise UserError(f"{self.path} holds scores of {min(roots)}, not of the source {source.root}; run "
                             "`degrade curate` on this source.")
         full = frame[frame["tile"] == FULL].set_index("key", drop=False)
         missing = [i.rel for i in items if i.key not in full.index]
