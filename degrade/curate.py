@@ -86,9 +86,24 @@ def _item_bytes(item: SourceItem) -> bytes:
     return read_parquet_image(item.path, item.row, item.column or "image")
 
 
-def _build_scorers(metrics: list[str]) -> dict:
+# The driver's weight settings, handed to every task so a worker finds (or refuses to fetch) the same weights.
+WEIGHT_ENV = ("SRDISTILL_WEIGHTS", "TORCH_HOME", "HF_HOME", "SRDISTILL_OFFLINE", "HF_HUB_OFFLINE", "SRDISTILL_MIRROR",
+              "HF_ENDPOINT")
+
+
+def weight_env() -> dict[str, str]:
+    return {k: os.environ[k] for k in WEIGHT_ENV if k in os.environ}
+
+
+def _build_scorers(metrics: list[str], env: dict[str, str] | None = None) -> dict:
+    from srdistill.evaluate import weights
     from srdistill.evaluate.metrics import MetricUnavailable, Scorer
 
+    if not metrics:
+        return {}
+    if env is not None:
+        os.environ.update(env)
+    weights.configure_weights_dir()
     scorers = {}
     for name in metrics:
         try:
@@ -118,10 +133,10 @@ def score_item(item: SourceItem, root: str, stamp: str, config: str, tile: int, 
     return rows
 
 
-def _score_unit(root: str, config: str, tile: int, metrics: list[str], max_pixels: int,
+def _score_unit(root: str, config: str, tile: int, metrics: list[str], env: dict[str, str], max_pixels: int,
                 items: list[tuple[SourceItem, str]], *, report) -> list[dict]:
     """Ray task: the rows of a chunk of items (metrics built once per task)."""
-    scorers = _build_scorers(metrics)
+    scorers = _build_scorers(metrics, env)
     rows = []
     for i, (item, stamp) in enumerate(items):
         rows.extend(score_item(item, root, stamp, config, tile, scorers, max_pixels))
@@ -157,7 +172,7 @@ def curate(src: str, out: str, *, tile: int = 0, metrics: list[str] | None = Non
     units = [Unit(f"items-{n:06d}", (todo[n : n + UNIT_ITEMS],), len(todo[n : n + UNIT_ITEMS]))
              for n in range(0, len(todo), UNIT_ITEMS)]
     if units:
-        run_units(_score_unit, units, shared=(root, config, tile, metrics, max_pixels), workers=workers,
+        run_units(_score_unit, units, shared=(root, config, tile, metrics, weight_env(), max_pixels), workers=workers,
                   address=address, progress=progress, desc="curate", unit="img",
                   on_done=lambda u, rows: store.add(rows))
     # Rows of images no longer listed, of another config or of an older version of a file are left out.

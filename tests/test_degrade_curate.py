@@ -177,3 +177,21 @@ def _sample_jsons(out: Path):
             for member in tar.getmembers():
                 if member.name.endswith(".json"):
                     yield tar.extractfile(member).read().decode()
+
+
+def test_a_named_pyiqa_metric_becomes_a_column(photos, ray_cluster, tmp_path, offline_weights):
+    import pyiqa
+    import torch
+
+    from srdistill.evaluate.weights import install_shipped_weights
+
+    if not install_shipped_weights() and not (offline_weights / "torch" / "pyiqa" / "niqe_modelparameters.mat").exists():
+        pytest.skip("basicsr (which ships NIQE's parameters) is not installed")
+    out = tmp_path / "s.parquet"
+    curate(str(photos), str(out), metrics=["niqe"], workers=2, limit=2, progress=False)
+    frame = pd.read_parquet(out).set_index("path")
+    niqe = pyiqa.create_metric("niqe", device="cpu")
+    for path in frame.index:
+        img = np.asarray(Image.open(photos / path).convert("RGB"), dtype=np.float32) / 255.0
+        expected = float(niqe(torch.from_numpy(img).permute(2, 0, 1)[None]))
+        assert frame.at[path, "niqe"] == pytest.approx(expected, rel=1e-4)
