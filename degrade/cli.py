@@ -91,6 +91,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--metrics", help="comma-separated pyiqa no-reference metrics to add, e.g. niqe,musiq")
     c.add_argument("--offline", action="store_true", help="download no metric weights; a missing one is an error")
     c.add_argument("--dedup", metavar="phash:D", help="also list near-duplicate groups (Hamming distance <= D)")
+    c.add_argument("--report", metavar="DIR", help="also write score histograms (thresholds of --select marked) and "
+                        "contact sheets of the lowest and highest scored images into DIR")
+    c.add_argument("--select", metavar="EXPR", help="with --report: the selection whose thresholds to mark")
     c.add_argument("--workers", type=int, help="parallel tasks (default: all CPUs of the embedded or joined cluster)")
     c.add_argument("--address", help="join an existing Ray cluster instead of starting one here")
     c.add_argument("--limit", type=int, metavar="N", help="use only the first N source images in sorted order")
@@ -154,6 +157,13 @@ def _curate(args) -> int:
         print(f"{len(dropped)} near-duplicates (phash distance <= {distance}) would be dropped by --dedup {args.dedup}:")
         for key, kept in sorted(dropped.items(), key=lambda kv: paths[kv[0]]):
             print(f"  {paths[key]} duplicates {paths[kept]}")
+    if args.report:
+        from srdistill.degrade.curate_report import write_report
+
+        files = write_report(args.out, args.report, select=args.select)
+        print(f"wrote {len(files)} report files to {args.report} (start with report.md)")
+    elif args.select:
+        raise UserError("--select in `degrade curate` only marks thresholds in --report DIR; give --report too.")
     return 0
 
 

@@ -77,7 +77,7 @@ def tiles(h: int, w: int, tile: int) -> list[tuple[str, int, int, int, int]]:
     return boxes
 
 
-def _item_bytes(item: SourceItem) -> bytes:
+def item_bytes(item: SourceItem) -> bytes:
     if item.row is None:
         with open(item.path, "rb") as fh:
             return fh.read()
@@ -118,7 +118,7 @@ def score_item(item: SourceItem, root: str, stamp: str, config: str, tile: int, 
     """The rows of one source image: its whole-image row, then its tiles' rows."""
     base = {"key": item.key, "path": item.rel, "source_root": root, "stamp": stamp, "config": config}
     try:
-        data = _item_bytes(item)
+        data = item_bytes(item)
         img = read_rgb(data, max_pixels=max_pixels)
     except (OSError, BadImage) as exc:
         return [{**base, "tile": FULL, "sha256": "", "width": 0, "height": 0, "top": 0, "left": 0, "bytes": 0,

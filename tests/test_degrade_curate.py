@@ -195,3 +195,19 @@ def test_a_named_pyiqa_metric_becomes_a_column(photos, ray_cluster, tmp_path, of
         img = np.asarray(Image.open(photos / path).convert("RGB"), dtype=np.float32) / 255.0
         expected = float(niqe(torch.from_numpy(img).permute(2, 0, 1)[None]))
         assert frame.at[path, "niqe"] == pytest.approx(expected, rel=1e-4)
+
+
+def test_report_marks_the_thresholds_and_shows_lowest_and_highest(photos, scores, tmp_path, capsys):
+    from srdistill.degrade.curate_report import thresholds, write_report
+
+    assert thresholds(SELECT) == {"laplacian_var": [50.0], "blockiness": [1.5], "noise_sigma": [8.0]}
+    assert thresholds("3 < complexity and (a > 1 or b > 2)") == {"complexity": [3.0]}
+    files = write_report(str(scores), str(tmp_path / "report"), select=SELECT, n=2)
+    names = {f.name for f in files}
+    assert {"hist_laplacian_var.png", "sheet_laplacian_var.png", "report.md"} <= names
+    assert "hist_jpeg_quality.png" not in names  # every test image is a PNG
+    md = (tmp_path / "report" / "report.md").read_text()
+    # 8 images: only the blurred copy fails the sharpness clause, only the noisy one the noise clause.
+    assert "`laplacian_var >= 50`: 7 of 8" in md and "`noise_sigma <= 8`: 7 of 8" in md
+    sheet = np.asarray(Image.open(tmp_path / "report" / "sheet_laplacian_var.png"))
+    assert sheet.shape[0] > 2 * 100 and sheet.std() > 10
