@@ -76,8 +76,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--curation", metavar="SCORES", help="a `degrade curate` scores file: build only the images it keeps")
     b.add_argument("--select", metavar="EXPR", help="with --curation: pandas query over the score columns, e.g. "
                         "'laplacian_var >= 50 and blockiness <= 1.5'")
-    b.add_argument("--dedup", metavar="phash:D", help="with --curation: keep one image per group of perceptual hashes "
-                        "within Hamming distance D (the largest, then the most complex)")
+    b.add_argument("--dedup", metavar="RULE", help="with --curation: keep one image per group of near-duplicates, "
+                        "phash:D (Hamming distance <= D) or embed:T (cosine similarity >= T); the largest, then the "
+                        "most complex, is kept")
     b.add_argument("--best-tile", action="store_true", help="with --curation: crop each image to its highest-complexity "
                         "tile (scores made with `degrade curate --tile N`)")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -89,8 +90,11 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True, help="the scores file to write, NAME.parquet")
     c.add_argument("--tile", type=int, default=0, metavar="N", help="also score each full N x N tile (default 0: none)")
     c.add_argument("--metrics", help="comma-separated pyiqa no-reference metrics to add, e.g. niqe,musiq")
-    c.add_argument("--offline", action="store_true", help="download no metric weights; a missing one is an error")
-    c.add_argument("--dedup", metavar="phash:D", help="also list near-duplicate groups (Hamming distance <= D)")
+    c.add_argument("--offline", action="store_true", help="download no metric or --embed weights; a missing one is an error")
+    c.add_argument("--embed", metavar="timm:MODEL", help="also store an image embedding per image (a timm model, "
+                        "pretrained weights fetched like metric weights) for --dedup embed:T")
+    c.add_argument("--dedup", metavar="RULE", help="also list near-duplicates: phash:D (Hamming distance <= D) or "
+                        "embed:T (embedding cosine similarity >= T)")
     c.add_argument("--report", metavar="DIR", help="also write score histograms (thresholds of --select marked) and "
                         "contact sheets of the lowest and highest scored images into DIR")
     c.add_argument("--select", metavar="EXPR", help="with --report: the selection whose thresholds to mark")
@@ -134,7 +138,8 @@ def _curation(args):
         if args.select or args.dedup or args.best_tile:
             raise UserError("--select, --dedup and --best-tile need --curation SCORES (from `degrade curate`).")
         return None
-    return Curation(args.curation, select=args.select, dedup=parse_dedup(args.dedup), best_tile=args.best_tile)
+    parse_dedup(args.dedup)
+    return Curation(args.curation, select=args.select, dedup=args.dedup, best_tile=args.best_tile)
 
 
 def _curate(args) -> int:
@@ -142,19 +147,19 @@ def _curate(args) -> int:
     from srdistill.degrade.curate import curate
     from srdistill.degrade.curate_select import dedup_groups, parse_dedup, read_scores
 
-    distance = parse_dedup(args.dedup)
+    rule = parse_dedup(args.dedup)
     metrics = [m.strip() for m in (args.metrics or "").split(",") if m.strip()]
-    if metrics:
+    if metrics or args.embed:
         download.configure(offline=args.offline, mirror=None)
     summary = curate(args.src, args.out, tile=args.tile, metrics=metrics, workers=args.workers, address=args.address,
-                     data_root=args.data_root, limit=args.limit, progress=not args.quiet)
+                     data_root=args.data_root, limit=args.limit, progress=not args.quiet, embed=args.embed)
     print(summary.text())
-    if distance is not None:
+    if rule is not None:
         frame = read_scores(args.out)
         full = frame[(frame["tile"] == "full") & (frame["error"] == "")]
-        dropped = dedup_groups(full, distance)
+        dropped = dedup_groups(full, rule)
         paths = dict(zip(full["key"], full["path"]))
-        print(f"{len(dropped)} near-duplicates (phash distance <= {distance}) would be dropped by --dedup {args.dedup}:")
+        print(f"{len(dropped)} near-duplicates would be dropped by --dedup {args.dedup}:")
         for key, kept in sorted(dropped.items(), key=lambda kv: paths[kv[0]]):
             print(f"  {paths[key]} duplicates {paths[kept]}")
     if args.report:

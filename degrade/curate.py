@@ -52,13 +52,15 @@ class CurateSummary:
                 f"{self.reused} reused" + (f"; {self.failed} could not be read (see the error column)" if self.failed else ""))
 
 
-def schema(metrics: list[str]) -> TableSchema:
-    return TableSchema({**BASE_COLUMNS, **{m: "float64" for m in metrics}}, key=("key", "tile"),
+def schema(metrics: list[str], embed: str | None = None) -> TableSchema:
+    extra = {"embedding": "object"} if embed else {}
+    return TableSchema({**BASE_COLUMNS, **{m: "float64" for m in metrics}, **extra}, key=("key", "tile"),
                        fingerprint=("stamp", "config"))
 
 
-def run_config(tile: int, metrics: list[str]) -> str:
-    return f"v{SCORES_VERSION};tile={tile};metrics={','.join(metrics)}"
+def run_config(tile: int, metrics: list[str], embed: str | None = None, embed_pretrained: bool = True) -> str:
+    weights = "" if embed_pretrained else ";random-weights"
+    return f"v{SCORES_VERSION};tile={tile};metrics={','.join(metrics)}" + (f";embed={embed}{weights}" if embed else "")
 
 
 def split_out(out: str) -> tuple[str, str]:
@@ -114,8 +116,8 @@ def _build_scorers(metrics: list[str], env: dict[str, str] | None = None) -> dic
 
 
 def score_item(item: SourceItem, root: str, stamp: str, config: str, tile: int, scorers: dict,
-               max_pixels: int = DEFAULT_MAX_PIXELS) -> list[dict]:
-    """The rows of one source image: its whole-image row, then its tiles' rows."""
+               max_pixels: int = DEFAULT_MAX_PIXELS, embedder=None) -> list[dict]:
+    """The rows of one source image: its whole-image row (with its embedding), then its tiles' rows."""
     base = {"key": item.key, "path": item.rel, "source_root": root, "stamp": stamp, "config": config}
     try:
         data = item_bytes(item)
@@ -123,31 +125,45 @@ def score_item(item: SourceItem, root: str, stamp: str, config: str, tile: int, 
     except (OSError, BadImage) as exc:
         return [{**base, "tile": FULL, "sha256": "", "width": 0, "height": 0, "top": 0, "left": 0, "bytes": 0,
                  "error": str(exc)[:200], **{m: float("nan") for m in scorers}}]
+    extra = {"embedding": None} if embedder is not None else {}
     digest, quality = hashlib.sha256(data).hexdigest(), jpeg_quality(data)
     rows = []
     for name, top, left, th, tw in tiles(img.shape[0], img.shape[1], tile):
         crop = np.ascontiguousarray(img[top : top + th, left : left + tw])
         rows.append({**base, "tile": name, "sha256": digest, "width": tw, "height": th, "top": top, "left": left,
                      "bytes": len(data), "error": "", **weight_free_scores(crop), "jpeg_quality": quality,
-                     **{m: s.score(crop) for m, s in scorers.items()}})
+                     **{m: s.score(crop) for m, s in scorers.items()}, **extra})
+    if embedder is not None:
+        rows[0]["embedding"] = embedder.embed(img)
     return rows
 
 
+def _embedder(embed: str | None, pretrained: bool):
+    from srdistill.degrade.curate_embed import Embedder
+
+    return Embedder(embed, pretrained) if embed else None
+
+
 def _score_unit(root: str, config: str, tile: int, metrics: list[str], env: dict[str, str], max_pixels: int,
-                items: list[tuple[SourceItem, str]], *, report) -> list[dict]:
-    """Ray task: the rows of a chunk of items (metrics built once per task)."""
+                embed: tuple[str | None, bool], items: list[tuple[SourceItem, str]], *, report) -> list[dict]:
+    """Ray task: the rows of a chunk of items (metrics and the embedding model built once per task)."""
     scorers = _build_scorers(metrics, env)
+    embedder = _embedder(*embed)
     rows = []
     for i, (item, stamp) in enumerate(items):
-        rows.extend(score_item(item, root, stamp, config, tile, scorers, max_pixels))
+        rows.extend(score_item(item, root, stamp, config, tile, scorers, max_pixels, embedder))
         report(i + 1)
     return rows
 
 
 def curate(src: str, out: str, *, tile: int = 0, metrics: list[str] | None = None, workers: int | None = None,
            address: str | None = None, data_root: str | None = None, limit: int | None = None,
-           max_pixels: int = DEFAULT_MAX_PIXELS, progress: bool = True) -> CurateSummary:
-    """Score every item of `src` into `out` (a .parquet path), reusing rows of an earlier run; see the module docstring."""
+           max_pixels: int = DEFAULT_MAX_PIXELS, progress: bool = True, embed: str | None = None,
+           embed_pretrained: bool = True) -> CurateSummary:
+    """Score every item of `src` into `out` (a .parquet path), reusing rows of an earlier run; see the module docstring.
+
+    `embed` ("timm:MODEL") adds an `embedding` column to whole-image rows (curate_embed.py); `embed_pretrained=False`
+    builds the model with seeded random weights."""
     if tile < 0:
         raise UserError(f"--tile must be 0 (whole images only) or a positive size, got {tile}.")
     if workers is not None and workers < 1:
@@ -162,17 +178,18 @@ def curate(src: str, out: str, *, tile: int = 0, metrics: list[str] | None = Non
             if metric_info(name).mode != "NR":
                 raise UserError(f"metric {name!r} needs a reference image; curation takes no-reference metrics only.")
         _build_scorers(metrics)  # a missing weight stops here, before anything is written
+    _embedder(embed, embed_pretrained)  # so does a missing embedding model
     folder, name = split_out(out)
     source = resolve_source(src, data_root)
     items = source.items()[:limit] if limit else source.items()
-    root, config = str(source.root), run_config(tile, metrics)
-    store = PartsStore(folder, schema(metrics), name=name)
+    root, config = str(source.root), run_config(tile, metrics, embed, embed_pretrained)
+    store = PartsStore(folder, schema(metrics, embed), name=name)
     stamps = {i.key: file_stamp(i.path, "stat") for i in items}
     todo = [(i, stamps[i.key]) for i in items if not store.has((i.key, FULL), (stamps[i.key], config))]
     units = [Unit(f"items-{n:06d}", (todo[n : n + UNIT_ITEMS],), len(todo[n : n + UNIT_ITEMS]))
              for n in range(0, len(todo), UNIT_ITEMS)]
     if units:
-        run_units(_score_unit, units, shared=(root, config, tile, metrics, weight_env(), max_pixels), workers=workers,
+        run_units(_score_unit, units, shared=(root, config, tile, metrics, weight_env(), max_pixels, (embed, embed_pretrained)), workers=workers,
                   address=address, progress=progress, desc="curate", unit="img",
                   on_done=lambda u, rows: store.add(rows))
     # Rows of images no longer listed, of another config or of an older version of a file are left out.

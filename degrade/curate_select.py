@@ -5,7 +5,8 @@ Order of the rules (each image gets the first reason that applies):
 2. `select: CLAUSE`: the `--select` expression (pandas `query` syntax over the whole-image rows) rejects it;
    when the expression is a chain of `and`s, CLAUSE is the first one the image fails, else the whole expression.
 3. `duplicate`: with `--dedup phash:D`, among the images that passed 1-2, images whose perceptual hashes are
-   within Hamming distance D are linked (single linkage: a chain of near pairs forms one group) and each group
+   within Hamming distance D are linked (with `--dedup embed:T`, images whose embeddings have a cosine
+   similarity of at least T; see curate_embed.py) (single linkage: a chain of near pairs forms one group) and each group
    keeps one image: the largest (width x height), then the highest `complexity`, then the first path in
    sorted order. The others are dropped, recorded with the path they duplicate.
 With `--best-tile`, each kept image is cropped to its tile (`degrade curate --tile N`) of highest `complexity`
@@ -30,14 +31,21 @@ from srdistill.degrade.providers import CropPolicy, SourceImage
 from srdistill.errors import UserError
 
 
-def parse_dedup(spec: str | None) -> int | None:
-    """`phash:D` -> D (a Hamming distance 0..64); None -> no de-duplication."""
+def parse_dedup(spec: str | None) -> tuple[str, float] | None:
+    """`phash:D` -> ("phash", D) (a Hamming distance 0..64), `embed:T` -> ("embed", T) (a cosine similarity in
+    [-1, 1]); None -> no de-duplication."""
     if spec is None:
         return None
-    kind, _, dist = spec.partition(":")
-    if kind != "phash" or not dist.isdigit() or int(dist) > 64:
-        raise UserError(f"--dedup must be phash:D with D a Hamming distance from 0 to 64, got {spec!r}.")
-    return int(dist)
+    kind, _, value = spec.partition(":")
+    if kind == "phash" and value.isdigit() and int(value) <= 64:
+        return kind, int(value)
+    try:
+        if kind == "embed" and -1.0 <= float(value) <= 1.0:
+            return kind, float(value)
+    except ValueError:
+        pass
+    raise UserError(f"--dedup must be phash:D (D a Hamming distance from 0 to 64) or embed:T (T a cosine similarity "
+                    f"from -1 to 1, with scores made by `degrade curate --embed`), got {spec!r}.")
 
 
 def clauses(expr: str) -> list[str]:
@@ -64,9 +72,18 @@ def query_mask(frame: pd.DataFrame, expr: str) -> pd.Series:
     return frame.index.isin(kept.index)
 
 
-def dedup_groups(full: pd.DataFrame, distance: int) -> dict[str, str]:
+def dedup_groups(full: pd.DataFrame, rule: tuple[str, float]) -> dict[str, str]:
     """{dropped key: kept key} for the near-duplicate groups among the rows of `full` (see the module docstring)."""
-    keys, hashes = list(full["key"]), list(full["phash"])
+    from srdistill.degrade.curate_embed import cosine
+
+    kind, limit = rule
+    if kind == "embed" and "embedding" not in full.columns:
+        raise UserError("--dedup embed:T needs scores with embeddings; run `degrade curate --embed timm:MODEL`.")
+    keys, values = list(full["key"]), list(full["phash" if kind == "phash" else "embedding"])
+
+    def near(a, b) -> bool:
+        return hamming(a, b) <= limit if kind == "phash" else cosine(a, b) >= limit
+
     parent = list(range(len(keys)))
 
     def find(i: int) -> int:
@@ -77,7 +94,7 @@ def dedup_groups(full: pd.DataFrame, distance: int) -> dict[str, str]:
 
     for i in range(len(keys)):
         for j in range(i + 1, len(keys)):
-            if hamming(hashes[i], hashes[j]) <= distance:
+            if near(values[i], values[j]):
                 parent[find(i)] = find(j)
     order = full.assign(_area=full["width"] * full["height"]).sort_values(
         ["_area", "complexity", "path"], ascending=[False, False, True])
@@ -115,7 +132,7 @@ class Curation:
 
     path: str
     select: str | None = None
-    dedup: int | None = None
+    dedup: str | None = None  # phash:D or embed:T
     best_tile: bool = False
     sha256: str = ""
     dropped: list[dict] = field(default_factory=list)
@@ -166,7 +183,7 @@ class Curation:
                 reason.setdefault(key, f"select: {self.select}")
         duplicate_of: dict[str, str] = {}
         if self.dedup is not None:
-            duplicate_of = dedup_groups(full[~full.index.isin(list(reason))], self.dedup)
+            duplicate_of = dedup_groups(full[~full.index.isin(list(reason))], parse_dedup(self.dedup))
             reason.update({k: "duplicate" for k in duplicate_of})
         for item in items:
             if item.key in reason:

@@ -106,11 +106,11 @@ def test_the_documented_selection_keeps_exactly_the_originals(photos, scores, ra
                 assert hamming(full.at[a, "phash"], full.at[b, "phash"]) > 16
     out = tmp_path / "shards"
     summary = build(str(photos), str(out), "bicubic", crop=64, shard_samples=8, seed=0, workers=2, progress=False,
-                    curation=Curation(str(scores), select=SELECT, dedup=16))
+                    curation=Curation(str(scores), select=SELECT, dedup="phash:16"))
     kept = {json.loads(line)["source_path"] for line in _sample_jsons(out)}
     assert kept == set(ORIGINALS)
     record = summary.manifest["curation"]
-    assert record["select"] == SELECT and record["dedup"] == 16
+    assert record["select"] == SELECT and record["dedup"] == "phash:16"
     assert record["dropped_counts"] == {"duplicate": 2, "select: blockiness <= 1.5": 1,
                                         "select: laplacian_var >= 50": 1, "select: noise_sigma <= 8": 1}
     assert {d["source_path"]: d["reason"] for d in record["dropped"]} == WORSE
@@ -163,10 +163,12 @@ def test_bad_input_is_one_sentence_and_writes_nothing(case, photos, scores, ray_
 def test_select_flags_need_a_curation_file(photos, capsys):
     assert main(["build", "--src", str(photos), "--out", "x", "--select", "complexity > 0.3"]) != 0
     assert "need --curation" in capsys.readouterr().err
-    with pytest.raises(UserError, match="phash:D"):
-        from srdistill.degrade.curate_select import parse_dedup
+    from srdistill.degrade.curate_select import parse_dedup
 
-        parse_dedup("md5:3")
+    assert parse_dedup("phash:12") == ("phash", 12) and parse_dedup("embed:0.9") == ("embed", 0.9)
+    for bad in ("md5:3", "phash:65", "embed:2", "embed:x"):
+        with pytest.raises(UserError, match="phash:D"):
+            parse_dedup(bad)
 
 
 def _sample_jsons(out: Path):
@@ -211,3 +213,28 @@ def test_report_marks_the_thresholds_and_shows_lowest_and_highest(photos, scores
     assert "`laplacian_var >= 50`: 7 of 8" in md and "`noise_sigma <= 8`: 7 of 8" in md
     sheet = np.asarray(Image.open(tmp_path / "report" / "sheet_laplacian_var.png"))
     assert sheet.shape[0] > 2 * 100 and sheet.std() > 10
+
+
+@pytest.mark.slow
+def test_embedding_dedup_through_a_real_timm_model_with_random_weights(photos, scores, ray_cluster, tmp_path):
+    plain_scores = scores  # made without --embed
+    from srdistill.degrade.curate_embed import cosine
+
+    scores = tmp_path / "emb.parquet"
+    curate(str(photos), str(scores), workers=2, progress=False, embed="timm:vit_tiny_patch16_224",
+           embed_pretrained=False)
+    full = pd.read_parquet(scores).query("tile == 'full'").set_index("path")
+    emb = full["embedding"]
+    assert len(emb["astronaut.png"]) == 192 and np.linalg.norm(emb["astronaut.png"]) == pytest.approx(1.0)
+    # Seeded random weights: the copies stay closer to their original than the originals are to each other.
+    between = max(cosine(emb[a], emb[b]) for a in ORIGINALS for b in ORIGINALS if a < b)
+    copies = min(cosine(emb["astronaut.png"], emb[c]) for c in ("astronaut_resized.png", "astronaut_cropped.png"))
+    assert between < 0.97 <= copies
+    summary = build(str(photos), str(tmp_path / "shards"), "bicubic", crop=64, shard_samples=8, seed=0, workers=2,
+                    progress=False, curation=Curation(str(scores), select=SELECT, dedup="embed:0.97"))
+    assert {json.loads(line)["source_path"] for line in _sample_jsons(tmp_path / "shards")} == set(ORIGINALS)
+    assert summary.manifest["curation"]["dropped_counts"]["duplicate"] == 2
+    with pytest.raises(UserError, match="needs scores with embeddings"):
+        build(str(photos), str(tmp_path / "x"), "bicubic", crop=64, progress=False,
+              curation=Curation(str(plain_scores), dedup="embed:0.97"))
+    assert not (tmp_path / "x").exists()
