@@ -20,12 +20,12 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from srdistill.datasets.images import DEFAULT_MAX_PIXELS
 from srdistill.datasets.sources import Source, SourceItem
 from srdistill.degrade.curate import FULL
-from srdistill.degrade.curate_scores import hamming
 from srdistill.degrade.plan import file_stamp
 from srdistill.degrade.providers import CropPolicy, SourceImage
 from srdistill.errors import UserError
@@ -74,16 +74,14 @@ def query_mask(frame: pd.DataFrame, expr: str) -> pd.Series:
 
 def dedup_groups(full: pd.DataFrame, rule: tuple[str, float]) -> dict[str, str]:
     """{dropped key: kept key} for the near-duplicate groups among the rows of `full` (see the module docstring)."""
-    from srdistill.degrade.curate_embed import cosine
-
     kind, limit = rule
     if kind == "embed" and "embedding" not in full.columns:
         raise UserError("--dedup embed:T needs scores with embeddings; run `degrade curate --embed timm:MODEL`.")
-    keys, values = list(full["key"]), list(full["phash" if kind == "phash" else "embedding"])
-
-    def near(a, b) -> bool:
-        return hamming(a, b) <= limit if kind == "phash" else cosine(a, b) >= limit
-
+    keys = list(full["key"])
+    if kind == "phash":
+        hashes = np.array([int(h, 16) for h in full["phash"]], dtype=np.uint64)
+    else:
+        vectors = np.array([np.asarray(v, np.float64) for v in full["embedding"]]).reshape(len(keys), -1)
     parent = list(range(len(keys)))
 
     def find(i: int) -> int:
@@ -92,10 +90,14 @@ def dedup_groups(full: pd.DataFrame, rule: tuple[str, float]) -> dict[str, str]:
             i = parent[i]
         return i
 
+    # One vectorised row of the pairwise comparison at a time: O(n^2) work, O(n) memory.
     for i in range(len(keys)):
-        for j in range(i + 1, len(keys)):
-            if near(values[i], values[j]):
-                parent[find(i)] = find(j)
+        if kind == "phash":
+            near = np.bitwise_count(hashes[i + 1 :] ^ hashes[i]) <= limit
+        else:
+            near = vectors[i + 1 :] @ vectors[i] >= limit
+        for j in np.nonzero(near)[0]:
+            parent[find(i)] = find(i + 1 + int(j))
     order = full.assign(_area=full["width"] * full["height"]).sort_values(
         ["_area", "complexity", "path"], ascending=[False, False, True])
     keeper: dict[int, str] = {}

@@ -238,3 +238,42 @@ def test_embedding_dedup_through_a_real_timm_model_with_random_weights(photos, s
         build(str(photos), str(tmp_path / "x"), "bicubic", crop=64, progress=False,
               curation=Curation(str(plain_scores), dedup="embed:0.97"))
     assert not (tmp_path / "x").exists()
+
+
+def test_dedup_links_chains_and_keeps_the_largest_then_the_most_complex():
+    from srdistill.degrade.curate_select import dedup_groups
+
+    frame = pd.DataFrame({
+        "key": ["a", "b", "c", "d", "e"],
+        "path": ["a.png", "b.png", "c.png", "d.png", "e.png"],
+        # a-b differ in 2 bits, b-c in 2 more (a-c: 4), d is 3 bits from a, e is far from all.
+        "phash": ["0000000000000000", "0000000000000003", "000000000000000f", "0000000000000700", "ffffffffffff0000"],
+        "width": [100, 100, 80, 100, 50], "height": [100, 100, 80, 100, 50],
+        "complexity": [0.4, 0.6, 0.9, 0.5, 0.1],
+    })
+    # D=2: a-b-c form one chain (c is 4 bits from a, linked through b); d (3 bits from a) stays alone.
+    assert dedup_groups(frame, ("phash", 2)) == {"a": "b", "c": "b"}
+    # D=3: d joins; among the 100x100 images a, b, d the most complex (b) is kept.
+    assert dedup_groups(frame, ("phash", 3)) == {"a": "b", "c": "b", "d": "b"}
+    assert dedup_groups(frame, ("phash", 0)) == {}
+    tie = frame.assign(complexity=0.5)
+    assert dedup_groups(tie, ("phash", 3)) == {"b": "a", "c": "a", "d": "a"}  # then the first path
+
+
+def test_a_killed_run_resumes_from_its_part_files(photos, ray_cluster, tmp_path, monkeypatch):
+    from srdistill.parts import PartsStore
+
+    out = tmp_path / "s.parquet"
+    real_merge = PartsStore.merge
+
+    def killed(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(PartsStore, "merge", killed)
+    with pytest.raises(KeyboardInterrupt):
+        curate(str(photos), str(out), workers=2, progress=False)
+    assert not out.exists() and len(list((tmp_path / "s.parts").iterdir())) == 1  # 8 images = one unit
+    monkeypatch.setattr(PartsStore, "merge", real_merge)
+    resumed = curate(str(photos), str(out), workers=2, progress=False)
+    assert (resumed.scored, resumed.reused) == (0, 8)
+    assert len(pd.read_parquet(out)) == 8 and not list((tmp_path / "s.parts").iterdir())
