@@ -277,3 +277,17 @@ def test_a_killed_run_resumes_from_its_part_files(photos, ray_cluster, tmp_path,
     resumed = curate(str(photos), str(out), workers=2, progress=False)
     assert (resumed.scored, resumed.reused) == (0, 8)
     assert len(pd.read_parquet(out)) == 8 and not list((tmp_path / "s.parts").iterdir())
+
+
+def test_the_curate_command_lists_the_duplicates_and_writes_a_report(photos, ray_cluster, tmp_path, capsys):
+    out = tmp_path / "s.parquet"
+    assert main(["curate", "--src", str(photos), "--out", str(out), "--dedup", "phash:16", "--workers", "2",
+                 "--report", str(tmp_path / "r"), "--select", SELECT, "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    # Without a selection first, all six astronauts form one group; four are 512x512 and the noisy copy is the most
+    # "complex" of them, so the rule keeps it: why `build` applies --select before --dedup.
+    assert "5 near-duplicates would be dropped by --dedup phash:16" in printed
+    for name in ["astronaut.png", *WORSE]:
+        if name != "astronaut_noise.png":
+            assert f"{name} duplicates astronaut_noise.png" in printed
+    assert (tmp_path / "r" / "report.md").is_file()
