@@ -291,3 +291,24 @@ def test_the_curate_command_lists_the_duplicates_and_writes_a_report(photos, ray
         if name != "astronaut_noise.png":
             assert f"{name} duplicates astronaut_noise.png" in printed
     assert (tmp_path / "r" / "report.md").is_file()
+
+
+def test_scores_older_than_the_source_or_a_removed_scores_file_are_caught(photos, ray_cluster, tmp_path):
+    src = Path(shutil.copytree(photos, tmp_path / "src"))
+    scores = tmp_path / "s.parquet"
+    curate(str(src), str(scores), workers=2, progress=False)
+    out = tmp_path / "shards"
+    build(str(src), str(out), "bicubic", crop=64, shard_samples=8, seed=0, workers=2, progress=False,
+          curation=Curation(str(scores), select="laplacian_var >= 50"))
+    scores.unlink()
+    assert any("is missing" in p for p in verify(str(out), progress=False).problems)
+    curate(str(src), str(scores), workers=2, progress=False)
+    (src / "extra.png").write_bytes((src / "chelsea.png").read_bytes())
+    with pytest.raises(UserError, match="has no scores for 1 images"):
+        build(str(src), str(tmp_path / "b"), "bicubic", crop=64, progress=False, curation=Curation(str(scores)))
+    (src / "extra.png").unlink()
+    st = (src / "coffee.png").stat()
+    os.utime(src / "coffee.png", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    with pytest.raises(UserError, match="changed since"):
+        build(str(src), str(tmp_path / "b"), "bicubic", crop=64, progress=False, curation=Curation(str(scores)))
+    assert not (tmp_path / "b").exists()
