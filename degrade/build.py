@@ -169,8 +169,10 @@ def build(src: str, out: str, spec="realesrgan", *, scale: int | None = None, cr
           limit: int | None = None, data_root: str | None = None, split: str = "train",
           max_pixels: int = DEFAULT_MAX_PIXELS, storage_options: dict | None = None, progress: bool = True,
           on_shard: Callable[[ShardRecord], None] | None = None, command: str | None = None,
-          source_identity: str = "stat") -> BuildSummary:
-    """Build (or finish) the shards of `src` degraded by `spec` into `out`; see the module docstring."""
+          source_identity: str = "stat", curation=None) -> BuildSummary:
+    """Build (or finish) the shards of `src` degraded by `spec` into `out`; see the module docstring.
+
+    `curation` (curate_select.Curation): build only the images it keeps; the manifest records it."""
     from srdistill.degrade.spec import load_spec
 
     if isinstance(spec, (str, os.PathLike)):
@@ -181,7 +183,8 @@ def build(src: str, out: str, spec="realesrgan", *, scale: int | None = None, cr
         spec = dataclasses.replace(spec, scale=scale)
     check_run_options(seed=seed, workers=workers)
     plan = make_plan(src, spec, crop=crop, crops_per_image=crops_per_image, shard_samples=shard_samples, seed=seed,
-                     limit=limit, data_root=data_root, split=split, max_pixels=max_pixels, source_identity=source_identity)
+                     limit=limit, data_root=data_root, split=split, max_pixels=max_pixels, source_identity=source_identity,
+                     curation=curation)
     options = default_storage_options(str(out)) if storage_options is None else storage_options
     storage = Storage(str(out), options)
     done = prepare_out(storage, plan)
@@ -193,5 +196,6 @@ def build(src: str, out: str, spec="realesrgan", *, scale: int | None = None, cr
                    "changed_shards": plan.changed},
         "crop_policy": plan.identity["crop_policy"],
         "shard_samples": plan.identity["shard_samples"],
+        **({"curation": curation.record()} if curation is not None else {}),
     }
     return write_manifest(storage, plan, run, spec, seed, images=plan.images, command=command, extra=extra)

@@ -16,6 +16,8 @@ and stored as {key}.hr.png / {key}.lr.png / {key}.json in WebDataset tar shards 
 manifest.json. The same source, spec and seed always give byte-identical shards.
 
   degrade build --src sample --out shards/        # the embedded sample photos
+  degrade curate --src photos/ --out scores.parquet           # score HR images before building
+  degrade build --src photos/ --out shards/ --curation scores.parquet --select 'laplacian_var >= 50'
   degrade preview shards/ --out grid.png          # look at some pairs
   degrade verify shards/                          # check every shard against the manifest
   degrade replay shards/                          # re-derive LRs from HR + params, bit for bit
@@ -71,7 +73,36 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--source-identity", choices=("stat", "content"), default="stat",
                    help="how a resumed build tells that a source file changed, so its shard is rewritten: size and "
                         "modification time (stat, default) or the sha256 of its bytes (content, reads every file)")
+    b.add_argument("--curation", metavar="SCORES", help="a `degrade curate` scores file: build only the images it keeps")
+    b.add_argument("--select", metavar="EXPR", help="with --curation: pandas query over the score columns, e.g. "
+                        "'laplacian_var >= 50 and blockiness <= 1.5'")
+    b.add_argument("--dedup", metavar="RULE", help="with --curation: keep one image per group of near-duplicates, "
+                        "phash:D (Hamming distance <= D) or embed:T (cosine similarity >= T); the largest, then the "
+                        "most complex, is kept")
+    b.add_argument("--best-tile", action="store_true", help="with --curation: crop each image to its highest-complexity "
+                        "tile (scores made with `degrade curate --tile N`)")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    c = sub.add_parser("curate", help="score source images (sharpness, noise, JPEG history, pHash, pyiqa) into parquet",
+                       description="Score every image of a source, and each N x N tile with --tile, into one parquet "
+                                   "table (runs on Ray; re-running resumes). `degrade build --curation` then selects.")
+    c.add_argument("--src", required=True, help="where the HR images come from (as for build)")
+    c.add_argument("--out", required=True, help="the scores file to write, NAME.parquet")
+    c.add_argument("--tile", type=int, default=0, metavar="N", help="also score each full N x N tile (default 0: none)")
+    c.add_argument("--metrics", help="comma-separated pyiqa no-reference metrics to add, e.g. niqe,musiq")
+    c.add_argument("--offline", action="store_true", help="download no metric or --embed weights; a missing one is an error")
+    c.add_argument("--embed", metavar="timm:MODEL", help="also store an image embedding per image (a timm model, "
+                        "pretrained weights fetched like metric weights) for --dedup embed:T")
+    c.add_argument("--dedup", metavar="RULE", help="also list near-duplicates: phash:D (Hamming distance <= D) or "
+                        "embed:T (embedding cosine similarity >= T)")
+    c.add_argument("--report", metavar="DIR", help="also write score histograms (thresholds of --select marked) and "
+                        "contact sheets of the lowest and highest scored images into DIR")
+    c.add_argument("--select", metavar="EXPR", help="with --report: the selection whose thresholds to mark")
+    c.add_argument("--workers", type=int, help="parallel tasks (default: all CPUs of the embedded or joined cluster)")
+    c.add_argument("--address", help="join an existing Ray cluster instead of starting one here")
+    c.add_argument("--limit", type=int, metavar="N", help="use only the first N source images in sorted order")
+    c.add_argument("--data-root", help="folder holding the named data sets (default $SRDISTILL_DATA)")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("preview", help="PNG grid of HR/LR pairs with their main parameters",
                        description="Draw the first samples of a build as HR | LR pairs captioned with their degradation parameters.")
@@ -100,6 +131,47 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _curation(args):
+    from srdistill.degrade.curate_select import Curation, parse_dedup
+
+    if args.curation is None:
+        if args.select or args.dedup or args.best_tile:
+            raise UserError("--select, --dedup and --best-tile need --curation SCORES (from `degrade curate`).")
+        return None
+    parse_dedup(args.dedup)
+    return Curation(args.curation, select=args.select, dedup=args.dedup, best_tile=args.best_tile)
+
+
+def _curate(args) -> int:
+    from srdistill import download
+    from srdistill.degrade.curate import curate
+    from srdistill.degrade.curate_select import dedup_groups, parse_dedup, read_scores
+
+    rule = parse_dedup(args.dedup)
+    metrics = [m.strip() for m in (args.metrics or "").split(",") if m.strip()]
+    if metrics or args.embed:
+        download.configure(offline=args.offline, mirror=None)
+    summary = curate(args.src, args.out, tile=args.tile, metrics=metrics, workers=args.workers, address=args.address,
+                     data_root=args.data_root, limit=args.limit, progress=not args.quiet, embed=args.embed)
+    print(summary.text())
+    if rule is not None:
+        frame = read_scores(args.out)
+        full = frame[(frame["tile"] == "full") & (frame["error"] == "")]
+        dropped = dedup_groups(full, rule)
+        paths = dict(zip(full["key"], full["path"]))
+        print(f"{len(dropped)} near-duplicates would be dropped by --dedup {args.dedup}:")
+        for key, kept in sorted(dropped.items(), key=lambda kv: paths[kv[0]]):
+            print(f"  {paths[key]} duplicates {paths[kept]}")
+    if args.report:
+        from srdistill.degrade.curate_report import write_report
+
+        files = write_report(args.out, args.report, select=args.select)
+        print(f"wrote {len(files)} report files to {args.report} (start with report.md)")
+    elif args.select:
+        raise UserError("--select in `degrade curate` only marks thresholds in --report DIR; give --report too.")
+    return 0
+
+
 def _build(args) -> int:
     from srdistill.degrade.build import build
 
@@ -111,7 +183,7 @@ def _build(args) -> int:
         crops_per_image=args.crops_per_image, shard_samples=args.shard_samples, seed=args.seed, workers=args.workers,
         address=args.address, limit=args.limit, data_root=args.data_root, split=args.split, max_pixels=args.max_pixels,
         progress=not args.quiet, command=" ".join(shlex.quote(a) for a in ["degrade", *args.argv]),
-        source_identity=args.source_identity,
+        source_identity=args.source_identity, curation=_curation(args),
     )
     print(summary.text())
     for skip in summary.manifest["skipped"][:10]:
@@ -171,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    handlers = {"build": _build, "preview": _preview, "verify": _verify, "replay": _replay}
+    handlers = {"build": _build, "curate": _curate, "preview": _preview, "verify": _verify, "replay": _replay}
     handler = handlers.get(args.command, getattr(args, "func", None))
     return run_command("degrade", lambda: handler(args), "interrupted; re-run the same command to resume.")
 

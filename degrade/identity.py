@@ -72,6 +72,7 @@ def drop_changed(storage: Storage, plan: Plan, doc: dict, done: dict[str, dict],
 
 def check_sources(manifest: dict) -> tuple[list[str], list[str]]:
     """(problems, notes): list the build's source again and compare each shard's recorded source digest with it."""
+    from srdistill.degrade.curate_select import Curation
     from srdistill.degrade.plan import make_plan
     from srdistill.degrade.spec import spec_from_dict
 
@@ -86,7 +87,7 @@ def check_sources(manifest: dict) -> tuple[list[str], list[str]]:
         plan = make_plan(args["src"], spec_from_dict(manifest["spec"]), crop=crop, crops_per_image=per_image,
                          shard_samples=identity["shard_samples"], seed=manifest["seed"], limit=args.get("limit"),
                          data_root=args.get("data_root"), split=identity["split"], max_pixels=identity["max_pixels"],
-                         source_identity=mode)
+                         source_identity=mode, curation=Curation.from_record(manifest.get("curation")))
     except UserError as exc:
         return [], [f"sources not checked: {exc}"]
     except KeyError as exc:

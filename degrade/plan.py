@@ -70,7 +70,8 @@ def shard_digest(files: dict[str, str]) -> str:
 
 
 def make_plan(src: str, spec, *, crop: int, crops_per_image: int, shard_samples: int, seed: int, limit: int | None,
-              data_root: str | None, split: str, max_pixels: int, source_identity: str = "stat") -> Plan:
+              data_root: str | None, split: str, max_pixels: int, source_identity: str = "stat", curation=None) -> Plan:
+    """`curation` (curate_select.Curation): keeps only the items it selects, cropped to their best tile if asked."""
     from srdistill.degrade.spec import spec_hash
 
     s = spec.scale
@@ -90,9 +91,12 @@ def make_plan(src: str, spec, *, crop: int, crops_per_image: int, shard_samples:
         raise UserError(f"--source-identity must be one of {', '.join(SOURCE_IDENTITIES)}, got {source_identity!r}.")
     source = resolve_source(src, data_root)
     items = source.items()[:limit] if limit else source.items()
+    if curation is not None:
+        items = curation.apply(source, items)
     policy = CropPolicy(crop, crops_per_image, s)
+    provider = curation.provider if curation is not None else _source_image
     jobs = sorted(
-        (SampleJob(key, SourceImage(item.source, item.rel, item.path, policy, max_pixels, item.row, item.column))
+        (SampleJob(key, provider(item, policy, max_pixels))
          for item in items for key in policy.keys(item.key)),
         key=lambda j: j.key,
     )
@@ -111,11 +115,17 @@ def make_plan(src: str, spec, *, crop: int, crops_per_image: int, shard_samples:
         "split": split,
         "max_pixels": max_pixels,
     }
+    if curation is not None:
+        identity["curation"] = curation.identity()
     shards = [(shard_name(split, i // shard_samples), jobs[i : i + shard_samples]) for i in range(0, len(jobs), shard_samples)]
     shard_sources = {name: shard_digest({file_of[j.key]: stamps[file_of[j.key]] for j in shard_jobs})
                      for name, shard_jobs in shards}
     return Plan(identity, build_id(identity), shards, source.skipped(), str(source.root), len(items), shard_sources,
                 source_identity, list(source.notes), _resolve_args(src, data_root, limit))
+
+
+def _source_image(item: SourceItem, policy: CropPolicy, max_pixels: int) -> SourceImage:
+    return SourceImage(item.source, item.rel, item.path, policy, max_pixels, item.row, item.column)
 
 
 def _resolve_args(src: str, data_root: str | None, limit: int | None) -> dict:

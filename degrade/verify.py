@@ -62,11 +62,32 @@ def verify(out: str, *, storage_options: dict | None = None, decode: bool = True
         if hashlib.sha256(data).hexdigest() != entry["sha256"]:
             report.problems.append(f"{name} does not match its sha256 in the manifest.")
         report.problems.extend(_check_samples(name, data, entry["samples"], scale, spec_hash, decode, report))
-    if sources:
+    curation_problems = check_curation(manifest)
+    report.problems.extend(curation_problems)
+    if sources and curation_problems:
+        report.notes.append("sources not checked: the curation scores file that chose them changed.")
+    elif sources:
         problems, notes = check_sources(manifest)
         report.problems.extend(problems)
         report.notes.extend(notes)
     return report
+
+
+def check_curation(manifest: dict) -> list[str]:
+    """The curation scores file the build names still exists with the sha256 recorded (nothing when uncurated)."""
+    import os
+
+    from srdistill.degrade.curate_select import file_sha256
+
+    curation = manifest.get("curation")
+    if not curation:
+        return []
+    path = curation["file"]
+    if not os.path.isfile(path):
+        return [f"the curation scores file {path} named in {MANIFEST_NAME} is missing."]
+    if file_sha256(path) != curation["sha256"]:
+        return [f"the curation scores file {path} changed since the build (its sha256 differs from {MANIFEST_NAME})."]
+    return []
 
 
 def _check_samples(name: str, data: bytes, expected: int, scale: int, spec_hash: str, decode: bool, report: VerifyReport) -> list[str]:
