@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from srdistill.training import components as C
 from srdistill.training.recipe import build_recipe
 from srdistill.training.recipe_ctsr import Stage1Draws, Stage2Draws
+from helpers.training import lr_hr_batch, sd_alphas_cumprod
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -18,15 +19,6 @@ LAMBDAS = {"lambda_l2": 1.3, "lambda_lpips": 30.0, "lambda_rn": 0.9, "lambda_fl"
 CFG = {"lpips_net": "alex", "stage1_steps": 1, **LAMBDAS}
 
 
-def _abar() -> torch.Tensor:
-    """SD's scaled-linear DDPM schedule, written out."""
-    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
-    return torch.cumprod(1 - betas, 0).float()
-
-
-def _batch(seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    return torch.rand(2, 3, 8, 8, generator=gen), torch.rand(2, 3, 32, 32, generator=gen)
 
 
 def _perturb(model, adapter, seed):
@@ -42,7 +34,7 @@ class Hand:
     def __init__(self, recipe):
         self.r, self.unet, self.vae = recipe, recipe.unet, recipe.codec.vae
         self.sf = self.vae.config.scaling_factor
-        self.abar = _abar()
+        self.abar = sd_alphas_cumprod()
 
     def _adapter(self, model, adapter):
         if adapter is None:
@@ -109,7 +101,7 @@ def recipe():
 
 
 def test_stage_one_loss_is_eq_1_to_4_with_one_shared_noise_and_the_right_teachers(recipe):
-    lr, hr = _batch()
+    lr, hr = lr_hr_batch()
     t = torch.tensor([150, 700])
     noise = torch.randn(2, 4, 4, 4, generator=torch.Generator().manual_seed(5))
     got = recipe.stage1_loss(lr, hr, Stage1Draws(t, noise))
@@ -135,8 +127,8 @@ def test_realism_teacher_is_osediff_not_the_student_nor_plain_sd(recipe):
 
 
 def test_stage_two_loss_is_eq_5_and_8_on_the_frozen_snapshot(recipe):
-    lr, _ = _batch(1)
-    recipe.generator_loss(lr, _batch(1)[1], step=1)   # stage two starts: the snapshot is taken
+    lr, _ = lr_hr_batch(1)
+    recipe.generator_loss(lr, lr_hr_batch(1)[1], step=1)   # stage two starts: the snapshot is taken
     _perturb(recipe.unet, "student", 3)                # stage-two training moves the student off T_S
     t, tp = torch.tensor([0.2, 0.55]), torch.tensor([0.7, 0.9])
     got = recipe.stage2_loss(lr, Stage2Draws(t, tp))["ctrl"]
@@ -152,7 +144,7 @@ def test_stage_two_loss_is_eq_5_and_8_on_the_frozen_snapshot(recipe):
 
 
 def test_knob_starts_from_the_stage_one_result_and_stage_two_leaves_t0_alone(recipe):
-    lr, hr = _batch(2)
+    lr, hr = lr_hr_batch(2)
     h = Hand(recipe)
     with torch.no_grad():
         stage1_out = h.decode(h.one_step(lr, "student")[0])

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from srdistill.training import components as C
 from srdistill.training.recipe import build_recipe
 from srdistill.training.recipe_d3sr import SD21_FALLBACK, Noising
+from helpers.training import lr_hr_batch, sd_alphas_cumprod
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -18,14 +19,6 @@ CFG = {"lora_rank": 4, "lora_alpha": 4, "disc_lora_rank": 4, "disc_lora_alpha": 
        "lambda_adv": 0.37, "lambda_ea_dists": 1.9, "t_l": 400}
 
 
-def _abar() -> torch.Tensor:
-    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
-    return torch.cumprod(1 - betas, 0).float()
-
-
-def _batch(seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    return torch.rand(2, 3, 8, 8, generator=gen), torch.rand(2, 3, 32, 32, generator=gen)
 
 
 def _sobel(x):
@@ -72,10 +65,10 @@ def _student_latent(r, lr, abar):
 
 
 def test_generator_loss_is_eq_8_with_ea_dists_and_the_critic_on_the_noised_fake(recipe):
-    lr, hr = _batch()
+    lr, hr = lr_hr_batch()
     noising = _draw(1)
     got = recipe.generator_loss(lr, hr, 0, noising=noising)
-    abar, vae = _abar(), recipe.codec.vae
+    abar, vae = sd_alphas_cumprod(), recipe.codec.vae
     with torch.no_grad():
         z_hat = _student_latent(recipe, lr, abar)
         x_hat = (vae.decode(z_hat / vae.config.scaling_factor).sample.clamp(-1, 1) + 1) / 2
@@ -92,10 +85,10 @@ def test_generator_loss_is_eq_8_with_ea_dists_and_the_critic_on_the_noised_fake(
 
 
 def test_discriminator_loss_is_eq_3_real_hr_latent_against_noised_fake(recipe):
-    lr, hr = _batch(1)
+    lr, hr = lr_hr_batch(1)
     real, fake = _draw(2), _draw(3)
     got = recipe.discriminator_loss(lr, hr, 0, real=real, fake=fake)["loss"]
-    abar, vae = _abar(), recipe.codec.vae
+    abar, vae = sd_alphas_cumprod(), recipe.codec.vae
     with torch.no_grad():
         z_hat = _student_latent(recipe, lr, abar)
         z_h = vae.encode(hr * 2 - 1).latent_dist.mode() * vae.config.scaling_factor

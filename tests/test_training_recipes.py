@@ -16,6 +16,7 @@ import yaml
 from srdistill.errors import UserError
 from srdistill.training import components as C
 from srdistill.training.recipe import RECIPES, build_recipe
+from helpers.training import lr_hr_batch
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -30,10 +31,6 @@ FAST = {
 }
 NAMES = sorted(FAST)
 
-
-def _batch(seed: int = 0):
-    gen = torch.Generator().manual_seed(seed)
-    return torch.rand(2, 3, 8, 8, generator=gen), torch.rand(2, 3, 32, 32, generator=gen)
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +128,7 @@ def test_bad_names_and_settings_are_user_errors():
 @pytest.mark.parametrize("name", NAMES)
 def test_losses_are_finite_and_student_maps_lr_to_4x_in_unit_range(recipes, name):
     recipe = recipes[name]
-    lr, hr = _batch()
+    lr, hr = lr_hr_batch()
     g = recipe.generator_loss(lr, hr, step=0)
     assert "loss" in g and all(torch.isfinite(v).all() for v in g.values())
     d = recipe.discriminator_loss(lr, hr, step=0)
@@ -150,7 +147,7 @@ def test_generator_step_moves_only_generator_params_and_discriminator_step_only_
     disc_names = _names(recipe, recipe.discriminator_parameters())
     assert gen_names and not gen_names & disc_names
     assert all(p.requires_grad == (n in gen_names | disc_names) for n, p in recipe.named_parameters())
-    lr, hr = _batch(1)
+    lr, hr = lr_hr_batch(1)
 
     recipe.zero_grad(set_to_none=True)
     before = _snapshot(recipe)
@@ -183,7 +180,7 @@ def test_trainable_state_round_trip_rebuilds_the_same_student(recipes, name):
         t_sd, s_sd = rebuilt.teacher.denoiser.state_dict(), rebuilt.student_diffusion.denoiser.state_dict()
         assert t_sd.keys() == s_sd.keys() and all(torch.equal(t_sd[k], s_sd[k]) for k in t_sd)
         assert not any(p.requires_grad for p in rebuilt.teacher.parameters())
-    lr, _ = _batch(2)
+    lr, _ = lr_hr_batch(2)
     with torch.no_grad():
         before = rebuilt.student()(lr)
         rebuilt.load_trainable_state_dict(sd)
@@ -195,7 +192,7 @@ def test_trainable_state_round_trip_rebuilds_the_same_student(recipes, name):
 
 def test_strsr_adds_fdl_only_in_stage_two(recipes):
     recipe = recipes["strsr"]
-    lr, hr = _batch(3)
+    lr, hr = lr_hr_batch(3)
     assert "fdl" not in recipe.generator_loss(lr, hr, step=0)
     out = recipe.generator_loss(lr, hr, step=1)
     assert math.isfinite(out["fdl"].item()) and out["fdl"].item() > 0
@@ -205,7 +202,7 @@ def test_strsr_adds_fdl_only_in_stage_two(recipes):
 
 def test_ctsr_stage_two_snapshots_the_stage_one_student_and_the_knob_moves_the_output():
     recipe = build_recipe("ctsr", FAST["ctsr"], "tiny", "cpu")
-    lr, hr = _batch(4)
+    lr, hr = lr_hr_batch(4)
     s1 = recipe.generator_loss(lr, hr, step=0)
     assert {"l2", "lpips", "l_rn", "l_fl"} <= set(s1)
     direct = s1["l2"] + 2.0 * s1["lpips"] + 1.0 * s1["l_rn"] + 2.0 * s1["l_fl"]  # Eq. 1 and Eq. 4 (weights: tests/test_training_ctsr.py)
@@ -249,7 +246,7 @@ def test_student_only_build_has_no_teacher_discriminator_or_loss_network_and_the
     disc = {n for n, p in full.named_parameters() if any(p is q for q in full.discriminator_parameters())}
     assert not set(sd) & disc
     alone.load_trainable_state_dict(sd, student=True)
-    lr, _ = _batch(5)
+    lr, _ = lr_hr_batch(5)
     with torch.no_grad():
         assert torch.equal(alone.student()(lr), full.student()(lr))
 

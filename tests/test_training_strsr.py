@@ -7,16 +7,13 @@ import torch
 import torch.nn.functional as F
 
 from srdistill.training.recipe import build_recipe
+from helpers.training import lr_hr_batch
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 CFG = {"lora_rank": 4, "lora_alpha": 4, "lpips_net": "alex", "fdl_num_proj": 16, "stage1_steps": 5, "t1": 0.6,
        "lambda_lpips": 100.0, "lambda_gan": 0.3, "lambda_fdl": 0.05, "lambda_r1": 7.0, "r1_sigma": 0.3}
 
-
-def _batch(seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    return torch.rand(2, 3, 8, 8, generator=gen), torch.rand(2, 3, 32, 32, generator=gen)
 
 
 @pytest.fixture(params=["zimage", "sd3"])
@@ -56,7 +53,7 @@ def _ragan(c_x, c_y):
 
 @pytest.mark.parametrize("step", [0, 5])
 def test_generator_loss_is_eq_11_with_fdl_only_in_stage_two(recipe, step):
-    lr, hr = _batch()
+    lr, hr = lr_hr_batch()
     got = recipe.generator_loss(lr, hr, step)
     c = recipe.cfg
     with torch.no_grad():
@@ -75,7 +72,7 @@ def test_generator_loss_is_eq_11_with_fdl_only_in_stage_two(recipe, step):
 
 
 def test_discriminator_loss_is_eq_9_with_noised_reals_and_approximated_r1(recipe):
-    lr, hr = _batch(1)
+    lr, hr = lr_hr_batch(1)
     noise = torch.randn(hr.shape, generator=torch.Generator().manual_seed(4))
     got = recipe.discriminator_loss(lr, hr, 0, r1_noise=noise)
     c = recipe.cfg
@@ -92,7 +89,7 @@ def test_discriminator_loss_is_eq_9_with_noised_reals_and_approximated_r1(recipe
 
 
 def test_condition_ablations_vlm_text_and_none(recipe):
-    lr, _ = _batch(2)
+    lr, _ = lr_hr_batch(2)
     base = recipe.cfg["base"]
     text = build_recipe("strsr", {**CFG, "base": base, "condition": "text"}, "tiny", "cpu")
     none = build_recipe("strsr", {**CFG, "base": base, "condition": "none"}, "tiny", "cpu")

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 import yaml
 
 from srdistill.training.recipe import RECIPES, build_recipe
+from helpers.training import lr_hr_batch
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -26,10 +27,6 @@ def paper_etas(steps: int) -> list[float]:
     growth = (0.99 / 0.02) ** (1 / (steps - 1))
     return [(0.02 * growth ** ((i / (steps - 1)) ** 0.3 * (steps - 1))) ** 2 for i in range(steps)]
 
-
-def _batch(seed: int = 0):
-    gen = torch.Generator().manual_seed(seed)
-    return torch.rand(2, 3, 8, 8, generator=gen), torch.rand(2, 3, 32, 32, generator=gen)
 
 
 def _haar_high(z: torch.Tensor) -> list[torch.Tensor]:
@@ -91,7 +88,7 @@ def recipe():
 @pytest.mark.parametrize("lambdas", [LAMBDAS, {"lambda_hfp": 0.3, "lambda_sd": 0.07, "lambda_adv": 1.9}])
 def test_generator_loss_is_eq13_recomputed_from_the_components(lambdas):
     recipe = build_recipe("vpdsr", {"resshift_steps": 4, **lambdas}, "tiny", "cpu")
-    lr, hr = _batch(1)
+    lr, hr = lr_hr_batch(1)
     torch.manual_seed(5)
     got = recipe.generator_loss(lr, hr, step=0)
     with torch.no_grad():
@@ -105,7 +102,7 @@ def test_generator_loss_is_eq13_recomputed_from_the_components(lambdas):
 
 
 def test_discriminator_loss_is_eq12_on_the_gt_latent_and_the_student_latent(recipe):
-    lr, hr = _batch(2)
+    lr, hr = lr_hr_batch(2)
     torch.manual_seed(6)
     got = recipe.discriminator_loss(lr, hr, step=0)["loss"]
     with torch.no_grad():
@@ -117,7 +114,7 @@ def test_discriminator_loss_is_eq12_on_the_gt_latent_and_the_student_latent(reci
 
 
 def test_student_output_is_one_pass_at_step_t_minus_1_decoded(recipe):
-    lr, _ = _batch(3)
+    lr, _ = lr_hr_batch(3)
     with torch.no_grad():
         got = recipe.student()(lr, seed=4)
         z_y, lq, _ = _latents(recipe, lr, noise_seed=0)
