@@ -22,19 +22,17 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from srdistill import download
-from srdistill.cluster import Unit, connect, run_units
 from srdistill.datasets.benchmarks import Benchmark
 from srdistill.evaluate import weights
 from srdistill.evaluate.harness import (
     EvalSummary,
     MetricPlan,
-    _score_dataset,
-    _score_image,
     generate_sr,
     open_sr_folder,
     pair_metrics,
     row_needed,
+    score_dataset,
+    score_image,
     sr_folder,
     sr_set_name,
 )
@@ -42,6 +40,8 @@ from srdistill.evaluate.methods import Method
 from srdistill.evaluate.metrics import DATASET_IMAGE, MetricPool
 from srdistill.evaluate.results import ResultStore
 
+from srdistill import download
+from srdistill.cluster import Unit, connect, run_units
 from srdistill.errors import UserError
 
 CHUNK_IMAGES = 8  # images per unit: small enough to balance and to lose little with a node, large enough to amortize a task
@@ -105,7 +105,7 @@ def image_unit(settings: UnitSettings, method: Method, chunk: Benchmark, todo: d
     rows: list[dict] = []
     for n, item in enumerate(chunk.items, start=1):
         if todo[item.stem]:
-            rows += _score_image(method, chunk, item, outputs[item.stem], todo[item.stem], pool, summary,
+            rows += score_image(method, chunk, item, outputs[item.stem], todo[item.stem], pool, summary,
                                  settings.crop_to_match, settings.plan)
         report(n)
     return UnitOutcome(rows, summary)
@@ -114,7 +114,7 @@ def image_unit(settings: UnitSettings, method: Method, chunk: Benchmark, todo: d
 def dataset_unit(settings: UnitSettings, method: Method, bench: Benchmark, metric: str, *, report) -> UnitOutcome:
     """One folder-level row (e.g. FID) over the set's SR folder, which the image units have filled."""
     summary = EvalSummary(Path(settings.out), [], [], [])
-    row = _score_dataset(_worker_method(method), bench, metric, _worker_pool(settings), summary, Path(settings.out),
+    row = score_dataset(_worker_method(method), bench, metric, _worker_pool(settings), summary, Path(settings.out),
                          settings.plan)
     report(1)
     return UnitOutcome([row], summary)
@@ -209,8 +209,8 @@ def run_on_ray(method_objs: list[Method], benches: list[Benchmark], metrics: lis
             store.add(outcome.rows)
             _absorb(summary, outcome.summary)
 
-        common = dict(shared=(settings,), workers=slots, progress=progress, on_done=record, num_gpus=gpus_per_worker,
-                      runtime_env={"env_vars": env} if env else None)
+        common = {"shared": (settings,), "workers": slots, "progress": progress, "on_done": record,
+                  "num_gpus": gpus_per_worker, "runtime_env": {"env_vars": env} if env else None}
         if image_units:
             run_units(image_unit, image_units, desc="evaluate", unit="img", **common)
         if folder_units:

@@ -220,7 +220,7 @@ def evaluate_pair(method: Method, bench: Benchmark, metrics: list[str], store: R
             todo = [m for m in image_metrics if needed(item.stem, m)]
             summary.rows_reused += len(image_metrics) - len(todo)
             if todo:
-                pending += _score_image(method, bench, item, outputs[item.stem], todo, pool, summary, crop_to_match, plan)
+                pending += score_image(method, bench, item, outputs[item.stem], todo, pool, summary, crop_to_match, plan)
             if pending and time.monotonic() - last_flush >= FLUSH_SECONDS:
                 store.add(pending)
                 pending, last_flush = [], time.monotonic()
@@ -230,10 +230,11 @@ def evaluate_pair(method: Method, bench: Benchmark, metrics: list[str], store: R
         if not needed(DATASET_IMAGE, metric):
             summary.rows_reused += 1
             continue
-        store.add([_score_dataset(method, bench, metric, pool, summary, out, plan)])
+        store.add([score_dataset(method, bench, metric, pool, summary, out, plan)])
 
 
-def _score_image(method, bench, item, output, metrics, pool, summary, crop_to_match, plan) -> list[dict]:
+def score_image(method, bench, item, output, metrics, pool, summary, crop_to_match, plan) -> list[dict]:
+    """One image's rows for `metrics` (`output`: its SR file, or why there is none); counts go to `summary`."""
     if isinstance(output, str):
         summary.fail(method.name, bench.name, f"error: {output}", len(metrics))
         return [_row(method, bench, item.stem, m, math.nan, f"error: {output}", 0.0, plan) for m in metrics]
@@ -269,7 +270,8 @@ def _score_image(method, bench, item, output, metrics, pool, summary, crop_to_ma
     return rows
 
 
-def _score_dataset(method, bench, metric, pool, summary, out, plan) -> dict:
+def score_dataset(method, bench, metric, pool, summary, out, plan) -> dict:
+    """The folder-level row of `metric` (e.g. FID) over the (method, set) SR folder against the set's HR folder."""
     try:
         scorer = pool.get(metric)
     except MetricUnavailable as exc:

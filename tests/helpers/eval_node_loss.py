@@ -20,7 +20,6 @@ import psutil
 def main(hr: str, lr: str, out: str, methods: str, metrics: str) -> dict:
     import ray
     from ray.cluster_utils import Cluster
-
     from srdistill.evaluate import distributed
     from srdistill.evaluate.harness import run_evaluation
     from srdistill.evaluate.results import PARTS_DIR
