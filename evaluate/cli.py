@@ -66,7 +66,7 @@ def _leaderboard_parser(sub) -> None:
                         "numbers would not be the published set's); the console notes each such set")
     p.add_argument("--no-reported", action="store_true", help="leave the papers' reported numbers out of leaderboard.md")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--workers", type=int, help="spread the work over N Ray workers, each loading its networks once "
+    p.add_argument("--workers", type=int, metavar="N", help="spread the work over N Ray workers, each loading its networks once "
                                                "(an embedded local cluster unless --address; default: one process, no Ray)")
     p.add_argument("--address", help="join this Ray cluster (auto, or HOST:PORT of its head) instead of starting one; "
                                      "every node must see --out, the data and the methods at the same paths")
