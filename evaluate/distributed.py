@@ -129,6 +129,12 @@ def _absorb(summary: EvalSummary, part: EvalSummary) -> None:
         summary.failures[key] = summary.failures.get(key, 0) + n
 
 
+def worker_runtime_env() -> dict | None:
+    """The Ray runtime_env that gives every worker, on any node, this process's download and weights settings."""
+    env = {name: os.environ[name] for name in FORWARDED_ENV if os.environ.get(name)}
+    return {"env_vars": env} if env else None
+
+
 def check_options(workers: int | None, address: str | None, gpus_per_worker: float) -> None:
     """Refuse Ray options that make no sense before anything starts."""
     if workers is not None and workers < 1:
@@ -203,14 +209,13 @@ def run_on_ray(method_objs: list[Method], benches: list[Benchmark], metrics: lis
         image_units, folder_units = plan_units(method_objs, benches, metrics, store, summary, out, plan,
                                                CHUNK_IMAGES)
         settings = UnitSettings(str(out), plan, pool_options, device, crop_to_match)
-        env = {name: os.environ[name] for name in FORWARDED_ENV if os.environ.get(name)}
 
         def record(unit: Unit, outcome: UnitOutcome) -> None:
             store.add(outcome.rows)
             _absorb(summary, outcome.summary)
 
         common = {"shared": (settings,), "workers": slots, "progress": progress, "on_done": record,
-                  "num_gpus": gpus_per_worker, "runtime_env": {"env_vars": env} if env else None}
+                  "num_gpus": gpus_per_worker, "runtime_env": worker_runtime_env()}
         if image_units:
             run_units(image_unit, image_units, desc="evaluate", unit="img", **common)
         if folder_units:

@@ -20,6 +20,8 @@ from srdistill.evaluate.harness import run_evaluation
 from srdistill.evaluate.results import KEY, PARTS_DIR, RESULTS_NAME, ResultStore
 from test_evaluate_harness import write_random_fid_inception
 
+from srdistill.cluster import Unit, run_units
+
 METHODS = "bicubic,lanczos"
 METRICS = "psnry,ssim,niqe"
 CONTENT = ["method", "dataset", "protocol", "image", "metric", "value", "status", "metric_version", "method_fingerprint",
@@ -109,6 +111,22 @@ def test_losing_a_node_mid_run_keeps_every_row_exactly_once(tmp_path, offline_we
     assert 1 <= result["parts_at_loss"] < 16 and result["raylet_gone"]  # lost while units were left
     assert (result["computed"], result["reused"]) == (2 * 16 * 2, 0)
     pd.testing.assert_frame_equal(content(tmp_path / "out"), content(tmp_path / "ref"))
+
+
+def test_download_and_weights_settings_reach_the_workers(ray_cluster, tmp_path, monkeypatch):
+    """The session's workers started before these were set: only the tasks' runtime_env can carry them."""
+    settings = {"SRDISTILL_OFFLINE": "1", "SRDISTILL_MIRROR": "http://127.0.0.1:9/mirror",
+                "HF_ENDPOINT": "http://127.0.0.1:9/hub", "SRDISTILL_WEIGHTS": str(tmp_path / "weights")}
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    names = distributed.FORWARDED_ENV
+
+    def forwarded_settings(*, report) -> dict:  # nested: pickled by value, as workers cannot import this module
+        return {name: os.environ.get(name) for name in names}
+
+    run = run_units(forwarded_settings, [Unit("probe")], workers=1, progress=False,
+                    runtime_env=distributed.worker_runtime_env())
+    assert {name: run.results["probe"][name] for name in settings} == settings
 
 
 def _free_port() -> int:
