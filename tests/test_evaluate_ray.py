@@ -54,6 +54,7 @@ def small_units(monkeypatch):
     monkeypatch.setattr(distributed, "CHUNK_IMAGES", 2)
 
 
+@pytest.mark.slow
 def test_one_and_two_workers_write_the_rows_of_one_process(ray_cluster, tmp_path, offline_weights, small_units):
     pair = pairs(tmp_path / "data", 5)  # 3 units per (method, set): two of 2 images, one of 1
     write_random_fid_inception()
