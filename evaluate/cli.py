@@ -15,6 +15,8 @@ EPILOG = """examples:
   evaluate leaderboard --methods bicubic --method mine=runs/d3sr-01 --method 'ctsr@t=0.2=runs/ctsr' --datasets sample --out eval/
   evaluate leaderboard --methods bicubic --hr my/HR --lr my/LR --metrics psnry,ssim,niqe --out eval/
   evaluate leaderboard --protocol d3sr --methods realesrgan-x4plus --datasets all --data-root /data --out eval/
+  evaluate leaderboard --methods all --datasets all --out eval/ --workers 4            # on an embedded Ray
+  evaluate leaderboard ... --address auto --workers 8 --gpus-per-worker 1 --device cuda   # on a running Ray cluster
   evaluate protocols                    # the presets (d3sr, ctsr, strsr, vpdsr, osediff, srdistill) and what each fixes
   evaluate weights                      # which metrics are ready offline, and what is missing where
   evaluate weights --download --metrics lpips,dists,musiq   # fetch what those metrics need, print where it went
@@ -64,6 +66,12 @@ def _leaderboard_parser(sub) -> None:
                         "numbers would not be the published set's); the console notes each such set")
     p.add_argument("--no-reported", action="store_true", help="leave the papers' reported numbers out of leaderboard.md")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--workers", type=int, metavar="N", help="spread the work over N Ray workers, each loading its networks once "
+                                               "(an embedded local cluster unless --address; default: one process, no Ray)")
+    p.add_argument("--address", help="join this Ray cluster (auto, or HOST:PORT of its head) instead of starting one; "
+                                     "every node must see --out, the data and the methods at the same paths")
+    p.add_argument("--gpus-per-worker", type=float, default=0, metavar="G",
+                   help="GPUs each Ray worker holds (with --device cuda; default 0)")
     _download_flags(p)
 
 
@@ -97,7 +105,8 @@ def cmd_leaderboard(args) -> int:
     summary = run_evaluation(args.methods, datasets, args.metrics, Path(args.out), extra_methods=extra,
                              data_root=args.data_root, hr=args.hr, lr=args.lr, runs_root=args.runs, device=args.device,
                              tile=args.tile, crop_to_match=args.crop_to_match, weights_dir=args.weights_dir,
-                             progress=not args.quiet, protocol=args.protocol, partial_sets=args.partial_sets)
+                             progress=not args.quiet, protocol=args.protocol, partial_sets=args.partial_sets,
+                             workers=args.workers, address=args.address, gpus_per_worker=args.gpus_per_worker)
     written = write_reports(Path(args.out), summary, include_reported=not args.no_reported)
     for line in summary.lines():
         print(line)

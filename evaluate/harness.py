@@ -101,8 +101,8 @@ def sr_set_name(bench: Benchmark) -> str:
     return f"{bench.name}@{tag}" if tag else bench.name
 
 
-def ensure_sr(method: Method, bench: Benchmark, out: Path, *, progress: bool = True) -> tuple[dict[str, Path | str], int]:
-    """SR output path per stem (or an error sentence); generates what is missing. Returns (outputs, generated)."""
+def open_sr_folder(method: Method, bench: Benchmark, out: Path) -> Path:
+    """The SR folder of (method, set), emptied first if it holds outputs of another method version or other inputs."""
     folder = sr_folder(out, method.name, sr_set_name(bench))
     stamp = folder / FINGERPRINT_FILE
     identity = f"{method.fingerprint}\n{bench.fingerprint}"
@@ -110,6 +110,12 @@ def ensure_sr(method: Method, bench: Benchmark, out: Path, *, progress: bool = T
         shutil.rmtree(folder)  # outputs of another version of the method, or of other input images
     folder.mkdir(parents=True, exist_ok=True)
     stamp.write_text(identity)
+    return folder
+
+
+def generate_sr(method: Method, bench: Benchmark, folder: Path, *, progress: bool = True) -> tuple[dict[str, Path | str], int]:
+    """SR output path per stem of `bench.items` (or an error sentence), generating the missing ones into `folder`.
+    Returns (outputs, generated)."""
     outputs: dict[str, Path | str] = {}
     generated = 0
     todo = [item for item in bench.items if not (folder / f"{item.stem}.png").is_file()]
@@ -137,6 +143,11 @@ def ensure_sr(method: Method, bench: Benchmark, out: Path, *, progress: bool = T
         outputs[item.stem] = target
         generated += 1
     return outputs, generated
+
+
+def ensure_sr(method: Method, bench: Benchmark, out: Path, *, progress: bool = True) -> tuple[dict[str, Path | str], int]:
+    """SR output path per stem (or an error sentence); generates what is missing. Returns (outputs, generated)."""
+    return generate_sr(method, bench, open_sr_folder(method, bench, out), progress=progress)
 
 
 def match_sizes(sr: np.ndarray, hr: np.ndarray, crop_to_match: bool, where: str) -> tuple[np.ndarray, np.ndarray]:
@@ -169,9 +180,9 @@ def _row(method: Method, bench: Benchmark, image: str, metric: str, value: float
             "protocol_hash": plan.protocol.hash}
 
 
-def evaluate_pair(method: Method, bench: Benchmark, metrics: list[str], store: ResultStore, pool: MetricPool,
-                  summary: EvalSummary, out: Path, plan: MetricPlan, *, crop_to_match: bool, progress: bool) -> None:
-    """All missing rows of one (method, dataset)."""
+def pair_metrics(bench: Benchmark, metrics: list[str], summary: EvalSummary) -> tuple[list[str], list[str]]:
+    """(per-image metrics, folder-level metrics) that apply to `bench`; FR and folder metrics on an LR-only set are
+    noted as not applicable."""
     image_metrics = [m for m in metrics if metric_info(m).mode != "dataset"]
     dataset_metrics = [m for m in metrics if metric_info(m).mode == "dataset"]
     if not bench.has_hr:
@@ -182,11 +193,23 @@ def evaluate_pair(method: Method, bench: Benchmark, metrics: list[str], store: R
                     summary.not_applicable.append(note)
         image_metrics = [m for m in image_metrics if metric_info(m).mode == "NR"]
         dataset_metrics = []
+    return image_metrics, dataset_metrics
+
+
+def row_needed(store: ResultStore, plan: MetricPlan, method: Method, bench: Benchmark, image: str, metric: str) -> bool:
+    """No usable row of (method, set, image, metric) under this plan's versions and fingerprints exists yet."""
+    values = {"method": method.name, "dataset": bench.name, "protocol": plan.protocol.name, "image": image, "metric": metric}
+    return not store.has(tuple(values[k] for k in KEY), plan.version(metric), method.fingerprint, bench.fingerprint,
+                         plan.protocol.hash)
+
+
+def evaluate_pair(method: Method, bench: Benchmark, metrics: list[str], store: ResultStore, pool: MetricPool,
+                  summary: EvalSummary, out: Path, plan: MetricPlan, *, crop_to_match: bool, progress: bool) -> None:
+    """All missing rows of one (method, dataset)."""
+    image_metrics, dataset_metrics = pair_metrics(bench, metrics, summary)
 
     def needed(image: str, metric: str) -> bool:
-        values = {"method": method.name, "dataset": bench.name, "protocol": plan.protocol.name, "image": image, "metric": metric}
-        return not store.has(tuple(values[k] for k in KEY), plan.version(metric), method.fingerprint, bench.fingerprint,
-                             plan.protocol.hash)
+        return row_needed(store, plan, method, bench, image, metric)
 
     outputs, generated = ensure_sr(method, bench, out, progress=progress)
     summary.sr_generated += generated
@@ -197,7 +220,7 @@ def evaluate_pair(method: Method, bench: Benchmark, metrics: list[str], store: R
             todo = [m for m in image_metrics if needed(item.stem, m)]
             summary.rows_reused += len(image_metrics) - len(todo)
             if todo:
-                pending += _score_image(method, bench, item, outputs[item.stem], todo, pool, summary, crop_to_match, plan)
+                pending += score_image(method, bench, item, outputs[item.stem], todo, pool, summary, crop_to_match, plan)
             if pending and time.monotonic() - last_flush >= FLUSH_SECONDS:
                 store.add(pending)
                 pending, last_flush = [], time.monotonic()
@@ -207,10 +230,11 @@ def evaluate_pair(method: Method, bench: Benchmark, metrics: list[str], store: R
         if not needed(DATASET_IMAGE, metric):
             summary.rows_reused += 1
             continue
-        store.add([_score_dataset(method, bench, metric, pool, summary, out, plan)])
+        store.add([score_dataset(method, bench, metric, pool, summary, out, plan)])
 
 
-def _score_image(method, bench, item, output, metrics, pool, summary, crop_to_match, plan) -> list[dict]:
+def score_image(method, bench, item, output, metrics, pool, summary, crop_to_match, plan) -> list[dict]:
+    """One image's rows for `metrics` (`output`: its SR file, or why there is none); counts go to `summary`."""
     if isinstance(output, str):
         summary.fail(method.name, bench.name, f"error: {output}", len(metrics))
         return [_row(method, bench, item.stem, m, math.nan, f"error: {output}", 0.0, plan) for m in metrics]
@@ -246,7 +270,8 @@ def _score_image(method, bench, item, output, metrics, pool, summary, crop_to_ma
     return rows
 
 
-def _score_dataset(method, bench, metric, pool, summary, out, plan) -> dict:
+def score_dataset(method, bench, metric, pool, summary, out, plan) -> dict:
+    """The folder-level row of `metric` (e.g. FID) over the (method, set) SR folder against the set's HR folder."""
     try:
         scorer = pool.get(metric)
     except MetricUnavailable as exc:
@@ -299,13 +324,19 @@ def run_evaluation(methods: list[str] | str, datasets: list[str] | str, metrics:
                    lr: str | None = None, runs_root: str | None = None, device: str = "cpu", tile: int = 0,
                    crop_to_match: bool = False, weights_dir: str | None = None, progress: bool = True,
                    metric_opts: dict[str, dict] | None = None, protocol: str | Path | Protocol | None = None,
-                   partial_sets: bool = False) -> EvalSummary:
+                   partial_sets: bool = False, workers: int | None = None, address: str | None = None,
+                   gpus_per_worker: float = 0) -> EvalSummary:
     """Score every (method, dataset, image, metric) not yet in OUT/results.parquet under `protocol` (a preset name,
     a YAML file or a Protocol; the default protocol when None); returns what was done.
 
     `metric_opts` maps a metric to extra pyiqa.create_metric options on top of the protocol's (recorded in metric_version).
     `partial_sets` evaluates a named set whose image count differs from its release instead of refusing it.
+    With `workers` or `address` the work runs on Ray (evaluate/distributed.py) with the same rows as a result,
+    `gpus_per_worker` GPUs per worker; without them, in this process.
     """
+    from srdistill.evaluate.distributed import check_options, run_on_ray
+
+    check_options(workers, address, gpus_per_worker)
     start = time.perf_counter()
     out = Path(out)
     proto = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
@@ -328,12 +359,18 @@ def run_evaluation(methods: list[str] | str, datasets: list[str] | str, metrics:
     summary.sr_sets = {sr_set_name(b): {i.stem: i.hr for i in b.items} for b in benches}
     summary.counterparts = {m.name: counterparts(m) for m in method_objs}
     store = ResultStore(out)
-    pool = MetricPool(device, {m: {k: v for k, v in o.items() if v != UNSPECIFIED} for m, o in stated.items()})
+    pool_options = {m: {k: v for k, v in o.items() if v != UNSPECIFIED} for m, o in stated.items()}
     pairs = [(m, b) for m in method_objs for b in benches]
     try:
-        for method, bench in tqdm(pairs, desc="method x dataset", disable=not progress):
-            evaluate_pair(method, bench, metric_names, store, pool, summary, out, plan, crop_to_match=crop_to_match,
-                          progress=progress)
+        if workers is not None or address is not None:
+            run_on_ray(method_objs, benches, metric_names, store, summary, out, plan, pool_options, device=device,
+                       crop_to_match=crop_to_match, workers=workers, address=address, gpus_per_worker=gpus_per_worker,
+                       progress=progress)
+        else:
+            pool = MetricPool(device, pool_options)
+            for method, bench in tqdm(pairs, desc="method x dataset", disable=not progress):
+                evaluate_pair(method, bench, metric_names, store, pool, summary, out, plan, crop_to_match=crop_to_match,
+                              progress=progress)
     finally:
         store.merge()
         summary.seconds = time.perf_counter() - start

@@ -141,14 +141,16 @@ def _show_progress(bar, board, finished: int, running: set[str]):
 
 def run_units(task: Callable, units: Sequence[Unit], *, shared: tuple = (), workers: int | None = None,
               address: str | None = None, progress: bool = True, desc: str = "", unit: str = "it",
-              on_done: Callable[[Unit, Any], None] | None = None, max_retries: int = 3) -> UnitRun:
+              on_done: Callable[[Unit, Any], None] | None = None, max_retries: int = 3,
+              num_gpus: float = 0, runtime_env: dict | None = None) -> UnitRun:
     """Run `task(*shared, *u.args, report=...)` for every unit on Ray and return the results by unit name.
 
     Joins the Ray this process is connected to, else `address`, else an embedded cluster (shut down again at
     the end). At most one task per worker slot is in flight; a task whose worker or node is lost is re-run up
     to `max_retries` times. `on_done(unit, result)` runs in this process as each unit finishes; an exception
     it raises stops the run. A task's own exception reaches the caller as itself (the Ray wrapper is its cause)
-    after the units still running are cancelled.
+    after the units still running are cancelled. Each task holds one CPU and `num_gpus` GPUs, and runs under
+    `runtime_env` (e.g. {"env_vars": {...}}: settings every worker must see, on any node).
     """
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -158,7 +160,8 @@ def run_units(task: Callable, units: Sequence[Unit], *, shared: tuple = (), work
     if len(set(names)) != len(names):
         raise ValueError("unit names must be unique")
     started, slots = connect(workers, address)
-    remote = ray.remote(num_cpus=1, max_retries=max_retries)(_run_unit)
+    options = {"runtime_env": runtime_env} if runtime_env else {}
+    remote = ray.remote(num_cpus=1, num_gpus=num_gpus, max_retries=max_retries, **options)(_run_unit)
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
     board = ray.remote(num_cpus=0)(_Board).options(scheduling_strategy=here).remote() if progress else None
     results: dict[str, Any] = {}
