@@ -6,7 +6,6 @@ re-running the same command after freeing space resumes.
 
 from __future__ import annotations
 
-import errno
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -14,9 +13,8 @@ from srdistill.cluster import Unit, run_units
 from srdistill.degrade.plan import SampleJob
 from srdistill.degrade.storage import Storage
 from srdistill.degrade.writer import ShardRecord, write_shard
-from srdistill.errors import UserError
+from srdistill.errors import FULL_DEVICE, UserError
 
-_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def shard_task(url: str, options: dict, spec, seed: int, name: str, jobs: list[SampleJob], expected: dict | None, *,
@@ -56,7 +54,7 @@ def run_shards(storage: Storage, shards: list[tuple[str, list[SampleJob]]], spec
         run = run_units(shard_task, units, shared=(storage.url, storage.options, spec, seed), workers=workers,
                         address=address, progress=progress, desc=desc, unit="img", on_done=record)
     except OSError as exc:
-        if exc.errno not in _FULL:
+        if exc.errno not in FULL_DEVICE:
             raise
         raise UserError(f"no space left on the device holding {storage.display()} ({exc.strerror}); the "
                         f"{len(finished)} shards finished so far are kept: free some space and re-run the same "

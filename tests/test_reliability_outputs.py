@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+
 import pytest
 from srdistill.evaluate.cli import main as evaluate_main
 
@@ -54,3 +57,30 @@ def test_evaluate_out_that_is_a_file_or_read_only_is_one_sentence(tmp_path, read
                               "--out", str(out), "--quiet"])
         err = capsys.readouterr().err
         assert code == 2 and err.startswith("evaluate: ") and err.count("\n") == 1 and words in err, err
+
+
+def test_a_full_disk_anywhere_in_a_command_is_one_sentence(capsys):
+    from srdistill.errors import run_command
+
+    def write_to_full_device() -> int:
+        with open("/dev/full", "w") as f:   # a real device whose every write fails with ENOSPC
+            f.write("manifest")
+        return 0
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full on this system")
+    assert run_command("degrade", write_to_full_device, "interrupted") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("degrade: no space left on the device") and "resume" in err and "\n" not in err
+
+    def rename_on_full_disk() -> int:   # os.replace and os.open report the path; the sentence names it
+        raise OSError(errno.ENOSPC, "No space left on device", "/runs/x/manifest.json")
+
+    assert run_command("train", rename_on_full_disk, "interrupted") == 2
+    assert "while writing /runs/x/manifest.json" in capsys.readouterr().err
+
+    def other_os_error() -> int:
+        raise FileNotFoundError(2, "No such file or directory", "/nowhere")
+
+    with pytest.raises(FileNotFoundError):   # not the user's disk: a bug must still show its traceback
+        run_command("degrade", other_os_error, "interrupted")
