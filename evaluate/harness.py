@@ -36,6 +36,7 @@ from srdistill.evaluate.metrics import (
     metric_info,
     metric_version,
 )
+from srdistill.evaluate.patches import PATCH_OPTIONS, cut_patch_folders
 from srdistill.evaluate.prepare import prepare
 from srdistill.evaluate.protocol import UNSPECIFIED, Protocol, load_protocol
 from srdistill.evaluate.reported import counterparts
@@ -280,7 +281,14 @@ def score_dataset(method, bench, metric, pool, summary, out, plan) -> dict:
         return _row(method, bench, DATASET_IMAGE, metric, math.nan, f"skipped: {exc}", 0.0, plan)
     start = time.perf_counter()
     try:
-        value, status = scorer.score_folders(str(sr_folder(out, method.name, sr_set_name(bench))), str(bench.hr_dir)), OK
+        sr_dir, hr_dir = sr_folder(out, method.name, sr_set_name(bench)), Path(bench.hr_dir)
+        size = plan.stated[metric].get("patch_size", UNSPECIFIED)
+        if size != UNSPECIFIED:
+            stride = plan.stated[metric].get("patch_stride", UNSPECIFIED)
+            stride = size if stride == UNSPECIFIED else stride
+            dest = out / "cache" / "patches" / f"{method.name}@{sr_set_name(bench)}@{size}-{stride}"
+            sr_dir, hr_dir = cut_patch_folders(sr_dir, hr_dir, dest, size, stride)
+        value, status = scorer.score_folders(str(sr_dir), str(hr_dir)), OK
     except Exception as exc:  # recorded as the row's status
         value, status = math.nan, f"error: {type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
     summary.rows_computed += status == OK
@@ -359,7 +367,7 @@ def run_evaluation(methods: list[str] | str, datasets: list[str] | str, metrics:
     summary.sr_sets = {sr_set_name(b): {i.stem: i.hr for i in b.items} for b in benches}
     summary.counterparts = {m.name: counterparts(m) for m in method_objs}
     store = ResultStore(out)
-    pool_options = {m: {k: v for k, v in o.items() if v != UNSPECIFIED} for m, o in stated.items()}
+    pool_options = {m: {k: v for k, v in o.items() if v != UNSPECIFIED and k not in PATCH_OPTIONS} for m, o in stated.items()}
     pairs = [(m, b) for m in method_objs for b in benches]
     try:
         if workers is not None or address is not None:

@@ -114,8 +114,11 @@ class MetricSpec:
 
     @property
     def create_options(self) -> dict[str, Any]:
-        """What is passed to pyiqa.create_metric: stated options only, so unspecified ones run at pyiqa's default."""
-        return {k: v for k, v in self.options.items() if v != UNSPECIFIED}
+        """What is passed to pyiqa.create_metric: stated options only, so unspecified ones run at pyiqa's default;
+        patch options are the harness's own (evaluate/patches.py)."""
+        from srdistill.evaluate.patches import PATCH_OPTIONS
+
+        return {k: v for k, v in self.options.items() if v != UNSPECIFIED and k not in PATCH_OPTIONS}
 
     def describe(self) -> str:
         if not self.options:
@@ -251,6 +254,9 @@ def _metric(origin: str, name: str, doc: Any) -> MetricSpec:
     doc = {} if doc is None else doc
     if not isinstance(doc, dict) or any(isinstance(v, (dict, list)) for v in doc.values()):
         raise UserError(f"protocol {origin}: metric {name} takes a flat mapping of pyiqa options (or nothing), e.g. {{crop_border: 4}}.")
+    from srdistill.evaluate.patches import check_patch_options
+
+    check_patch_options(name, doc, f"protocol {origin}: metric {name}")
     return MetricSpec(name, {str(k): v for k, v in doc.items()})
 
 

@@ -1,6 +1,7 @@
 """The evaluation loop end to end on tiny real-photo folders: rows, caching, resumption, bad inputs, CLI."""
 
 import math
+import re
 import shutil
 
 import cv2
@@ -138,6 +139,47 @@ def test_random_weight_fid_is_one_folder_row_zero_against_itself(tmp_path, pair_
     assert (frame["status"] == "ok").all() and frame["value"].map(math.isfinite).all()
     assert frame["metric_version"].str.contains("dims=logits_unbiased").all()
     assert abs(frame.loc["same", "value"]) < 1e-3 * frame.loc["other", "value"] and frame.loc["other", "value"] > 1.0
+
+
+def test_patch_fid_is_the_folder_fid_of_the_grid_patches_of_sr_and_hr(tmp_path, pair_dirs, offline_weights):
+    import pyiqa
+    import yaml
+
+    write_random_fid_inception()
+    hr_dir, _ = pair_dirs
+    other = tmp_path / "other"
+    for stem, name in {"astro": "rocket", "cat": "coffee", "cup": "chelsea"}.items():
+        write_png(other / f"{stem}.png", real_photo(name, 96, 96))
+    proto = tmp_path / "patchfid.yaml"
+    proto.write_text(yaml.safe_dump({"name": "patchfid", "open": True, "datasets": {},
+                                     "metrics": {"fid": {"dims": "logits_unbiased", "patch_size": 48, "patch_stride": 24}}}))
+    run(tmp_path / "out", pair_dirs, methods="", metrics="fid", extra_methods={"other": str(other)}, protocol=str(proto))
+    frame = results(tmp_path / "out")
+    assert frame["status"].tolist() == ["ok"] and "patch_size=48" in frame["metric_version"].iloc[0]
+    # Independently: the 3x3 grid of 48-px patches at stride 24 of each 96-px image, scored by pyiqa's own FID.
+    for name, folder in (("sr", other), ("hr", hr_dir)):
+        for path in sorted(folder.glob("*.png")):
+            img = read_rgb(path)
+            for top in (0, 24, 48):
+                for left in (0, 24, 48):
+                    write_png(tmp_path / "by-hand" / name / f"{path.stem}_{top}_{left}.png", img[top:top + 48, left:left + 48])
+    fid = pyiqa.create_metric("fid", device="cpu", dims="logits_unbiased")
+    expected = float(fid(str(tmp_path / "by-hand" / "sr"), str(tmp_path / "by-hand" / "hr"), verbose=False, num_workers=0))
+    assert frame["value"].iloc[0] == pytest.approx(expected, rel=1e-5)
+    assert len(list((tmp_path / "by-hand" / "sr").iterdir())) == 27
+
+
+@pytest.mark.parametrize("options, words", [
+    ({"psnry": {"patch_size": 48}}, "patch_size applies only to folder-level metrics (fid), not psnry"),
+    ({"fid": {"patch_size": -3}}, "patch_size must be a positive whole number"),
+    ({"fid": {"patch_stride": 8}}, "patch_stride needs patch_size"),
+])
+def test_bad_patch_options_are_one_sentence(options, words):
+    from srdistill.errors import UserError
+    from srdistill.evaluate.protocol import protocol_from_dict
+
+    with pytest.raises(UserError, match=re.escape(words)):
+        protocol_from_dict({"name": "p", "open": True, "datasets": {}, "metrics": options}, "p.yaml")
 
 
 def test_external_outputs_and_their_problems(tmp_path, pair_dirs, offline_weights):
