@@ -252,3 +252,17 @@ def test_flux2_base_is_diffusers_flux2_klein_with_lora_in_its_blocks_and_paper_s
     assert 3.5e9 < sum(p.numel() for p in dit.parameters()) < 4.5e9
     assert vae.config.latent_channels * 4 == cfg.in_channels
     assert sum(p.numel() for p in vae.parameters()) == 84_046_115   # the released FLUX.2 VAE's count
+
+
+@pytest.mark.slow
+def test_readme_states_the_flux2_parameter_counts_at_the_paper_shape():
+    from pathlib import Path
+
+    from srdistill.training.config import load_run_config
+    from srdistill.training.paramcount import count
+
+    c = count("strsr", "sd21", {**load_run_config("strsr").recipe_cfg, "base": "flux2"})
+    m = lambda n: f"{n / 1e6:,.2f} M"  # noqa: E731
+    sentence = (f"trainable G {m(c.generator_trainable)}, trainable D\n{m(c.discriminator_trainable)}, frozen "
+                f"{m(c.frozen)}, student at inference {m(c.student_total)}")
+    assert sentence in (Path(__file__).resolve().parents[1] / "README.md").read_text()
