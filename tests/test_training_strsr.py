@@ -266,3 +266,32 @@ def test_readme_states_the_flux2_parameter_counts_at_the_paper_shape():
     sentence = (f"trainable G {m(c.generator_trainable)}, trainable D\n{m(c.discriminator_trainable)}, frozen "
                 f"{m(c.frozen)}, student at inference {m(c.student_total)}")
     assert sentence in (Path(__file__).resolve().parents[1] / "README.md").read_text()
+
+
+def test_flux2_lora_gets_gradients_and_its_trainable_state_rebuilds_the_student():
+    r = build_recipe("strsr", {**CFG, "base": "flux2"}, "tiny", "cpu")
+    lr, hr = lr_hr_batch(4)
+    r.generator_loss(lr, hr, 0)["loss"].backward()
+    lora = [p for n, p in r.dit.named_parameters() if "lora_B" in n]
+    assert lora and all(p.grad is not None for p in lora) and any(p.grad.abs().sum() > 0 for p in lora)
+    with torch.no_grad():
+        for p in r.generator_parameters():
+            p.add_(0.02 * torch.randn(p.shape, generator=torch.Generator().manual_seed(11)))
+    rebuilt = build_recipe("strsr", r.export_config()["cfg"], "tiny", "cpu")
+    rebuilt.load_trainable_state_dict(r.trainable_state_dict())
+    with torch.no_grad():
+        assert torch.equal(rebuilt.student()(lr), r.student()(lr))
+
+
+def test_text_condition_file_needs_no_pooled_vector_for_bases_without_one_and_must_fit_the_dit(tmp_path):
+    from safetensors.torch import save_file
+
+    from srdistill.errors import UserError
+    from srdistill.training.recipe_strsr import TEXT_CONDITION_FILE, text_condition
+
+    embeds = torch.randn(1, 5, 32, generator=torch.Generator().manual_seed(12))
+    save_file({"prompt_embeds": embeds}, str(tmp_path / TEXT_CONDITION_FILE))   # encode_prompt of Z-Image / FLUX.2
+    tokens, pooled = text_condition(str(tmp_path), 4, 32, 0, 0)
+    assert torch.equal(tokens, embeds) and pooled.shape == (1, 0)
+    with pytest.raises(UserError, match="7680-wide"):
+        text_condition(str(tmp_path), 4, 7680, 0, 0)
