@@ -85,7 +85,7 @@ def test_yaml_states_the_paper_batch_and_crop_and_lists_assumptions_and_stand_in
     assert stand_ins if name in ("strsr", "ctsr") else True
     if name == "strsr":
         assert any("SD3" in a for a in stand_ins) and any("clip" in a and "Qwen3-VL" in a for a in stand_ins)
-        assert any("FLUX.2 [klein]" in a and "not wired" in a for a in assumptions)
+        assert any("base: flux2" in a and "FLUX.2 [klein] 4B" in a for a in assumptions)
 
 
 def _readme_table() -> dict[str, list[str]]:

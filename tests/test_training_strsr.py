@@ -1,5 +1,6 @@
 """StrSR against its paper: generator (Eq. 11) and discriminator (Eq. 9) losses recomputed here from the components
-and Eq. 2-8; the one-step update is the Euler step z_t1 - t1 G at flow time t1; the condition ablations."""
+and Eq. 2-8 for each base (Z-Image, FLUX.2 [klein], SD3); the one-step update is the Euler step z_t1 - t1 G at flow
+time t1; FLUX.2's latent layout equals diffusers' Flux2KleinPipeline's; the condition ablations."""
 from __future__ import annotations
 
 import pytest
@@ -16,23 +17,61 @@ CFG = {"lora_rank": 4, "lora_alpha": 4, "lpips_net": "alex", "fdl_num_proj": 16,
 
 
 
-@pytest.fixture(params=["zimage", "sd3"])
+def _plant_vae_statistics(vae, seed=5):
+    """A trained FLUX.2 VAE's batch-norm statistics are far from (0, 1); fresh ones would hide a dropped or
+    inverted normalisation."""
+    gen = torch.Generator().manual_seed(seed)
+    vae.bn.running_mean.copy_(0.5 * torch.randn(vae.bn.running_mean.shape, generator=gen))
+    vae.bn.running_var.copy_(0.2 + 3 * torch.rand(vae.bn.running_var.shape, generator=gen))
+
+
+@pytest.fixture(params=["zimage", "flux2", "sd3"])
 def recipe(request):
     r = build_recipe("strsr", {**CFG, "base": request.param}, "tiny", "cpu")
     with torch.no_grad():
         gen = torch.Generator().manual_seed(3)
         for p in r.generator_parameters() + r.discriminator_parameters():
             p.add_(0.05 * torch.randn(p.shape, generator=gen))
+        if request.param == "flux2":
+            _plant_vae_statistics(r.codec.vae)
     return r
 
 
+def _flux2_stats(vae):
+    return vae.bn.running_mean.view(1, -1, 1, 1), (vae.bn.running_var.view(1, -1, 1, 1) + vae.config.batch_norm_eps).sqrt()
+
+
+def _flux2_latent(vae, x01):
+    """Flux2KleinPipeline._encode_vae_image: posterior mode, 2x2 patches into channels (pixel_unshuffle's order,
+    channel-major), minus the batch-norm mean, over sqrt(var + eps)."""
+    mean, std = _flux2_stats(vae)
+    return (F.pixel_unshuffle(vae.encode(x01 * 2 - 1).latent_dist.mode(), 2) - mean) / std
+
+
+def _flux2_velocity(dit, z, t, tokens):
+    """Flux2KleinPipeline's transformer call on the packed latent; the pipeline's own static helpers build the
+    tokens and positions, and its timestep / 1000 is the flow time."""
+    from diffusers import Flux2KleinPipeline as P
+
+    b, _, h, w = z.shape
+    ids = P._prepare_latent_ids(z)
+    out = dit(hidden_states=P._pack_latents(z), timestep=torch.full((b,), t), guidance=None,
+              encoder_hidden_states=tokens, txt_ids=P._prepare_text_ids(tokens), img_ids=ids, return_dict=False)[0]
+    return P._unpack_latents_with_ids(out, ids, h, w)
+
+
 def _predict(r, lr, t1):
-    """Eq. 5-6 and the Euler step of Eq. 2-3 from t1 to 0, through diffusers' SD3 transformer."""
+    """Eq. 5-6 and the Euler step of Eq. 2-3 from t1 to 0, through each base's diffusers transformer."""
     vae = r.codec.vae
     up = F.interpolate(lr, scale_factor=4, mode="bicubic", align_corners=False).clamp(0, 1)
+    tokens, pooled = r.cond(up)
+    if r.cfg["base"] == "flux2":  # flow time in [0, 1] (1 = noise), predicts noise - data = dz/dt
+        z_lr = _flux2_latent(vae, up)
+        z0 = z_lr - t1 * _flux2_velocity(r.dit, z_lr, t1, tokens)
+        mean, std = _flux2_stats(vae)
+        return (vae.decode(F.pixel_shuffle(z0 * std + mean, 2)).sample.clamp(-1, 1) + 1) / 2
     sf, shift = vae.config.scaling_factor, vae.config.shift_factor or 0.0
     z_lr = (vae.encode(up * 2 - 1).latent_dist.mode() - shift) * sf
-    tokens, pooled = r.cond(up)
     if r.cfg["base"] == "sd3":   # flow time x 1000, predicts noise - data = dz/dt
         g = r.dit(hidden_states=z_lr, encoder_hidden_states=tokens, pooled_projections=pooled,
                   timestep=torch.full((lr.shape[0],), t1 * 1000.0)).sample
@@ -100,8 +139,8 @@ def test_condition_ablations_vlm_text_and_none(recipe):
     assert text.parameter_counts()["generator"] < recipe.parameter_counts()["generator"]   # no f_adapt to train
     with pytest.raises(Exception, match="condition must be vlm, text"):
         build_recipe("strsr", {**CFG, "condition": "caption"}, "tiny", "cpu")
-    with pytest.raises(Exception, match="base must be one of zimage, sd3"):
-        build_recipe("strsr", {**CFG, "base": "flux2"}, "tiny", "cpu")
+    with pytest.raises(Exception, match="base must be one of zimage, flux2, sd3"):
+        build_recipe("strsr", {**CFG, "base": "flux1"}, "tiny", "cpu")
 
 
 def test_qwen3vl_encoder_cuts_patches_as_qwen_vl_image_processor_and_feeds_one_token_per_visual_token():
@@ -128,3 +167,131 @@ def test_zimage_base_is_diffusers_z_image_transformer():
     assert r.cfg["base"] == "zimage" and isinstance(r.dit, ZImageTransformer2DModel)
     lora = {n.split(".lora_")[0].rsplit(".", 1)[-1] for n, _ in r.dit.named_parameters() if "lora_" in n}
     assert lora == {"to_q", "to_k", "to_v", "0", "w1", "w2", "w3"}
+
+
+def test_flux2_latent_layout_round_trips_and_is_the_pipelines():
+    from diffusers import Flux2KleinPipeline as P
+
+    from srdistill.training.recipe_strsr import (flux2_image_ids, flux2_pack, flux2_patchify, flux2_text_ids,
+                                                 flux2_unpack, flux2_unpatchify)
+
+    z = torch.randn(2, 3, 6, 10, generator=torch.Generator().manual_seed(8))   # h != w: a swapped axis shows
+    p = flux2_patchify(z)
+    assert p.shape == (2, 12, 3, 5) and torch.equal(p, P._patchify_latents(z)) and torch.equal(p, F.pixel_unshuffle(z, 2))
+    assert torch.equal(flux2_unpatchify(p), z) and torch.equal(P._unpatchify_latents(p), z)
+    tokens = flux2_pack(p)
+    ids = flux2_image_ids(2, 3, 5, "cpu")
+    assert torch.equal(tokens, P._pack_latents(p)) and torch.equal(ids, P._prepare_latent_ids(p))
+    assert torch.equal(tokens[:, 5 + 2], p[:, :, 1, 2]) and ids[0, 5 + 2].tolist() == [0, 1, 2, 0]   # row-major
+    assert torch.equal(flux2_unpack(tokens, 3, 5), p) and torch.equal(P._unpack_latents_with_ids(tokens, ids, 3, 5), p)
+    ctx = torch.zeros(2, 7, 4)
+    assert torch.equal(flux2_text_ids(2, 7, "cpu"), P._prepare_text_ids(ctx))
+
+
+def test_flux2_codec_normalises_by_the_vae_batch_norm_statistics_and_decodes_back():
+    r = build_recipe("strsr", {**CFG, "base": "flux2", "condition": "none"}, "tiny", "cpu", student_only=True)
+    vae = r.codec.vae
+    with torch.no_grad():
+        _plant_vae_statistics(vae)
+        x = torch.rand(2, 3, 32, 48, generator=torch.Generator().manual_seed(9))
+        z = r.codec.encode(x)
+        assert torch.allclose(z, _flux2_latent(vae, x), atol=1e-5)
+        mean, std = _flux2_stats(vae)
+        want = (vae.decode(F.pixel_shuffle(z * std + mean, 2)).sample.clamp(-1, 1) + 1) / 2
+        assert torch.allclose(r.codec.decode(z), want, atol=1e-5)
+
+
+def test_flux2_one_step_is_the_pipelines_flow_match_euler_step_from_t1_to_zero():
+    """The scheduler Flux2KleinPipeline samples with, set to the single sigma t1 (it appends 0), stepped once with
+    the transformer called as the pipeline calls it: the student's z_t1 - t1 G. A time run backwards (1 - t), a
+    timestep scaled twice by 1000 or a negated velocity all differ."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+    from diffusers import Flux2KleinPipeline as P
+
+    r = build_recipe("strsr", {**CFG, "base": "flux2"}, "tiny", "cpu", student_only=True)
+    lr, _ = lr_hr_batch(3)
+    with torch.no_grad():
+        gen = torch.Generator().manual_seed(10)
+        for p in r.generator_parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=gen))
+        _plant_vae_statistics(r.codec.vae)
+        student = r.student()
+        z_lr = r.codec.encode_lr(lr)
+        tokens, _ = student.condition(lr)
+        sched = FlowMatchEulerDiscreteScheduler()
+        sched.set_timesteps(sigmas=[r.cfg["t1"]])
+        (t,) = sched.timesteps
+        b, _, h, w = z_lr.shape
+        latents, ids = P._pack_latents(z_lr), P._prepare_latent_ids(z_lr)
+        pred = r.dit(hidden_states=latents, timestep=t.expand(b) / 1000, guidance=None, encoder_hidden_states=tokens,
+                     txt_ids=P._prepare_text_ids(tokens), img_ids=ids, return_dict=False)[0]
+        stepped = P._unpack_latents_with_ids(sched.step(pred, t, latents, return_dict=False)[0], ids, h, w)
+        got = student.predict_latent(lr)
+    assert (got - z_lr).abs().mean() > 1e-3
+    assert torch.allclose(got, stepped, atol=1e-5)
+
+
+def test_flux2_base_is_diffusers_flux2_klein_with_lora_in_its_blocks_and_paper_shape_on_meta():
+    from diffusers import AutoencoderKLFlux2, Flux2Transformer2DModel
+
+    from srdistill.training import components as C
+
+    r = build_recipe("strsr", {**CFG, "base": "flux2", "condition": "none"}, "tiny", "cpu", student_only=True)
+    assert isinstance(r.dit, Flux2Transformer2DModel) and isinstance(r.codec.vae, AutoencoderKLFlux2)
+    lora = {n.split(".lora_")[0] for n, _ in r.dit.named_parameters() if "lora_" in n}
+    leaves = {n.split(".", 2)[2] for n in lora}
+    assert leaves == {"attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0", "attn.add_q_proj", "attn.add_k_proj",
+                      "attn.add_v_proj", "attn.to_add_out", "ff.linear_in", "ff.linear_out", "ff_context.linear_in",
+                      "ff_context.linear_out", "attn.to_qkv_mlp_proj", "attn.to_out"}
+    assert all(n.startswith(("transformer_blocks.", "single_transformer_blocks.")) for n in lora)
+    with torch.device("meta"):
+        dit, vae = C.build_dit("sd21", "flux2"), C.build_flux2_vae("sd21")
+    cfg = dit.config   # FLUX.2 [klein] 4B: 5 double + 20 single blocks, 24 x 128 heads, Qwen3-4B's 3 x 2560 context
+    assert (cfg.num_layers, cfg.num_single_layers, cfg.num_attention_heads, cfg.attention_head_dim,
+            cfg.joint_attention_dim, cfg.in_channels, cfg.guidance_embeds) == (5, 20, 24, 128, 7680, 128, False)
+    assert 3.5e9 < sum(p.numel() for p in dit.parameters()) < 4.5e9
+    assert vae.config.latent_channels * 4 == cfg.in_channels
+    assert sum(p.numel() for p in vae.parameters()) == 84_046_115   # the released FLUX.2 VAE's count
+
+
+@pytest.mark.slow
+def test_readme_states_the_flux2_parameter_counts_at_the_paper_shape():
+    from pathlib import Path
+
+    from srdistill.training.config import load_run_config
+    from srdistill.training.paramcount import count
+
+    c = count("strsr", "sd21", {**load_run_config("strsr").recipe_cfg, "base": "flux2"})
+    m = lambda n: f"{n / 1e6:,.2f} M"  # noqa: E731
+    sentence = (f"trainable G {m(c.generator_trainable)}, trainable D\n{m(c.discriminator_trainable)}, frozen "
+                f"{m(c.frozen)}, student at inference {m(c.student_total)}")
+    assert sentence in (Path(__file__).resolve().parents[1] / "README.md").read_text()
+
+
+def test_flux2_lora_gets_gradients_and_its_trainable_state_rebuilds_the_student():
+    r = build_recipe("strsr", {**CFG, "base": "flux2"}, "tiny", "cpu")
+    lr, hr = lr_hr_batch(4)
+    r.generator_loss(lr, hr, 0)["loss"].backward()
+    lora = [p for n, p in r.dit.named_parameters() if "lora_B" in n]
+    assert lora and all(p.grad is not None for p in lora) and any(p.grad.abs().sum() > 0 for p in lora)
+    with torch.no_grad():
+        for p in r.generator_parameters():
+            p.add_(0.02 * torch.randn(p.shape, generator=torch.Generator().manual_seed(11)))
+    rebuilt = build_recipe("strsr", r.export_config()["cfg"], "tiny", "cpu")
+    rebuilt.load_trainable_state_dict(r.trainable_state_dict())
+    with torch.no_grad():
+        assert torch.equal(rebuilt.student()(lr), r.student()(lr))
+
+
+def test_text_condition_file_needs_no_pooled_vector_for_bases_without_one_and_must_fit_the_dit(tmp_path):
+    from safetensors.torch import save_file
+
+    from srdistill.errors import UserError
+    from srdistill.training.recipe_strsr import TEXT_CONDITION_FILE, text_condition
+
+    embeds = torch.randn(1, 5, 32, generator=torch.Generator().manual_seed(12))
+    save_file({"prompt_embeds": embeds}, str(tmp_path / TEXT_CONDITION_FILE))   # encode_prompt of Z-Image / FLUX.2
+    tokens, pooled = text_condition(str(tmp_path), 4, 32, 0, 0)
+    assert torch.equal(tokens, embeds) and pooled.shape == (1, 0)
+    with pytest.raises(UserError, match="7680-wide"):
+        text_condition(str(tmp_path), 4, 7680, 0, 0)

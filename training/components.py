@@ -7,7 +7,7 @@ laid out as::
 
     FOLDER/vae/ unet/ scheduler/ text_encoder/ tokenizer/   diffusers / transformers from_pretrained (SD 2.1-base)
     FOLDER/osediff.pkl                                       OSEDiff's released LoRA checkpoint (CTSR)
-    FOLDER/transformer/ (+ FOLDER/transformer_vae/)          SD3 DiT for StrSR (and its 16-channel VAE)
+    FOLDER/transformer/ (+ FOLDER/transformer_vae/)          StrSR's DiT (Z-Image, FLUX.2 [klein] or SD3) and its VAE
     FOLDER/text_condition.safetensors                        StrSR's "w/o VLM" text embedding (prompt_embeds, pooled_prompt_embeds)
     FOLDER/disc_unet/                                        SDXL 1.0-base UNet for D3SR's discriminator
     FOLDER/vlm/                                              Qwen3-VL-4B-Instruct (StrSR's semantic encoder; vision tower used)
@@ -66,6 +66,12 @@ PRESETS: dict[str, dict[str, dict]] = {
                 "pooled_projection_dim": 16, "pos_embed_max_size": 32, "patch_size": 2},
         "dit_zimage": {"in_channels": 4, "dim": 32, "n_layers": 2, "n_refiner_layers": 1, "n_heads": 2, "n_kv_heads": 2,
                        "cap_feat_dim": 32, "axes_dims": [4, 6, 6], "axes_lens": [64, 32, 32]},
+        # FLUX.2 [klein]'s layout in miniature: 4 latent channels, 2x2-patchified to the DiT's 16 input channels.
+        "dit_flux2": {"patch_size": 1, "in_channels": 16, "num_layers": 1, "num_single_layers": 1,
+                      "attention_head_dim": 8, "num_attention_heads": 2, "joint_attention_dim": 32,
+                      "timestep_guidance_channels": 16, "axes_dims_rope": (2, 2, 2, 2), "guidance_embeds": False},
+        "vae_flux2": {**_SD_VAE, "block_out_channels": (8, 16, 16, 16), "layers_per_block": 1, "norm_num_groups": 8,
+                      "latent_channels": 4, "sample_size": 64, "patch_size": (2, 2)},
         "text_context": {"tokens": 8},
         "vlm": {"image_size": 64, "vision": {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2,
                                              "out_hidden_size": 48, "num_position_embeddings": 16,
@@ -96,6 +102,15 @@ PRESETS: dict[str, dict[str, dict]] = {
         # Z-Image-Turbo's transformer (6B; StrSR's first base).
         "dit_zimage": {"in_channels": 16, "dim": 3840, "n_layers": 30, "n_refiner_layers": 2, "n_heads": 30,
                        "n_kv_heads": 30, "cap_feat_dim": 2560, "axes_dims": [32, 48, 48], "axes_lens": [1024, 512, 512]},
+        # FLUX.2 [klein] 4B's transformer (StrSR's second base; guidance-distilled, so no guidance embedder) and
+        # the FLUX.2 VAE it shares with every FLUX.2 model (32 latent channels, 2x2 patches, batch-norm statistics).
+        "dit_flux2": {"patch_size": 1, "in_channels": 128, "num_layers": 5, "num_single_layers": 20,
+                      "attention_head_dim": 128, "num_attention_heads": 24, "joint_attention_dim": 7680,
+                      "timestep_guidance_channels": 256, "mlp_ratio": 3.0, "axes_dims_rope": (32, 32, 32, 32),
+                      "rope_theta": 2000, "guidance_embeds": False},
+        "vae_flux2": {**_SD_VAE, "block_out_channels": (128, 256, 512, 512), "layers_per_block": 2,
+                      "norm_num_groups": 32, "latent_channels": 32, "sample_size": 1024, "patch_size": (2, 2),
+                      "batch_norm_eps": 1e-4},
         "text_context": {"tokens": 77},
         # Qwen3-VL-4B-Instruct's vision tower (its merger projects to the 2560-wide language model).
         "vlm": {"image_size": 448, "vision": {"depth": 24, "hidden_size": 1024, "intermediate_size": 4096,
@@ -171,6 +186,15 @@ def build_vae(components: str, latent_channels: int = 4, sub: str = "vae") -> nn
     return frozen(vae)
 
 
+def build_flux2_vae(components: str, sub: str = "transformer_vae") -> nn.Module:
+    """diffusers AutoencoderKLFlux2 (FLUX.2's VAE: f8, then 2x2 patches normalised by its batch-norm statistics)."""
+    from diffusers import AutoencoderKLFlux2
+
+    if _is_folder(components):
+        return frozen(AutoencoderKLFlux2.from_pretrained(_need(components, sub, "the FLUX.2 VAE (AutoencoderKLFlux2)")))
+    return frozen(AutoencoderKLFlux2(**preset_config(components, "vae_flux2")))
+
+
 def build_unet(components: str, sub: str = "unet", role: str = "unet") -> nn.Module:
     """diffusers UNet2DConditionModel: ``role`` "unet" (SD 2.1 shape) or "disc_unet" (SDXL shape)."""
     from diffusers import UNet2DConditionModel
@@ -190,11 +214,12 @@ def keep_down_and_mid(unet: nn.Module) -> nn.Module:
 
 
 def build_dit(components: str, base: str = "sd3") -> nn.Module:
-    """The flow DiT: ``base`` "zimage" (diffusers ZImageTransformer2DModel, Z-Image-Turbo's shape for ``sd21``)
-    or "sd3" (SD3Transformer2DModel, SD3-medium's shape)."""
-    from diffusers import SD3Transformer2DModel, ZImageTransformer2DModel
+    """The flow DiT: ``base`` "zimage" (diffusers ZImageTransformer2DModel, Z-Image-Turbo's shape for ``sd21``),
+    "flux2" (Flux2Transformer2DModel, FLUX.2 [klein] 4B's shape) or "sd3" (SD3Transformer2DModel, SD3-medium's)."""
+    from diffusers import Flux2Transformer2DModel, SD3Transformer2DModel, ZImageTransformer2DModel
 
-    cls, role = {"sd3": (SD3Transformer2DModel, "dit"), "zimage": (ZImageTransformer2DModel, "dit_zimage")}[base]
+    cls, role = {"sd3": (SD3Transformer2DModel, "dit"), "zimage": (ZImageTransformer2DModel, "dit_zimage"),
+                 "flux2": (Flux2Transformer2DModel, "dit_flux2")}[base]
     if _is_folder(components):
         return frozen(cls.from_pretrained(_need(components, "transformer", f"the DiT ({cls.__name__})")))
     return frozen(cls(**preset_config(components, role)))
@@ -254,6 +279,15 @@ UNET_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", 
 ZIMAGE_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "w1", "w2", "w3")
 DIT_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out",
                     "ff.net.0.proj", "ff.net.2")
+
+
+def flux2_lora_targets(dit: nn.Module) -> list[str]:
+    """FLUX.2's LoRA scope: every projection inside its double- and single-stream blocks (image and context
+    attention, their feed-forwards, the single blocks' fused qkv+MLP and output); the shared modulation, the
+    embedders and the output head stay frozen. Full names: the single blocks' ``attn.to_out`` is a Linear
+    while the double blocks' is a list, so no suffix names both."""
+    return [n for n, m in dit.named_modules()
+            if isinstance(m, nn.Linear) and n.startswith(("transformer_blocks.", "single_transformer_blocks."))]
 
 
 def add_lora(model: nn.Module, rank: int, alpha: float, targets, adapter_name: str = "default") -> None:

@@ -284,7 +284,7 @@ RECIPE_CHOICES = {
     # the paper's choice first, then its ablations or named stand-ins (the recipes document each)
     "condition": (lambda: ["vlm", "text", "none"], "vlm, text (StrSR's w/o VLM) or none (w/o emb)"),
     "semantic_encoder": (lambda: ["qwen3vl", "clip"], "qwen3vl (the paper's) or clip (a stand-in)"),
-    "base": (_flow_bases, "zimage (the paper's Z-Image-Turbo) or sd3 (a stand-in)"),
+    "base": (_flow_bases, "zimage (the paper's Z-Image-Turbo), flux2 (its FLUX.2 [klein] 4B) or sd3 (a stand-in)"),
     "discriminator": (lambda: ["sdxl", "sd21"], "sdxl (the paper's) or sd21 (D3SR's Table 6 ablation)"),
 }
 

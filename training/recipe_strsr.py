@@ -8,8 +8,9 @@ c (Eq. 5) is ``condition``: ``vlm`` = f_adapt(E_VLM(x_LR)) (a frozen encoder and
 ``semantic_encoder``: ``qwen3vl``, the vision tower of the paper's Qwen3-VL-4B, or ``clip``, an open_clip image
 tower standing in for it), ``text`` = a plain text
 encoder's fixed embedding (the paper's "w/o VLM" ablation) or ``none`` (its "w/o emb"). G is a DiT with LoRA,
-``base``: ``zimage`` (Z-Image-Turbo, the paper's first base, diffusers' ZImageTransformer2DModel) or ``sd3`` (SD3's
-transformer, a stand-in). The paper's second base, FLUX.2 [klein] 4B, is not wired.
+``base``: ``zimage`` (Z-Image-Turbo, the paper's StrSR-Z, diffusers' ZImageTransformer2DModel), ``flux2``
+(FLUX.2 [klein] 4B, its StrSR-F, diffusers' Flux2Transformer2DModel on AutoencoderKLFlux2's normalised,
+patchified latent) or ``sd3`` (SD3's transformer, a stand-in).
 Discriminator: frozen CLIP-ConvNeXt, features of every stage and the pooled output, trainable conv heads giving
 patch logits; RaGAN (Eq. 7) plus the approximated R1 on Gaussian-noised reals (Eq. 8-9), each averaged over the
 five logit maps. Generator loss Eq. 11: L1 + lambda1 LPIPS + lambda2 RaGAN_G + lambda3 FDL (Eq. 10), lambda3 = 0
@@ -81,9 +82,19 @@ class ConvNeXtDiscriminator(nn.Module):
         return logits + [self.pooled_head(pooled)]
 
 
+def _sd_codec(components: str, dit: nn.Module, scale: int) -> LatentCodec:
+    """The DiT's own KL VAE with its shift/scaling factors (a folder's transformer_vae/; presets: the tiny f8 shape
+    with the DiT's channel count)."""
+    latent_ch = dit.config.in_channels
+    sub = "transformer_vae" if latent_ch != 4 and not C.is_preset(components) else "vae"
+    return LatentCodec(C.build_vae(components, latent_channels=latent_ch, sub=sub), scale)
+
+
 class SD3Flow(nn.Module):
     """G(z_t, t, c) = dz/dt through SD3's transformer: it takes the flow time scaled to [0, 1000] and predicts
     noise - data, which is dz/dt for z_t = t z_1 + (1 - t) z_0 (Eq. 2-3)."""
+
+    make_codec = staticmethod(_sd_codec)
 
     def __init__(self, dit: nn.Module):
         super().__init__()
@@ -92,6 +103,10 @@ class SD3Flow(nn.Module):
     @staticmethod
     def condition_widths(dit: nn.Module) -> tuple[int, int]:
         return dit.config.joint_attention_dim, dit.config.pooled_projection_dim
+
+    @staticmethod
+    def lora_targets(dit: nn.Module):
+        return C.DIT_LORA_TARGETS
 
     def forward(self, z: torch.Tensor, t: float, tokens: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
         tt = torch.full((z.shape[0],), t * 1000.0, device=z.device)
@@ -103,6 +118,8 @@ class ZImageFlow(nn.Module):
     of [C, 1, H, W] latents and [L, D] caption features, and predicts data - noise, so G is minus its output
     (as diffusers' ZImagePipeline negates it). No pooled vector."""
 
+    make_codec = staticmethod(_sd_codec)
+
     def __init__(self, dit: nn.Module):
         super().__init__()
         self.dit = dit
@@ -111,13 +128,116 @@ class ZImageFlow(nn.Module):
     def condition_widths(dit: nn.Module) -> tuple[int, int]:
         return dit.config.cap_feat_dim, 0
 
+    @staticmethod
+    def lora_targets(dit: nn.Module):
+        return C.ZIMAGE_LORA_TARGETS
+
     def forward(self, z: torch.Tensor, t: float, tokens: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
         tt = torch.full((z.shape[0],), 1.0 - t, device=z.device)
         out = self.dit([zi.unsqueeze(1) for zi in z], tt, list(tokens), return_dict=False)[0]
         return -torch.stack(out).squeeze(2)
 
 
-FLOW_BASES = {"zimage": ZImageFlow, "sd3": SD3Flow}
+# FLUX.2's latent layout, as diffusers' Flux2KleinPipeline builds it (its _patchify_latents, _pack_latents,
+# _prepare_latent_ids, _prepare_text_ids and their inverses): pure reshapes, so the flow step can run on the
+# [B, 4C, H/2, W/2] latent and only the transformer sees tokens.
+def flux2_patchify(z: torch.Tensor) -> torch.Tensor:
+    """[B, C, H, W] VAE latent -> [B, 4C, H/2, W/2]: each 2x2 patch into channels (channel c, row, column)."""
+    b, c, h, w = z.shape
+    return z.view(b, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4).reshape(b, c * 4, h // 2, w // 2)
+
+
+def flux2_unpatchify(z: torch.Tensor) -> torch.Tensor:
+    b, c4, h, w = z.shape
+    return z.reshape(b, c4 // 4, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3).reshape(b, c4 // 4, h * 2, w * 2)
+
+
+def flux2_pack(z: torch.Tensor) -> torch.Tensor:
+    """[B, C, h, w] -> [B, h*w, C] tokens, row-major."""
+    b, c, h, w = z.shape
+    return z.reshape(b, c, h * w).permute(0, 2, 1)
+
+
+def flux2_unpack(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    b, _, c = x.shape
+    return x.permute(0, 2, 1).reshape(b, c, h, w)
+
+
+def flux2_image_ids(b: int, h: int, w: int, device) -> torch.Tensor:
+    """RoPE coordinates (T, H, W, L) of the image tokens: (0, row, column, 0), [B, h*w, 4]."""
+    ids = torch.cartesian_prod(torch.arange(1), torch.arange(h), torch.arange(w), torch.arange(1))
+    return ids.unsqueeze(0).expand(b, -1, -1).to(device)
+
+
+def flux2_text_ids(b: int, length: int, device) -> torch.Tensor:
+    """RoPE coordinates of the context tokens: (0, 0, 0, index), [B, L, 4]."""
+    ids = torch.cartesian_prod(torch.arange(1), torch.arange(1), torch.arange(1), torch.arange(length))
+    return ids.unsqueeze(0).expand(b, -1, -1).to(device)
+
+
+class Flux2Codec(nn.Module):
+    """FLUX.2's latent as Flux2KleinPipeline makes it: the VAE posterior's mode of the [-1, 1] image, 2x2-patchified,
+    then normalised per channel by the VAE's batch-norm running statistics (mean, sqrt(var + eps)); decoding undoes
+    each step. The same bicubic x4 LR upsampling as LatentCodec."""
+
+    def __init__(self, vae: nn.Module, scale: int = 4):
+        super().__init__()
+        self.vae, self.scale = vae, scale
+
+    def _stats(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        bn = self.vae.bn
+        mean = bn.running_mean.view(1, -1, 1, 1).to(z.device, z.dtype)
+        std = torch.sqrt(bn.running_var.view(1, -1, 1, 1) + self.vae.config.batch_norm_eps).to(z.device, z.dtype)
+        return mean, std
+
+    def encode(self, x01: torch.Tensor) -> torch.Tensor:
+        z = flux2_patchify(self.vae.encode(x01 * 2 - 1).latent_dist.mode())
+        mean, std = self._stats(z)
+        return (z - mean) / std
+
+    def encode_lr(self, lr: torch.Tensor) -> torch.Tensor:
+        up = F.interpolate(lr, scale_factor=self.scale, mode="bicubic", align_corners=False).clamp(0, 1)
+        return self.encode(up)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        mean, std = self._stats(z)
+        return (self.vae.decode(flux2_unpatchify(z * std + mean)).sample.clamp(-1, 1) + 1) / 2
+
+
+class Flux2Flow(nn.Module):
+    """G through FLUX.2's transformer, called as Flux2KleinPipeline calls it: the normalised latent packed into
+    tokens with (0, row, column, 0) positions, the context as ``encoder_hidden_states`` (where FLUX.2 reads its
+    Qwen3 text features) with (0, 0, 0, index) positions, the flow time in [0, 1] (the sigma of its
+    FlowMatchEulerDiscreteScheduler, 1 = noise; the transformer scales it by 1000 itself) and no guidance (klein
+    is guidance-distilled). It predicts noise - data, which is dz/dt (Eq. 2-3), so G is its output. No pooled
+    vector."""
+
+    def __init__(self, dit: nn.Module):
+        super().__init__()
+        self.dit = dit
+
+    @staticmethod
+    def make_codec(components: str, dit: nn.Module, scale: int) -> Flux2Codec:
+        return Flux2Codec(C.build_flux2_vae(components), scale)
+
+    @staticmethod
+    def condition_widths(dit: nn.Module) -> tuple[int, int]:
+        return dit.config.joint_attention_dim, 0
+
+    @staticmethod
+    def lora_targets(dit: nn.Module):
+        return C.flux2_lora_targets(dit)
+
+    def forward(self, z: torch.Tensor, t: float, tokens: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = z.shape
+        tt = torch.full((b,), t, device=z.device, dtype=z.dtype)
+        out = self.dit(hidden_states=flux2_pack(z), encoder_hidden_states=tokens, timestep=tt,
+                       img_ids=flux2_image_ids(b, h, w, z.device), txt_ids=flux2_text_ids(b, tokens.shape[1], z.device),
+                       guidance=None, return_dict=False)[0]
+        return flux2_unpack(out, h, w)
+
+
+FLOW_BASES = {"zimage": ZImageFlow, "flux2": Flux2Flow, "sd3": SD3Flow}
 
 
 TEXT_CONDITION_FILE = "text_condition.safetensors"
@@ -126,8 +246,9 @@ TEXT_CONDITION_FILE = "text_condition.safetensors"
 def text_condition(components: str, tokens: int, joint_dim: int, pooled_dim: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The "w/o VLM" condition: the base's own text encoder's embedding of a fixed prompt, [1, L, D] and [1, P].
 
-    A folder holds it precomputed in text_condition.safetensors (``prompt_embeds``, ``pooled_prompt_embeds``,
-    e.g. from the diffusers pipeline's ``encode_prompt("")``); presets draw fixed random ones from the seed."""
+    A folder holds it precomputed in text_condition.safetensors (``prompt_embeds``, and ``pooled_prompt_embeds``
+    for a base that takes a pooled vector, e.g. from the diffusers pipeline's ``encode_prompt("")``); presets draw
+    fixed random ones from the seed."""
     if C.is_preset(components):
         gen = torch.Generator().manual_seed(seed + 11)
         return torch.randn(1, tokens, joint_dim, generator=gen), torch.randn(1, pooled_dim, generator=gen)
@@ -136,7 +257,13 @@ def text_condition(components: str, tokens: int, joint_dim: int, pooled_dim: int
     path = C._need(components, TEXT_CONDITION_FILE,
                    "the text condition (prompt_embeds, pooled_prompt_embeds of the base's text encoders)")
     sd = load_file(str(path))
-    return sd["prompt_embeds"][:1].float(), sd["pooled_prompt_embeds"][:1].float()
+    embeds = sd["prompt_embeds"][:1].float()
+    if embeds.shape[-1] != joint_dim:
+        raise UserError(f"{path}: prompt_embeds are {embeds.shape[-1]} wide, but the DiT reads {joint_dim}-wide "
+                        f"context; compute them with this base's own text encoder")
+    if not pooled_dim:
+        return embeds, embeds.new_zeros(1, 0)
+    return embeds, sd["pooled_prompt_embeds"][:1].float()
 
 
 @register
@@ -161,13 +288,11 @@ class StrSRRecipe(Recipe):
             raise UserError(f"strsr t1 must lie in (0, 1], got {c['t1']}")
         if c["base"] not in FLOW_BASES:
             raise UserError(f"strsr base must be one of {', '.join(FLOW_BASES)}, got {c['base']!r}")
+        flow = FLOW_BASES[c["base"]]
         self.dit = C.build_dit(components, c["base"])
-        latent_ch = self.dit.config.in_channels
-        sub = "transformer_vae" if latent_ch != 4 and not C.is_preset(components) else "vae"
-        self.codec = LatentCodec(C.build_vae(components, latent_channels=latent_ch, sub=sub), self.scale)
-        C.add_lora(self.dit, c["lora_rank"], c["lora_alpha"],
-                   C.ZIMAGE_LORA_TARGETS if c["base"] == "zimage" else C.DIT_LORA_TARGETS)
-        joint, pooled = FLOW_BASES[c["base"]].condition_widths(self.dit)
+        self.codec = flow.make_codec(components, self.dit, self.scale)
+        C.add_lora(self.dit, c["lora_rank"], c["lora_alpha"], flow.lora_targets(self.dit))
+        joint, pooled = flow.condition_widths(self.dit)
         self.cond = None
         if c["condition"] == "vlm":
             if c["semantic_encoder"] == "qwen3vl":   # one context token per merged visual token
@@ -177,7 +302,7 @@ class StrSRRecipe(Recipe):
                 self.cond = AdaptiveCondition(enc, c["cond_tokens"], joint, pooled, c["cond_hidden"])
         fixed = text_condition(components, c["cond_tokens"], joint, pooled, c["init_seed"]) if c["condition"] == "text" \
             else (torch.zeros(1, c["cond_tokens"], joint), torch.zeros(1, pooled))
-        self._students = [StrSRStudent(self.codec, FLOW_BASES[c["base"]](self.dit), self.cond, c["t1"], fixed,
+        self._students = [StrSRStudent(self.codec, flow(self.dit), self.cond, c["t1"], fixed,
                                        self.scale)]
         self.disc = self.lpips = None
         if not student_only:
@@ -246,7 +371,7 @@ class StrSRRecipe(Recipe):
 class StrSRStudent(nn.Module):
     """One-step SR: lr [B,3,h,w] in [0,1] -> sr [B,3,4h,4w] in [0,1]."""
 
-    def __init__(self, codec: LatentCodec, flow: nn.Module, cond: AdaptiveCondition | None, t1: float,
+    def __init__(self, codec: LatentCodec | Flux2Codec, flow: nn.Module, cond: AdaptiveCondition | None, t1: float,
                  fixed: tuple[torch.Tensor, torch.Tensor], scale: int):
         super().__init__()
         self.codec, self.velocity, self.cond, self.t1, self.scale = codec, flow, cond, float(t1), scale
