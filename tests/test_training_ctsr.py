@@ -1,5 +1,7 @@
-"""CTSR against its paper: stage-1 and stage-2 losses recomputed here from the components and Eq. 1-8, the knob's
-t = 0 output is the stage-1 output, OSEDiff's released checkpoint format loads, teachers run with the right adapter."""
+"""CTSR against its paper: stage-1 and stage-2 losses recomputed here from the components and Eq. 1-8 (the fidelity
+teacher from the raw ResShift network and VQ-f4 autoencoder through the pixel bridge written out in
+configs/ctsr.yaml), the knob's t = 0 output is the stage-1 output, OSEDiff's and ResShift's released checkpoint
+formats load, teachers run with the right adapter."""
 from __future__ import annotations
 
 import pytest
@@ -8,15 +10,17 @@ import torch.nn.functional as F
 
 from srdistill.training import components as C
 from srdistill.training.recipe import build_recipe
-from srdistill.training.recipe_ctsr import Stage1Draws, Stage2Draws
+from srdistill.training.recipe_ctsr import Stage1Draws, Stage2Draws, build_fidelity_teacher
 from helpers.training import lr_hr_batch, sd_alphas_cumprod
+from test_training_resshift import OFFICIAL_UNET, _random_state, official_sqrt_etas, official_vq_keys, official_unet_keys
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 # Weights chosen so that every weighted term is of the same order on the tiny networks: a dropped or swapped
 # term moves the total far beyond float error.
-LAMBDAS = {"lambda_l2": 1.3, "lambda_lpips": 30.0, "lambda_rn": 0.9, "lambda_fl": 0.004, "gamma_time": 3.3}
+LAMBDAS = {"lambda_l2": 1.3, "lambda_lpips": 30.0, "lambda_rn": 0.9, "lambda_fl": 0.03, "gamma_time": 3.3}
 CFG = {"lpips_net": "alex", "stage1_steps": 1, **LAMBDAS}
+KAPPA = 2.0   # ResShift's released kappa; its 15-step schedule is official_sqrt_etas()
 
 
 
@@ -68,14 +72,37 @@ class Hand:
         return (z_l - (1 - a).sqrt() * self.eps(z_l, torch.full((lr.shape[0],), 999), adapter)) / a.sqrt(), z_l
 
 
+    def resshift_input(self, t, x01, lr, e_r):
+        """What the ResShift network is fed for the image x01 behind an SD state at timestep t: ResShift step
+        k = floor(15 t / 1000), v_k = v_0 + eta_k (y - v_0) + kappa sqrt(eta_k) e_R with v_0 = E_VQ(2x - 1) and
+        y = E_VQ(bicubic x4 of 2 x_LR - 1), normalised by sqrt(kappa^2 eta_k + 1); its condition is 2 x_LR - 1."""
+        vq = self.r.fidelity.resshift.codec.vq
+        k = torch.div(t * 15, 1000, rounding_mode="floor")
+        eta = torch.from_numpy(official_sqrt_etas() ** 2).float()[k].view(-1, 1, 1, 1)
+        lq = lr * 2 - 1
+        v0 = vq.encode(x01 * 2 - 1)
+        y = vq.encode(F.interpolate(lq, scale_factor=4, mode="bicubic", align_corners=False))
+        v_k = v0 + eta * (y - v0) + KAPPA * eta.sqrt() * e_r
+        return v_k / (KAPPA ** 2 * eta + 1).sqrt(), k, lq
+
+    def eps_fidelity(self, z_t, t, x01, lr, e_r):
+        """Eq. 2's eps_Tf(z_t, t) from the raw ResShift Swin-UNet and VQ-f4 autoencoder: x0_hat = net(resshift_input),
+        z0_hat = E_SD(D_VQ(x0_hat)); eps = (z_t - sqrt(abar_t) z0_hat) / sqrt(1 - abar_t)."""
+        rs = self.r.fidelity.resshift
+        x0_hat = rs.diffusion.denoiser.net(*self.resshift_input(t, x01, lr, e_r))
+        z0_hat = self.encode((rs.codec.vq.decode(x0_hat).clamp(-1, 1) + 1) / 2, None)
+        a = self.abar[t].view(-1, 1, 1, 1)
+        return (z_t - a.sqrt() * z0_hat) / (1 - a).sqrt()
+
+
 def _mse(a, b):
     return (a - b).pow(2).mean()
 
 
-def _expected_stage1(recipe, lr, hr, t, noise):
+def _expected_stage1(recipe, lr, hr, t, noise, e_r):
     h, c = Hand(recipe), recipe.cfg
     with torch.no_grad():
-        z0_s, z_lr = h.one_step(lr, "student")
+        z0_s, _ = h.one_step(lr, "student")
         x0 = h.decode(z0_s)
         z0 = h.encode(hr, None)
         a = h.abar[t].view(-1, 1, 1, 1)
@@ -84,7 +111,7 @@ def _expected_stage1(recipe, lr, hr, t, noise):
         l2 = _mse(x0 * 2 - 1, hr * 2 - 1)                                   # Eq. 1 on [-1, 1]
         lp = recipe.lpips(x0, hr).mean()
         e_s = h.eps(z_t_s, t, "student")
-        e_f_s, e_f = recipe.fidelity.eps(z_t_s, t, z0_s, noise, z_lr), recipe.fidelity.eps(z_t, t, z0, noise, z_lr)
+        e_f_s, e_f = h.eps_fidelity(z_t_s, t, x0, lr, e_r), h.eps_fidelity(z_t, t, hr, lr, e_r)
         e_r_s, e_r = h.eps(z_t_s, t, "realism"), h.eps(z_t, t, "realism")
         l_fl = _mse(e_f_s, e_s) + c["gamma_time"] * _mse(e_f_s, e_f)      # Eq. 2
         l_rn = _mse(e_r_s, e_s) + c["gamma_time"] * _mse(e_r_s, e_r)      # Eq. 3
@@ -103,14 +130,41 @@ def recipe():
 def test_stage_one_loss_is_eq_1_to_4_with_one_shared_noise_and_the_right_teachers(recipe):
     lr, hr = lr_hr_batch()
     t = torch.tensor([150, 700])
-    noise = torch.randn(2, 4, 4, 4, generator=torch.Generator().manual_seed(5))
-    got = recipe.stage1_loss(lr, hr, Stage1Draws(t, noise))
-    want = _expected_stage1(recipe, lr, hr, t, noise)
+    gen = torch.Generator().manual_seed(5)
+    noise, e_r = torch.randn(2, 4, 4, 4, generator=gen), torch.randn(2, 3, 8, 8, generator=gen)
+    got = recipe.stage1_loss(lr, hr, Stage1Draws(t, noise, e_r))
+    want = _expected_stage1(recipe, lr, hr, t, noise, e_r)
     weighted = [recipe.cfg["lambda_l2"] * want["l2"], recipe.cfg["lambda_lpips"] * want["lpips"],
                 recipe.cfg["lambda_rn"] * want["l_rn"], recipe.cfg["lambda_fl"] * want["l_fl"]]
     assert all(0.05 < abs(float(w)) < 5 for w in weighted), weighted   # comparable: a swap or drop shows
     for key in want:
         assert float(got[key]) == pytest.approx(float(want[key]), rel=1e-4, abs=1e-7), key
+
+
+def test_stage_one_feeds_resshift_the_bridged_gt_and_sr_images_at_the_matching_step_with_one_noise(recipe):
+    """What the real ResShift network receives during stage one (recorded by a forward pre-hook): for the z_t term
+    the bridged x_GT, for the z_t^s term the bridged SR image S(x_LR), both at step floor(15 t / 1000) and with the
+    one drawn e_R. The loss alone cannot show this on tiny networks, where T_f's share of L_fl is small."""
+    lr, hr = lr_hr_batch()
+    t = torch.tensor([150, 700])
+    gen = torch.Generator().manual_seed(5)
+    noise, e_r = torch.randn(2, 4, 4, 4, generator=gen), torch.randn(2, 3, 8, 8, generator=gen)
+    calls = []
+    net = recipe.fidelity.resshift.diffusion.denoiser.net
+    hook = net.register_forward_pre_hook(lambda _, args: calls.append([a.detach().clone() for a in args]))
+    try:
+        recipe.stage1_loss(lr, hr, Stage1Draws(t, noise, e_r))
+    finally:
+        hook.remove()
+    h = Hand(recipe)
+    with torch.no_grad():
+        sr = h.decode(h.one_step(lr, "student")[0])
+        want = [h.resshift_input(t, x, lr, e_r) for x in (hr, sr)]   # z_t's term, then z_t^s's
+    assert len(calls) == 2
+    for got, expected in zip(calls, want):
+        assert torch.equal(got[1], expected[1])
+        for g, e in zip(got[::2], expected[::2]):
+            assert torch.allclose(g, e, atol=1e-5)
 
 
 def test_realism_teacher_is_osediff_not_the_student_nor_plain_sd(recipe):
@@ -219,3 +273,53 @@ def test_osediff_scope_at_sd21_shape_is_4_4_million_parameters():
     n_unet = sum(p.numel() for p in C.lora_parameters(unet, "student"))
     n_vae = sum(p.numel() for p in C.lora_parameters(vae, "student"))
     assert (n_unet, n_vae) == (4_055_712, 369_356)
+
+
+def test_fidelity_teacher_is_resshift_through_the_pixel_bridge_at_the_matching_step(recipe):
+    """T_f's eps at every ResShift step boundary (t = 0, 66/67, 999 map to steps 0, 0/1, 14) equals the written-out
+    bridge; the ResShift noise and the step both move it."""
+    lr, hr = lr_hr_batch(3)
+    gen = torch.Generator().manual_seed(6)
+    z_t, e_r = torch.randn(2, 4, 4, 4, generator=gen), torch.randn(2, 3, 8, 8, generator=gen)
+    h = Hand(recipe)
+    with torch.no_grad():
+        for t in ([0, 999], [66, 67], [500, 933]):
+            t = torch.tensor(t)
+            got = recipe.fidelity.eps(z_t, t, hr, lr, e_r, recipe.encode_plain)
+            assert torch.allclose(got, h.eps_fidelity(z_t, t, hr, lr, e_r), atol=1e-5), t
+        t = torch.tensor([500, 933])
+        other_noise = recipe.fidelity.eps(z_t, t, hr, lr, torch.randn(2, 3, 8, 8, generator=gen), recipe.encode_plain)
+        other_step = recipe.fidelity.eps(z_t, torch.tensor([600, 999]), hr, lr, e_r, recipe.encode_plain)
+        base = recipe.fidelity.eps(z_t, t, hr, lr, e_r, recipe.encode_plain)
+    assert not torch.allclose(base, other_noise, atol=1e-4)
+    assert not torch.allclose(base[0], other_step[0], atol=1e-4)   # 500 -> step 7, 600 -> step 9
+
+
+def test_fidelity_teacher_refuses_schedule_overrides_for_the_released_network_and_names_missing_files(tmp_path):
+    abar = sd_alphas_cumprod()
+    with pytest.raises(C.UserError, match="resshift_steps/resshift_kappa"):
+        build_fidelity_teacher(str(tmp_path), {"resshift_steps": 4, "resshift_kappa": 2.0}, abar, 4)
+    with pytest.raises(C.UserError) as err:
+        build_fidelity_teacher(str(tmp_path), {"resshift_steps": 15, "resshift_kappa": 2.0}, abar, 4)
+    assert str(tmp_path / "resshift" / "resshift_realsrx4_s15_v1.pth") in str(err.value)
+
+
+@pytest.mark.slow
+def test_resshift_released_files_load_into_the_fidelity_teacher(tmp_path):
+    """Random-weight files with the official keys and shapes (the network saved from DDP, the autoencoder plain)
+    in FOLDER/resshift/ become T_f's network and VQ-f4 autoencoder, frozen."""
+    gen = torch.Generator().manual_seed(8)
+    folder = tmp_path / "resshift"
+    folder.mkdir()
+    unet_state = _random_state(official_unet_keys(OFFICIAL_UNET), gen)
+    torch.save({"state_dict": {f"module.{k}": v for k, v in unet_state.items()}}, folder / "resshift_realsrx4_s15_v1.pth")
+    vq_state = _random_state(official_vq_keys(), gen)
+    torch.save(vq_state, folder / "autoencoder_vq_f4.pth")
+    teacher = build_fidelity_teacher(str(tmp_path), {"resshift_steps": 15, "resshift_kappa": 2.0}, sd_alphas_cumprod(), 4)
+    rs = teacher.resshift
+    for k, v in rs.diffusion.denoiser.net.state_dict().items():
+        assert torch.equal(v, unet_state[k].to(v.dtype)), k
+    for k, v in rs.codec.vq.state_dict().items():
+        assert torch.equal(v, vq_state[k].to(v.dtype)), k
+    assert not any(p.requires_grad for p in teacher.parameters())
+    assert rs.diffusion.schedule.steps == 15 and rs.codec.vq.cfg.embed_dim == 3

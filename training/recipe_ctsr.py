@@ -3,7 +3,8 @@
 Student S and realism teacher T_r start from OSEDiff (Sec. 4.2, 5.1): the SD 2.1-base UNet and VAE with
 OSEDiff's LoRA (rank 4, its scope: UNet and VAE encoder). One UNet/VAE pair carries three LoRA adapters:
 ``student`` (trained), ``realism`` (T_r: OSEDiff's weights, frozen) and ``stage1`` (T_S: the frozen snapshot
-of the student taken when stage two starts). The fidelity teacher T_f sits behind ``FidelityTeacher``.
+of the student taken when stage two starts). The fidelity teacher T_f is the released ResShift model, reached
+from the SD latent through pixels (``FidelityTeacher``).
 
 Stage 1 (Algorithm 1, Eq. 1-4): with t ~ U{t_min..t_max} and one noise eps shared by both branches,
 z_t = F(z_0, t, eps), z_t^s = F(z_0^s, t, eps),
@@ -30,7 +31,7 @@ from srdistill.errors import UserError
 from srdistill.training import components as C
 from srdistill.training import losses
 from srdistill.training.recipe import LatentCodec, Recipe, register
-from srdistill.training.resshift import ResShiftDenoiser, ResShiftDiffusion, ResShiftSchedule, forward_marginal
+from srdistill.training.resshift import ResShiftSchedule, ResShiftTeacher, build_resshift, forward_marginal
 
 STUDENT, REALISM, SNAPSHOT = "student", "realism", "stage1"
 
@@ -102,42 +103,61 @@ class CTSRStudent(nn.Module):
         return self.codec.decode(z)
 
 
+def resshift_step(t: torch.Tensor, train_steps: int, steps: int) -> torch.Tensor:
+    """The ResShift step (0-based) whose noise level matches DDPM timestep t: the same fraction of each chain,
+    floor(t steps / train_steps), so t in [0, 1000) covers ResShift's 15 steps evenly."""
+    return (t.float() / train_steps * steps).long().clamp(0, steps - 1)
+
+
 class FidelityTeacher(nn.Module):
-    """T_f behind one call: ``eps(z_t, t, z_clean, noise, z_lr)`` = eps_Tf(z_t, t, c), the noise the fidelity
-    teacher implies at the DDPM state z_t = F(z_clean, t, noise), given the LR latent z_lr.
+    """T_f: the released ResShift model (Swin-UNet on the VQ-f4 latent, its own 15-step residual-shifting chain,
+    an x0-predictor) behind Eq. 2's eps_Tf(z_t, t, c), through a pixel bridge:
 
-    This one is ResShift (srdistill.training.resshift): it denoises its own residual-shifted state of the same
-    clean latent and noise at the step matching t, and its x0 is expressed as DDPM noise at z_t. Another
-    teacher network drops in by subclassing and overriding ``x0``."""
+    the image x behind z_t (x_GT for z_t, the student's SR image for z_t^s) is VQ-encoded, v_0 = E_VQ(x); it is
+    put at ResShift step k = ``resshift_step(t)`` of ResShift's forward marginal with one noise e_R (shared by
+    the z_t and z_t^s terms, as the paper shares its DDPM noise), v_k = v_0 + eta_k (y - v_0) + kappa sqrt(eta_k) e_R,
+    y the VQ latent of the bicubic LR; ResShift predicts v_0_hat = f(v_k, lq, k); that prediction is decoded
+    and SD-encoded, z_0_hat = E_SD(D_VQ(v_0_hat)), and expressed as the DDPM noise it implies at z_t:
+    eps_Tf = (z_t - sqrt(abar_t) z_0_hat) / sqrt(1 - abar_t)."""
 
-    def __init__(self, diffusion: ResShiftDiffusion, alphas_cumprod: torch.Tensor):
+    def __init__(self, resshift: ResShiftTeacher, alphas_cumprod: torch.Tensor):
         super().__init__()
-        self.diffusion = diffusion
+        self.resshift = resshift
         self.register_buffer("alphas_cumprod", alphas_cumprod, persistent=False)
 
-    def x0(self, z_clean: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, z_lr: torch.Tensor) -> torch.Tensor:
-        sched = self.diffusion.schedule
-        step = (t.float() / self.alphas_cumprod.numel() * sched.steps).long().clamp(0, sched.steps - 1)
-        eta = self.diffusion.denoiser.etas[step]
-        state = forward_marginal(z_clean, z_lr, eta, sched.kappa, noise)
-        return self.diffusion.denoiser(state, z_lr, step)
+    def noise_shape(self, lr: torch.Tensor) -> tuple[int, ...]:
+        """Shape of ResShift's noise e_R: the VQ-f4 latent of the x4 image, i.e. the LR's sides."""
+        return (lr.shape[0], self.resshift.codec.vq.cfg.embed_dim, *lr.shape[-2:])
 
-    def eps(self, z_t: torch.Tensor, t: torch.Tensor, z_clean: torch.Tensor, noise: torch.Tensor,
-            z_lr: torch.Tensor) -> torch.Tensor:
-        return losses.eps_from_x0(z_t, self.x0(z_clean, noise, t, z_lr), self.alphas_cumprod[t])
+    def x0_image(self, x01: torch.Tensor, lr: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """ResShift's x0 prediction, in [0, 1] pixels, from image ``x01`` noised to the step matching t."""
+        codec, denoiser = self.resshift.codec, self.resshift.diffusion.denoiser
+        sched = denoiser.schedule
+        step = resshift_step(t, self.alphas_cumprod.numel(), sched.steps)
+        state = forward_marginal(codec.encode(x01), codec.encode_lr(lr), denoiser.etas[step], sched.kappa, noise)
+        return codec.decode(denoiser(state, codec.lq(lr), step))
+
+    def eps(self, z_t: torch.Tensor, t: torch.Tensor, x01: torch.Tensor, lr: torch.Tensor, noise: torch.Tensor,
+            sd_encode) -> torch.Tensor:
+        """eps_Tf(z_t, t): ``x01`` the image behind z_t, ``noise`` e_R, ``sd_encode`` the SD encoder of z_t's latents."""
+        return losses.eps_from_x0(z_t, sd_encode(self.x0_image(x01, lr, t, noise)), self.alphas_cumprod[t])
 
 
-def build_fidelity_teacher(components: str, cfg: dict, alphas_cumprod: torch.Tensor) -> FidelityTeacher:
-    """The one place that says which network is T_f."""
+def build_fidelity_teacher(components: str, cfg: dict, alphas_cumprod: torch.Tensor, scale: int) -> FidelityTeacher:
+    """The one place that says which network is T_f: ResShift from ``components`` (FOLDER/resshift/ holds the
+    released resshift_realsrx4_s15_v1.pth and autoencoder_vq_f4.pth)."""
     schedule = ResShiftSchedule(steps=cfg["resshift_steps"], kappa=cfg["resshift_kappa"])
-    return FidelityTeacher(ResShiftDiffusion(ResShiftDenoiser(C.build_resshift_unet(components), schedule)),
-                           alphas_cumprod)
+    if not C.is_preset(components) and schedule != ResShiftSchedule():
+        raise UserError(f"the released ResShift network in {components} runs its own {ResShiftSchedule().steps}-step "
+                        f"schedule with kappa {ResShiftSchedule().kappa}; remove the resshift_steps/resshift_kappa overrides")
+    return FidelityTeacher(build_resshift(components, schedule, scale), alphas_cumprod)
 
 
 @dataclass
 class Stage1Draws:
-    t: torch.Tensor       # DDPM timesteps [B]
-    noise: torch.Tensor   # one eps for z_t and z_t^s (Algorithm 1 lines 6 and 9)
+    t: torch.Tensor              # DDPM timesteps [B]
+    noise: torch.Tensor          # one eps for z_t and z_t^s (Algorithm 1 lines 6 and 9)
+    resshift_noise: torch.Tensor  # one e_R for T_f's z_t and z_t^s terms (FidelityTeacher.noise_shape)
 
 
 @dataclass
@@ -176,7 +196,10 @@ class CTSRRecipe(Recipe):
         self._students = [CTSRStudent(self.codec, self.unet, self.adapters, context, self.alphas_cumprod, c["t_l"],
                                       self.flags)]
         if not student_only:
-            self.fidelity = build_fidelity_teacher(components, c, self.alphas_cumprod)
+            self.fidelity = build_fidelity_teacher(components, c, self.alphas_cumprod, self.scale)
+            if C.is_preset(components):
+                self.substitute("random-weight ResShift network and VQ-f4 autoencoder stand in for ResShift's "
+                                "released files as T_f (preset)", loud=False)
             self.lpips = C.build_lpips(components, c["lpips_net"])
 
     def _init_osediff(self, components: str, vae: nn.Module) -> None:
@@ -217,6 +240,11 @@ class CTSRRecipe(Recipe):
         return C.lora_parameters(self.unet, STUDENT) + C.lora_parameters(self.codec.vae, STUDENT)
 
     # -- teachers --------------------------------------------------------------------------
+    def encode_plain(self, x01: torch.Tensor) -> torch.Tensor:
+        """The SD latent of an image through the plain SD 2.1 VAE encoder (no LoRA): z_0 of x_GT, and T_f's bridge."""
+        with self.adapters.use(None):
+            return self.codec.encode(x01)
+
     def eps_realism(self, z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """eps_Tr: the UNet with OSEDiff's (frozen) LoRA."""
         with self.adapters.use(REALISM):
@@ -234,12 +262,12 @@ class CTSRRecipe(Recipe):
         """Algorithm 1."""
         c, s = self.cfg, self.student()
         z_lr = self.codec.encode_lr(lr)
-        with torch.no_grad(), self.adapters.use(None):   # GT latent from the plain SD VAE encoder
-            z0 = self.codec.encode(hr)
+        with torch.no_grad():
+            z0 = self.encode_plain(hr)
         if draws is None:
             t = torch.randint(c["t_min"], c["t_max"] + 1, (lr.shape[0],), device=lr.device)
-            draws = Stage1Draws(t, torch.randn_like(z0))
-        t, noise = draws.t, draws.noise
+            draws = Stage1Draws(t, torch.randn_like(z0), torch.randn(self.fidelity.noise_shape(lr), device=lr.device))
+        t, noise, e_r = draws.t, draws.noise, draws.resshift_noise
         t_l = torch.full((lr.shape[0],), s.t_l, device=lr.device, dtype=torch.long)
         z0_s = losses.one_step_x0(z_lr, s.eps(z_lr, t_l), self.alphas_cumprod[s.t_l])
         x0 = self.codec.decode(z0_s)
@@ -251,9 +279,9 @@ class CTSRRecipe(Recipe):
         rec = c["lambda_l2"] * l2 + c["lambda_lpips"] * lp  # Eq. 1
         eps_s = s.eps(z_t_s, t)
         with torch.no_grad():
-            eps_fl_gt = self.fidelity.eps(z_t, t, z0, noise, z_lr)
+            eps_fl_gt = self.fidelity.eps(z_t, t, hr, lr, e_r, self.encode_plain)
             eps_rn_gt = self.eps_realism(z_t, t)
-        l_fl = losses.ctsr_teacher_loss(self.fidelity.eps(z_t_s, t, z0_s, noise, z_lr), eps_s, eps_fl_gt,
+        l_fl = losses.ctsr_teacher_loss(self.fidelity.eps(z_t_s, t, x0, lr, e_r, self.encode_plain), eps_s, eps_fl_gt,
                                         c["gamma_time"])  # Eq. 2
         l_rn = losses.ctsr_teacher_loss(self.eps_realism(z_t_s, t), eps_s, eps_rn_gt, c["gamma_time"])  # Eq. 3
         total = rec + c["lambda_rn"] * l_rn + c["lambda_fl"] * l_fl  # Eq. 4
