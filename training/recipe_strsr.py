@@ -90,15 +90,19 @@ def _sd_codec(components: str, dit: nn.Module, scale: int) -> LatentCodec:
     return LatentCodec(C.build_vae(components, latent_channels=latent_ch, sub=sub), scale)
 
 
-class SD3Flow(nn.Module):
-    """G(z_t, t, c) = dz/dt through SD3's transformer: it takes the flow time scaled to [0, 1000] and predicts
-    noise - data, which is dz/dt for z_t = t z_1 + (1 - t) z_0 (Eq. 2-3)."""
+class _DiTFlow(nn.Module):
+    """A base of FLOW_BASES: the DiT it wraps (its LoRA'd transformer); subclasses say how to call it."""
 
     make_codec = staticmethod(_sd_codec)
 
     def __init__(self, dit: nn.Module):
         super().__init__()
         self.dit = dit
+
+
+class SD3Flow(_DiTFlow):
+    """G(z_t, t, c) = dz/dt through SD3's transformer: it takes the flow time scaled to [0, 1000] and predicts
+    noise - data, which is dz/dt for z_t = t z_1 + (1 - t) z_0 (Eq. 2-3)."""
 
     @staticmethod
     def condition_widths(dit: nn.Module) -> tuple[int, int]:
@@ -113,16 +117,10 @@ class SD3Flow(nn.Module):
         return self.dit(hidden_states=z, encoder_hidden_states=tokens, pooled_projections=pooled, timestep=tt).sample
 
 
-class ZImageFlow(nn.Module):
+class ZImageFlow(_DiTFlow):
     """G through Z-Image's transformer: its time runs the other way (1 - t, 1 = clean), it takes per-image lists
     of [C, 1, H, W] latents and [L, D] caption features, and predicts data - noise, so G is minus its output
     (as diffusers' ZImagePipeline negates it). No pooled vector."""
-
-    make_codec = staticmethod(_sd_codec)
-
-    def __init__(self, dit: nn.Module):
-        super().__init__()
-        self.dit = dit
 
     @staticmethod
     def condition_widths(dit: nn.Module) -> tuple[int, int]:
@@ -204,17 +202,13 @@ class Flux2Codec(nn.Module):
         return (self.vae.decode(flux2_unpatchify(z * std + mean)).sample.clamp(-1, 1) + 1) / 2
 
 
-class Flux2Flow(nn.Module):
+class Flux2Flow(_DiTFlow):
     """G through FLUX.2's transformer, called as Flux2KleinPipeline calls it: the normalised latent packed into
     tokens with (0, row, column, 0) positions, the context as ``encoder_hidden_states`` (where FLUX.2 reads its
     Qwen3 text features) with (0, 0, 0, index) positions, the flow time in [0, 1] (the sigma of its
     FlowMatchEulerDiscreteScheduler, 1 = noise; the transformer scales it by 1000 itself) and no guidance (klein
     is guidance-distilled). It predicts noise - data, which is dz/dt (Eq. 2-3), so G is its output. No pooled
     vector."""
-
-    def __init__(self, dit: nn.Module):
-        super().__init__()
-        self.dit = dit
 
     @staticmethod
     def make_codec(components: str, dit: nn.Module, scale: int) -> Flux2Codec:
