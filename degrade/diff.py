@@ -470,8 +470,11 @@ def add_diff_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run_diff(args: argparse.Namespace) -> int:
+    from srdistill.outputs import check_output_dir
+
     if args.limit < 2:
         raise UserError("--limit must be at least 2 samples")
+    check_output_dir(args.out, "--out")
     if (args.b is None) == (args.reference is None):
         raise UserError("give either a second build B or --reference SPEC, not both and not neither.")
     if args.reference is not None:

@@ -121,6 +121,9 @@ def add_regen_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run_regen(args: argparse.Namespace) -> int:
+    from srdistill.outputs import check_output_dir
+
+    check_output_dir(args.out, "--out")
     argv = getattr(args, "argv", None)
     summary = regen(
         args.parent, args.out, args.spec or args.preset, seed=args.seed, workers=args.workers,

@@ -84,3 +84,14 @@ def test_a_full_disk_anywhere_in_a_command_is_one_sentence(capsys):
 
     with pytest.raises(FileNotFoundError):   # not the user's disk: a bug must still show its traceback
         run_command("degrade", other_os_error, "interrupted")
+
+
+@pytest.mark.parametrize("command", [["diff", "A", "B"], ["regen", "--from", "A", "--preset", "bicubic"]])
+def test_degrade_diff_and_regen_out_that_is_a_file_is_one_sentence_before_any_work(tmp_path, capsys, command):
+    from srdistill.degrade.cli import main as degrade_main
+
+    (tmp_path / "taken").write_text("x")
+    args = [a if a not in ("A", "B") else str(tmp_path / a) for a in command] + ["--out", str(tmp_path / "taken")]
+    assert degrade_main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is a file, not a folder" in err and "\n" not in err
