@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from srdistill.errors import UserError
+from srdistill.training import losses
 
 log = logging.getLogger(__name__)
 
@@ -179,4 +180,28 @@ def build_recipe(name: str, cfg: dict, components: str, device, *, student_only:
 
 # The recipe modules import the base class above and register themselves in RECIPES on import,
 # so they are imported last (RECIPES is complete as soon as this module is).
+class OneStepEpsStudent(nn.Module):
+    """The OSEDiff-style one-step student D3SR trains and CTSR extends (D3SR Eq. 1):
+    lr -> z_L -> eps_theta(z_L; T_L) -> z_hat_H -> sr in [0,1]."""
+
+    def __init__(self, codec: LatentCodec, unet: nn.Module, context: torch.Tensor, alphas_cumprod: torch.Tensor,
+                 t_l: int):
+        super().__init__()
+        self.codec, self.unet, self.t_l = codec, unet, int(t_l)
+        self.register_buffer("context", context, persistent=False)
+        self.register_buffer("alphas_cumprod", alphas_cumprod, persistent=False)
+
+    def eps(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        ctx = self.context.expand(z.shape[0], -1, -1).to(z.dtype)
+        return self.unet(z, t, encoder_hidden_states=ctx).sample
+
+    def predict_latent(self, lr: torch.Tensor) -> torch.Tensor:
+        z_l = self.codec.encode_lr(lr)
+        t = torch.full((lr.shape[0],), self.t_l, device=lr.device, dtype=torch.long)
+        return losses.one_step_x0(z_l, self.eps(z_l, t), self.alphas_cumprod[self.t_l])
+
+    def forward(self, lr: torch.Tensor) -> torch.Tensor:
+        return self.codec.decode(self.predict_latent(lr))
+
+
 from srdistill.training import recipe_ctsr, recipe_d3sr, recipe_strsr, recipe_vpdsr  # noqa: F401

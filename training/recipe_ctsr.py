@@ -30,7 +30,7 @@ from torch import nn
 from srdistill.errors import UserError
 from srdistill.training import components as C
 from srdistill.training import losses
-from srdistill.training.recipe import LatentCodec, Recipe, register
+from srdistill.training.recipe import LatentCodec, OneStepEpsStudent, Recipe, register
 from srdistill.training.resshift import ResShiftSchedule, ResShiftTeacher, build_resshift, forward_marginal
 
 STUDENT, REALISM, SNAPSHOT = "student", "realism", "stage1"
@@ -63,35 +63,23 @@ class Adapters:
                 p.requires_grad_(f)
 
 
-class CTSRStudent(nn.Module):
-    """forward(lr, t=0.0): the trade-off knob t in [0, 1] (see the module docstring)."""
+class CTSRStudent(OneStepEpsStudent):
+    """forward(lr, t=0.0): the trade-off knob t in [0, 1] (see the module docstring). `eps` and `predict_latent`
+    run with whichever adapter is active."""
 
     def __init__(self, codec: LatentCodec, unet: nn.Module, adapters: Adapters, context: torch.Tensor,
                  alphas_cumprod: torch.Tensor, t_l: int, flags: dict):
-        super().__init__()
-        self.codec, self.unet, self.adapters, self.t_l = codec, unet, adapters, int(t_l)
-        self.register_buffer("context", context, persistent=False)
-        self.register_buffer("alphas_cumprod", alphas_cumprod, persistent=False)
+        super().__init__(codec, unet, context, alphas_cumprod, t_l)
+        self.adapters = adapters
         self.flags = flags   # the recipe's {"snapshot": bool} (shared; mirrors its snapshot_taken buffer)
 
     def knob_timestep(self, t: torch.Tensor) -> torch.Tensor:
         return t * (self.alphas_cumprod.numel() - 1)
 
-    def eps(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The UNet's noise prediction with whichever adapter is active."""
-        ctx = self.context.expand(z.shape[0], -1, -1).to(z.dtype)
-        return self.unet(z, t, encoder_hidden_states=ctx).sample
-
-    def one_step_latent(self, lr: torch.Tensor) -> torch.Tensor:
-        """OSEDiff's one step with the active adapter: z_L = E(up(x_LR)), z_0 = (z_L - sqrt(1-abar) eps) / sqrt(abar)."""
-        z_l = self.codec.encode_lr(lr)
-        t = torch.full((lr.shape[0],), self.t_l, device=lr.device, dtype=torch.long)
-        return losses.one_step_x0(z_l, self.eps(z_l, t), self.alphas_cumprod[self.t_l])
-
     def stage1_latent(self, lr: torch.Tensor) -> torch.Tensor:
         """The stage-1 result z_0: the frozen snapshot T_S once stage two has begun, the student before."""
         with self.adapters.use(SNAPSHOT if self.flags["snapshot"] else STUDENT):
-            return self.one_step_latent(lr)
+            return self.predict_latent(lr)
 
     def forward(self, lr: torch.Tensor, t: float = 0.0) -> torch.Tensor:
         if not 0.0 <= float(t) <= 1.0:
@@ -295,7 +283,7 @@ class CTSRRecipe(Recipe):
             draws = Stage2Draws(u[:, 0], u[:, 1])
         t, t_prime = draws.t, draws.t_prime
         with torch.no_grad(), self.adapters.use(SNAPSHOT):
-            z0 = s.one_step_latent(lr)
+            z0 = s.predict_latent(lr)
             eps_t = s.eps(z0, s.knob_timestep(t))
             eps_tp = s.eps(z0, s.knob_timestep(t_prime))
         z_t = z0 + t.view(-1, 1, 1, 1) * eps_t  # Eq. 5

@@ -20,7 +20,7 @@ from torch import nn
 from srdistill.training import components as C
 from srdistill.training import losses
 from srdistill.errors import UserError
-from srdistill.training.recipe import LatentCodec, Recipe, frozen_params, register
+from srdistill.training.recipe import LatentCodec, OneStepEpsStudent, Recipe, frozen_params, register
 
 SD21_FALLBACK = ("D3SR discriminator: no SDXL UNet (components folder has no disc_unet/), so a second SD 2.1 UNet "
                  "is used: this is the paper's Table 6 ablation, not its main setting")
@@ -58,29 +58,6 @@ class DiffusionDiscriminator(nn.Module):
     def forward(self, z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         ctx = self.context.expand(z_t.shape[0], -1, -1).to(z_t.dtype)
         return self.mlp(unet_down_mid(self.unet, z_t, t, ctx))
-
-
-class OneStepEpsStudent(nn.Module):
-    """Eq. 1 student shared by D3SR and CTSR: lr -> z_L -> eps_theta(z_L; T_L) -> z_hat_H -> sr in [0,1]."""
-
-    def __init__(self, codec: LatentCodec, unet: nn.Module, context: torch.Tensor, alphas_cumprod: torch.Tensor,
-                 t_l: int):
-        super().__init__()
-        self.codec, self.unet, self.t_l = codec, unet, int(t_l)
-        self.register_buffer("context", context, persistent=False)
-        self.register_buffer("alphas_cumprod", alphas_cumprod, persistent=False)
-
-    def eps(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        ctx = self.context.expand(z.shape[0], -1, -1).to(z.dtype)
-        return self.unet(z, t, encoder_hidden_states=ctx).sample
-
-    def predict_latent(self, lr: torch.Tensor) -> torch.Tensor:
-        z_l = self.codec.encode_lr(lr)
-        t = torch.full((lr.shape[0],), self.t_l, device=lr.device, dtype=torch.long)
-        return losses.one_step_x0(z_l, self.eps(z_l, t), self.alphas_cumprod[self.t_l])
-
-    def forward(self, lr: torch.Tensor) -> torch.Tensor:
-        return self.codec.decode(self.predict_latent(lr))
 
 
 @dataclass
