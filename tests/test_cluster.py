@@ -15,7 +15,7 @@ import ray
 
 from helpers.images import good_folder
 from helpers.shards import shard_bytes
-from srdistill.cluster import Unit, run_units
+from srdistill.cluster import Unit, _in_flight, run_units
 from srdistill.degrade.build import build
 from srdistill.degrade.regen import regen
 from srdistill.errors import UserError
@@ -48,6 +48,14 @@ def test_every_unit_runs_once_with_at_most_workers_in_flight(ray_cluster, tmp_pa
     assert sorted(done) == sorted(run.results.items())
     # The cluster has two CPUs: only the runner's bound keeps a second unit from starting beside the first.
     assert sorted(p.name for p in tmp_path.glob("seen-*")) == [f"seen-{x}-1" for x in range(5)]
+
+
+def test_units_queue_ahead_only_where_the_cluster_has_no_room_for_them(ray_cluster):
+    # The fixture's cluster has 2 CPUs and no GPU: 2 slots fill it, so a second unit per slot may wait queued;
+    # 1 slot does not, so a queued unit would start beside the first and break the --workers bound.
+    assert _in_flight(2, 0) == 4
+    assert _in_flight(1, 0) == 1
+    assert _in_flight(2, 1) == 4  # no GPU at all: nothing can run beside the bound either
 
 
 def test_progress_bar_counts_unit_sizes(ray_cluster, tmp_path, capsys):
