@@ -26,13 +26,6 @@ EPILOG = """examples:
 """
 
 
-def _download_flags(p) -> None:
-    p.add_argument("--offline", action="store_true", help="fetch nothing; a metric whose weights are missing is skipped "
-                                                          "with the file, path and URL (default: $SRDISTILL_OFFLINE, else online)")
-    p.add_argument("--mirror", metavar="URL", help="fetch https://HOST/PATH from URL/HOST/PATH instead (default: $SRDISTILL_MIRROR); "
-                                                   "Hugging Face files follow HF_ENDPOINT when it is set")
-
-
 def _leaderboard_parser(sub) -> None:
     p = sub.add_parser("leaderboard", help="run methods over benchmark sets, score them, write results, leaderboard and report",
                        description="Run each method on each benchmark set (SR outputs kept under OUT/sr/), score every image "
@@ -72,7 +65,7 @@ def _leaderboard_parser(sub) -> None:
                                      "every node must see --out, the data and the methods at the same paths")
     p.add_argument("--gpus-per-worker", type=float, default=0, metavar="G",
                    help="GPUs each Ray worker holds (with --device cuda; default 0)")
-    _download_flags(p)
+    download.add_flags(p)
 
 
 def _weights_parser(sub) -> None:
@@ -86,7 +79,7 @@ def _weights_parser(sub) -> None:
     p.add_argument("--weights-dir", help="metric weights folder (default: $SRDISTILL_WEIGHTS, else torch hub's cache)")
     p.add_argument("--import", dest="import_dir", metavar="DIR", help="copy weight files from DIR into the weights folder first")
     p.add_argument("--download", action="store_true", help="fetch every file the metrics need, then list what was placed where")
-    _download_flags(p)
+    download.add_flags(p)
 
 
 def cmd_leaderboard(args) -> int:
@@ -94,9 +87,12 @@ def cmd_leaderboard(args) -> int:
     from srdistill.evaluate.methods import parse_method_args
     from srdistill.evaluate.report import write_reports
 
+    from srdistill.devices import user_device
     from srdistill.outputs import check_output_dir
 
     check_output_dir(args.out, "--out")
+    if not args.address:  # on a joined cluster the device is the workers' (the driver may have no GPU)
+        user_device(args.device, "use --device cpu or another device")
     download.configure(offline=args.offline, mirror=args.mirror)
     extra = parse_method_args(args.method)
     datasets = args.datasets

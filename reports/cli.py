@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
 
+from srdistill import download
 from srdistill.errors import UserError, run_command
 
 DEFAULT_HISTORY = "srdistill-nightly/history"
@@ -77,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     n.add_argument("--baseline", help="compare against this recorded night too (default: the one pinned "
                    "with `reports pin`, if any)")
     n.add_argument("--quiet", action="store_true", help="no progress bars")
+    download.add_flags(n)
 
     p = sub.add_parser("pin", help="pin a recorded night as the baseline",
                        description="Pin a recorded night as the baseline that every later night is compared against.")
@@ -93,6 +95,7 @@ def _nightly(args) -> int:
     from srdistill.reports.nightly import run_nightly
     from srdistill.reports.suite import load_suite
 
+    download.configure(offline=args.offline, mirror=args.mirror)
     suite = load_suite(args.suite)
     outcome = run_nightly(suite, args.history, args.date or _today(), args.out, baseline=args.baseline,
                           progress=not args.quiet)

@@ -74,6 +74,15 @@ def current_policy() -> DownloadPolicy:
                           hf_endpoint=os.environ.get(HF_ENDPOINT_ENV) or None)
 
 
+def add_flags(parser) -> None:
+    """--offline and --mirror, as every command that may fetch weights spells them; pass the parsed values to
+    configure()."""
+    parser.add_argument("--offline", action="store_true", help="fetch nothing; a metric whose weights are missing is "
+                        "skipped with the file, path and URL (default: $SRDISTILL_OFFLINE, else online)")
+    parser.add_argument("--mirror", metavar="URL", help="fetch https://HOST/PATH from URL/HOST/PATH instead (default: "
+                        "$SRDISTILL_MIRROR); Hugging Face files follow HF_ENDPOINT when it is set")
+
+
 def configure(offline: bool | None = None, mirror: str | None = None) -> DownloadPolicy:
     """Apply CLI choices (None keeps what the environment says) to this process and the ones it starts."""
     if offline:

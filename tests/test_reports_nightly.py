@@ -1,6 +1,7 @@
 """End to end: nights on the embedded sample through the real harness, history, comparison, plots and report."""
 
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -125,3 +126,17 @@ def test_default_suite_is_offline_sample_suite():
     assert set(suite.methods) == {"bicubic", "lanczos"}
     assert {"psnr", "ssim"} <= set(suite.metrics)
     assert len(suite.fingerprint()) == 16
+
+
+def test_download_flags_reach_the_night(tmp_path, capsys, monkeypatch):
+    # --offline is applied before the suite is read (so even a failing night has fetched nothing) ...
+    monkeypatch.delenv("SRDISTILL_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    missing = tmp_path / "missing.yaml"
+    assert main(["nightly", "--offline", "--suite", str(missing), "--history", str(tmp_path / "h")]) == 2
+    assert os.environ.get("SRDISTILL_OFFLINE") == "1" and os.environ.get("HF_HUB_OFFLINE") == "1"
+    capsys.readouterr()
+    # ... and a mirror that is not an http(s) URL is one sentence.
+    assert main(["nightly", "--mirror", "ftp://mirror.lan", "--history", str(tmp_path / "h")]) == 2
+    err = capsys.readouterr().err
+    assert "not an http(s) URL" in err and err.count("\n") == 1

@@ -44,6 +44,7 @@ from srdistill.training.export import export_student
 from srdistill.training.logging_jsonl import JsonlLog
 from srdistill.training.recipe import frozen_params
 
+from srdistill.devices import user_device
 from srdistill.errors import UserError
 
 RUN_RECORD = "config.json"   # the run record: resolved config, assumptions, stand-ins, batch sizes
@@ -85,9 +86,7 @@ class TrainSummary:
 def resolve_device(name: str, info: dd.DistInfo) -> torch.device:
     if name == "auto":
         return torch.device(f"cuda:{info.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {name!r} was asked for but CUDA is not available here; use --set device=cpu.")
+    device = user_device(name, "use --set trainer.device=cpu or another device")
     if device.type == "cuda" and device.index is None:
         device = torch.device(f"cuda:{info.local_rank}")
     return device
