@@ -376,3 +376,50 @@ def test_text_condition_file_needs_no_pooled_vector_for_bases_without_one_and_mu
     assert torch.equal(tokens, embeds) and pooled.shape == (1, 0)
     with pytest.raises(UserError, match="7680-wide"):
         text_condition(str(tmp_path), 4, 7680, 0, 0)
+
+
+def _tiny_qwen3vl_processor():
+    """transformers' Qwen3VLProcessor built offline: Qwen-VL's image processor and a word-level tokenizer holding
+    Qwen's special tokens, with a chat template of Qwen's layout (user turn, image between vision markers, then the
+    text; the assistant turn opened)."""
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, Qwen3VLProcessor
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
+    from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
+
+    special = ["<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+    words = ["[UNK]", "user", "assistant", "\n", " ", "a", "sharp", "photo", "Describe"]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words + special)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"<\|[a-z_]+\|>|\n| "), behavior="isolated")
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", additional_special_tokens=special)
+    template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% for c in m['content'] %}"
+                "{% if c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>{% else %}{{ c['text'] }}"
+                "{% endif %}{% endfor %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
+                "{% endif %}")
+    image = Qwen2VLImageProcessor(patch_size=16, merge_size=2, temporal_patch_size=2)
+    return Qwen3VLProcessor(image_processor=image, tokenizer=fast, video_processor=Qwen3VLVideoProcessor(),
+                            chat_template=template)
+
+
+def test_prompt_ids_from_a_processor_expand_to_the_processors_own_input_ids():
+    """The components-folder path: the template rendered and tokenized by the processor, split at its one image
+    placeholder, then expanded by the encoder to one image id per merged visual token, equals what the processor
+    itself gives the model for the same image."""
+    import numpy as np
+
+    from srdistill.training import components as C
+
+    proc = _tiny_qwen3vl_processor()
+    image_id = proc.image_token_id
+    prefix, suffix = C._processor_prompt_ids(proc, "Describe a sharp photo", image_id)
+    img = (np.random.default_rng(0).random((64, 96, 3)) * 255).astype(np.uint8)
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe a sharp photo"}]}]
+    text = proc.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    ref = proc(text=[text], images=[img], return_tensors="pt")
+    n = int(ref["image_grid_thw"][0].prod()) // 4
+    enc = build_recipe("strsr", CFG, "tiny", "cpu", student_only=True).cond.encoder
+    enc.prefix, enc.suffix = torch.tensor(prefix), torch.tensor(suffix)
+    enc.image_token_id = image_id
+    assert torch.equal(enc.input_ids(1, n), ref["input_ids"])
+    assert torch.equal((enc.input_ids(1, n) == image_id).int(), ref["mm_token_type_ids"].int())
+    assert 0 not in prefix + suffix                       # every template word and the prompt are real tokens
