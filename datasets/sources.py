@@ -5,13 +5,18 @@ Each entry of `SOURCES` lists the layouts a set is found in below that root (the
 the common re-packings), tried in order, with the release's image count and where it is published.
 A folder, glob or layout may hold image files and parquet files with an image column (Hugging Face's
 layout); every image file is one item and every parquet row is one. Items are listed in sorted order with
-a stable key derived from the relative path (and row).
+a stable key derived from the relative path (and row). A layout with an index (Hugging Face's imagefolder
+`metadata.jsonl`) lists its items in the release's own order, which is the order a set's `first` N counts in.
+Several named sets joined by `+` (``LSDIR+Aesthetic-4K-60k``) are one source: their union, each item named by
+its path below the data root, so keys stay unique across the sets.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import hashlib
+import json
 import logging
 import os
 import re
@@ -52,6 +57,7 @@ class SourceLayout:
     pattern: str  # glob below subdir
     describe: str
     folder: str | None = None  # regex that the first folder below subdir must match (LSDIR's 7-digit folders)
+    index: str | None = None   # a JSON-lines file below subdir naming the items (`file_name`) in the release's order
 
 
 @dataclass(frozen=True)
@@ -60,10 +66,10 @@ class NamedSource:
 
     name: str
     layouts: tuple[SourceLayout, ...]
-    images: int  # images in the full release (after `first`)
+    images: int | None  # images in the full release (after `first`); None where the release's count is not known
     published: str
     about: str
-    first: int | None = None  # keep only the first N items in sorted order (e.g. FFHQ-10k)
+    first: int | None = None  # keep only the first N items, in the index's order, else sorted order (e.g. FFHQ-10k)
 
     @property
     def layout(self) -> str:
@@ -73,6 +79,10 @@ class NamedSource:
 _DIV2K = "https://data.vision.ee.ethz.ch/cvl/DIV2K/"
 _FFHQ = "https://github.com/NVlabs/ffhq-dataset"
 _SEVEN_DIGITS = r"\d{7}"
+_AESTHETIC_4K = ("https://huggingface.co/datasets/zhang0jhon/Aesthetic-4K (e.g. `hf download zhang0jhon/Aesthetic-4K "
+                 "--repo-type dataset --include 'train/*' --local-dir DATA_ROOT/Aesthetic-4K`)")
+_AESTHETIC_TRAIN = SourceLayout("Aesthetic-4K/train", "*", "Aesthetic-4K/train/metadata.jsonl + the images its "
+                                "file_name entries name (the Hugging Face release's train split)", index="metadata.jsonl")
 
 SOURCES: dict[str, NamedSource] = {
     s.name: s
@@ -117,6 +127,11 @@ SOURCES: dict[str, NamedSource] = {
             (SourceLayout("FFHQ/images1024x1024", "*/*.png", "FFHQ/images1024x1024/00000/00000.png ... 09000/09999.png"),),
             10_000, _FFHQ, "the first 10,000 FFHQ faces, as D3SR uses", first=10_000,
         ),
+        NamedSource("Aesthetic-4K", (_AESTHETIC_TRAIN,), None, _AESTHETIC_4K,
+                    "the Aesthetic-4K train split (4K photos with GPT-4o captions, Diffusion-4K, CVPR 2025)"),
+        NamedSource("Aesthetic-4K-60k", (_AESTHETIC_TRAIN,), 60_000, _AESTHETIC_4K,
+                    "the first 60,000 Aesthetic-4K train images in metadata.jsonl's line order, as StrSR uses",
+                    first=60_000),
     )
 }
 
@@ -170,10 +185,17 @@ def source_names() -> list[str]:
     return [*SOURCES, "sample"]
 
 
+def is_named(spec: str) -> bool:
+    """A named set, "sample", or named sets joined by `+` (found under the data root rather than at a path)."""
+    names = {name.lower() for name in SOURCES}
+    return spec.lower() == "sample" or all(part.lower() in names for part in spec.split("+"))
+
+
 def describe_sources() -> str:
     """One line per named source, for --help texts."""
     lines = [f"{name}: {s.layout}" for name, s in SOURCES.items()]
     lines.append("sample: " + ", ".join(SAMPLE_PHOTOS) + " (scikit-image's bundled photos, always available)")
+    lines.append("A+B: named sets joined by + are one source, their union (e.g. LSDIR+Aesthetic-4K-60k, StrSR's data)")
     return "\n".join(lines)
 
 
@@ -184,6 +206,8 @@ def resolve_source(spec: str, data_root: str | os.PathLike | None = None) -> Sou
         source = _named_source(by_lower[spec.lower()], data_root)
     elif spec.lower() == "sample":
         source = _folder_source("sample", sample_dir())
+    elif is_named(spec):
+        source = _union_source([by_lower[part.lower()] for part in spec.split("+")], data_root)
     elif any(c in spec for c in "*?["):
         source = _glob_source(spec)
     else:
@@ -294,15 +318,21 @@ def _named_source(named: NamedSource, data_root: str | os.PathLike | None) -> So
         if not folder.is_dir():
             tried.append(f"{layout.describe}: no folder {folder}")
             continue
-        files = _layout_files(folder, layout)
-        if named.first is not None:
-            files = files[: named.first]
-        if not files:
-            tried.append(f"{layout.describe}: {folder} holds no {layout.pattern} files")
-            continue
-        source = _make_source(named.name, folder, files, [])
+        if layout.index is not None:
+            if not (folder / layout.index).is_file():
+                tried.append(f"{layout.describe}: {folder} holds no {layout.index}")
+                continue
+            source = _indexed_source(named, folder, layout.index)
+        else:
+            files = _layout_files(folder, layout)
+            if not files:
+                tried.append(f"{layout.describe}: {folder} holds no {layout.pattern} files")
+                continue
+            source = _make_source(named.name, folder, files, [])
+            if named.first is not None:
+                _keep_first(source, named.first)
         found = len(source.items())
-        if found != named.images:
+        if named.images is not None and found != named.images:
             source.notes.append(f"{named.name}: {named.images:,} images expected, found {found:,} in {folder} "
                                 f"(a partial or different copy? the release is {named.about}).")
         if not source.files:
@@ -311,6 +341,83 @@ def _named_source(named: NamedSource, data_root: str | os.PathLike | None) -> So
         return source
     raise UserError(f"source {named.name} not found under {root}: tried {'; '.join(tried)}. {named.name} is "
                     f"{named.about}, published at {named.published}; unpack it below {root} in one of these layouts.")
+
+
+def _keep_first(source: Source, n: int) -> None:
+    """Keep the first `n` items in sorted order: whole files, and the first rows of the parquet file where n ends."""
+    kept, left = [], n
+    for rel in source.files:
+        if left <= 0:
+            break
+        rows = source.tables[rel].rows if rel in source.tables else 1
+        if rel in source.tables and rows > left:
+            source.tables[rel] = dataclasses.replace(source.tables[rel], rows=left)
+        kept.append(rel)
+        left -= min(rows, left)
+    source.tables = {rel: t for rel, t in source.tables.items() if rel in kept}
+    source.files = kept
+
+
+def read_index(path: Path) -> list[str]:
+    """The `file_name` of every line of a Hugging Face imagefolder `metadata.jsonl`, in line order; UserError naming
+    the line when one is not a JSON object with a relative file_name inside the folder."""
+    names = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read {path} ({exc}); it is the list that fixes the release's image order.") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            entry = None
+        name = entry.get("file_name") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts:
+            raise UserError(f"{path} line {number} is not a JSON object with a relative file_name inside its folder "
+                            f"(the release's metadata.jsonl has one per image); re-download the file.")
+        names.append(Path(name).as_posix())
+    return names
+
+
+def _indexed_source(named: NamedSource, folder: Path, index: str) -> Source:
+    """The items `index` names, in its order; `first` counts listed entries, so a missing file never moves the cut."""
+    listed = read_index(folder / index)
+    chosen = listed[: named.first] if named.first is not None else listed
+    present, ignored = [], []
+    for rel in dict.fromkeys(chosen):
+        if not _is_source_file(rel):
+            ignored.append(Skip(rel, f"listed in {index} but not an image file name"))
+        elif not (folder / rel).is_file():
+            ignored.append(Skip(rel, f"listed in {index} but not found in {folder}"))
+        else:
+            present.append(rel)
+    source = _make_source(named.name, folder, present, ignored)
+    source.notes.append(f"{named.name}: {'the first ' if named.first is not None else ''}{len(chosen):,} of the "
+                        f"{len(listed):,} entries of {folder / index}, in its line order"
+                        + (f"; {len(ignored):,} of them not usable (listed in manifest.json)" if ignored else ""))
+    return source
+
+
+def _union_source(named: list[NamedSource], data_root: str | os.PathLike | None) -> Source:
+    """Named sets as one source rooted at the data root: item paths are relative to it, so keys stay unique."""
+    if len({n.name for n in named}) != len(named):
+        raise UserError(f"source {'+'.join(n.name for n in named)} names the same data set twice; name each once.")
+    parts = [_named_source(n, data_root) for n in named]
+    root = Path(os.path.commonpath([str(p.root) for p in parts]))
+    files, tables, ignored, notes = [], {}, [], []
+    for part in parts:
+        prefix = part.root.relative_to(root).as_posix()
+        files += [f"{prefix}/{rel}" for rel in part.files]
+        tables |= {f"{prefix}/{rel}": t for rel, t in part.tables.items()}
+        ignored += [Skip(f"{prefix}/{s.source_path}", s.reason) for s in part.ignored]
+        notes += part.notes
+    if len(set(files)) != len(files):
+        raise UserError(f"sources {' and '.join(n.name for n in named)} hold the same files under {root}; "
+                        f"join sets that do not overlap.")
+    return Source("+".join(n.name for n in named), root, sorted(files), sorted(ignored, key=lambda s: s.source_path),
+                  notes, tables)
 
 
 def _folder_source(name: str, folder: Path) -> Source:

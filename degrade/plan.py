@@ -13,7 +13,7 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 
-from srdistill.datasets.sources import DATA_ROOT_ENV, SOURCES, Skip, SourceItem, resolve_source
+from srdistill.datasets.sources import DATA_ROOT_ENV, Skip, SourceItem, is_named, resolve_source
 from srdistill.degrade.manifest import build_id
 from srdistill.degrade.providers import CropPolicy, HRProvider, SourceImage
 from srdistill.degrade.shards import SCHEMA_VERSION, shard_name
@@ -130,7 +130,7 @@ def _source_image(item: SourceItem, policy: CropPolicy, max_pixels: int) -> Sour
 
 def _resolve_args(src: str, data_root: str | None, limit: int | None) -> dict:
     """`src`, data root and limit, with paths made absolute, so `degrade verify` can list the source again."""
-    named = src.lower() in {n.lower() for n in SOURCES} or src.lower() == "sample"
+    named = is_named(src)
     root = data_root or os.environ.get(DATA_ROOT_ENV)
     return {"src": src if named else os.path.abspath(os.path.expanduser(src)),
             "data_root": os.path.abspath(os.path.expanduser(root)) if named and root else None, "limit": limit}

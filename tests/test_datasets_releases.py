@@ -6,6 +6,8 @@ except StableSR's crop sets, whose 512x512 HR / 128x128 LR sizes are part of wha
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 from pathlib import Path
@@ -19,7 +21,7 @@ from helpers.images import save, smooth_image
 from srdistill.datasets.benchmarks import LAYOUTS, Benchmark, MissingBenchmark, load_benchmark, resolve_benchmarks
 from srdistill.datasets.images import encode_png, read_rgb
 from srdistill.datasets.parquet import read_parquet_image
-from srdistill.datasets.sources import resolve_source
+from srdistill.datasets.sources import SOURCES, resolve_source
 from srdistill.errors import UserError
 
 HR, LR = smooth_image(16, 16, 1), smooth_image(4, 4, 2)
@@ -247,3 +249,112 @@ def test_missing_source_names_every_layout_tried_and_where_it_is_published(tmp_p
     assert f"{tmp_path / 'LSDIR/HR/train'} holds no */*.png files" in msg
     assert f"no folder {tmp_path / 'LSDIR/data'}" in msg and "parquet" in msg
     assert "https://ofsoundof.github.io/lsdir-data/" in msg
+
+
+# ---- Aesthetic-4K (StrSR's second source) and joined sources ----
+
+# The release's train split as `hf download zhang0jhon/Aesthetic-4K --repo-type dataset` lays it out: an imagefolder
+# whose metadata.jsonl names each image (file_name, with its GPT-4o caption as text); eval/ is beside it.
+A4K_LISTED = ["e.jpg", "b.jpg", "d.jpg", "a.jpg", "c.jpg"]   # the line order is not the sorted order
+
+
+def aesthetic_4k(root: Path, names: list[str] = A4K_LISTED, present: list[str] | None = None) -> Path:
+    train = root / "Aesthetic-4K/train"
+    put(root, [f"Aesthetic-4K/train/{n}" for n in (names if present is None else present)], HR)
+    put(root, ["Aesthetic-4K/eval/size_2048/x.jpg"], HR)
+    lines = [json.dumps({"file_name": n, "text": f"caption of {n}"}) for n in names]
+    (train / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    return train
+
+
+def test_aesthetic_4k_lists_the_release_in_metadata_order(tmp_path):
+    train = aesthetic_4k(tmp_path)
+    src = resolve_source("Aesthetic-4K", tmp_path)
+    assert src.root == train and sorted(i.rel for i in src.items()) == sorted(A4K_LISTED)   # eval/ is not train
+    assert src.notes == [f"Aesthetic-4K: 5 of the 5 entries of {train / 'metadata.jsonl'}, in its line order"]
+
+
+def test_aesthetic_4k_60k_takes_the_first_entries_of_metadata_jsonl_not_of_the_sorted_names(tmp_path, monkeypatch):
+    assert SOURCES["Aesthetic-4K-60k"].first == 60_000 and SOURCES["Aesthetic-4K-60k"].images == 60_000
+    aesthetic_4k(tmp_path)
+    monkeypatch.setitem(SOURCES, "Aesthetic-4K-60k", dataclasses.replace(SOURCES["Aesthetic-4K-60k"], first=3, images=3))
+    src = resolve_source("aesthetic-4k-60k", tmp_path)
+    assert [i.rel for i in src.items()] == ["b.jpg", "d.jpg", "e.jpg"]   # lines 1-3, listed sorted; sorted would be a-c
+    assert src.notes[0].startswith("Aesthetic-4K-60k: the first 3 of the 5 entries of ")
+
+
+def test_aesthetic_4k_60k_on_a_smaller_copy_says_the_count(tmp_path, caplog):
+    aesthetic_4k(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        src = resolve_source("Aesthetic-4K-60k", tmp_path)
+    assert len(src.items()) == 5 and "Aesthetic-4K-60k: 60,000 images expected, found 5" in caplog.text
+
+
+def test_a_listed_image_that_is_missing_is_recorded_and_does_not_move_the_cut(tmp_path, monkeypatch):
+    aesthetic_4k(tmp_path, present=["e.jpg", "d.jpg", "a.jpg", "c.jpg"])   # b.jpg (line 2) absent
+    monkeypatch.setitem(SOURCES, "Aesthetic-4K-60k", dataclasses.replace(SOURCES["Aesthetic-4K-60k"], first=3, images=3))
+    src = resolve_source("Aesthetic-4K-60k", tmp_path)
+    assert [i.rel for i in src.items()] == ["d.jpg", "e.jpg"]
+    assert [(s.source_path, "not found" in s.reason) for s in src.skipped()] == [("b.jpg", True)]
+    assert "1 of them not usable" in src.notes[0]
+
+
+def test_aesthetic_4k_without_its_metadata_jsonl_is_one_sentence_with_how_to_get_it(tmp_path):
+    put(tmp_path, ["Aesthetic-4K/train/a.jpg"], HR)
+    with pytest.raises(UserError) as err:
+        resolve_source("Aesthetic-4K-60k", tmp_path)
+    msg = str(err.value)
+    assert f"{tmp_path / 'Aesthetic-4K/train'} holds no metadata.jsonl" in msg
+    assert "hf download zhang0jhon/Aesthetic-4K --repo-type dataset" in msg and msg.count(". ") <= 2
+    with pytest.raises(UserError, match=r"no folder .*Aesthetic-4K/train"):
+        resolve_source("Aesthetic-4K", tmp_path / "elsewhere")
+
+
+def test_a_bad_metadata_line_names_the_file_and_line(tmp_path):
+    train = aesthetic_4k(tmp_path)
+    (train / "metadata.jsonl").write_text('{"file_name": "a.jpg"}\n{"text": "no file"}\n')
+    with pytest.raises(UserError, match=r"metadata.jsonl line 2 is not a JSON object with a relative file_name"):
+        resolve_source("Aesthetic-4K", tmp_path)
+    (train / "metadata.jsonl").write_text('{"file_name": "../../LSDIR/x.png"}\n')
+    with pytest.raises(UserError, match="line 1"):
+        resolve_source("Aesthetic-4K", tmp_path)
+
+
+def test_joined_sources_are_one_source_with_keys_unique_across_the_sets(tmp_path, monkeypatch):
+    put(tmp_path, lsdir_rels("LSDIR/HR/train/"), HR)
+    aesthetic_4k(tmp_path)
+    monkeypatch.setitem(SOURCES, "Aesthetic-4K-60k", dataclasses.replace(SOURCES["Aesthetic-4K-60k"], first=2, images=2))
+    src = resolve_source("LSDIR+Aesthetic-4K-60k", tmp_path)
+    assert src.name == "LSDIR+Aesthetic-4K-60k" and src.root == tmp_path
+    assert [i.rel for i in src.items()] == ["Aesthetic-4K/train/b.jpg", "Aesthetic-4K/train/e.jpg",
+                                            "LSDIR/HR/train/0001000/0000001.png", "LSDIR/HR/train/0001000/0000002.png",
+                                            "LSDIR/HR/train/0002000/0001001.png"]
+    assert all(Path(i.path).is_file() and i.path == str(tmp_path / i.rel) for i in src.items())
+    assert len({i.key for i in src.items()}) == 5
+    assert any(n.startswith("LSDIR: 84,991 images expected") for n in src.notes)
+    assert any(n.startswith("Aesthetic-4K-60k: the first 2") for n in src.notes)
+    with pytest.raises(UserError, match="names the same data set twice"):
+        resolve_source("LSDIR+lsdir", tmp_path)
+
+
+def test_a_joined_build_plan_records_both_sets_and_how_to_list_them_again(tmp_path, monkeypatch):
+    from srdistill.degrade.plan import make_plan
+    from srdistill.degrade.spec import load_spec
+
+    put(tmp_path / "data", lsdir_rels("LSDIR/HR/train/"), HR)
+    aesthetic_4k(tmp_path / "data")
+    plan = make_plan("LSDIR+Aesthetic-4K-60k", load_spec("bicubic"), crop=16, crops_per_image=1, shard_samples=4,
+                     seed=0, limit=None, data_root=str(tmp_path / "data"), split="train", max_pixels=2**26)
+    assert plan.identity["source"] == "LSDIR+Aesthetic-4K-60k" and plan.images == 8
+    assert plan.source_resolve == {"src": "LSDIR+Aesthetic-4K-60k", "data_root": str(tmp_path / "data"), "limit": None}
+    assert any("in its line order" in n for n in plan.source_notes)
+
+
+def test_first_n_of_a_parquet_layout_counts_rows(tmp_path, monkeypatch):
+    imgs = [smooth_image(16, 16, seed=20 + i) for i in range(5)]
+    write_parquet(tmp_path / "LSDIR/data/train-00000-of-00195.parquet", imgs[:3])
+    write_parquet(tmp_path / "LSDIR/data/train-00001-of-00195.parquet", imgs[3:])
+    monkeypatch.setitem(SOURCES, "LSDIR", dataclasses.replace(SOURCES["LSDIR"], first=4))
+    items = resolve_source("LSDIR", tmp_path).items()
+    assert [i.rel for i in items] == ["train-00000-of-00195.parquet#0", "train-00000-of-00195.parquet#1",
+                                      "train-00000-of-00195.parquet#2", "train-00001-of-00195.parquet#0"]

@@ -256,12 +256,13 @@ def test_student_only_build_has_no_teacher_discriminator_or_loss_network_and_the
 def test_paper_sized_components_fit_together_at_512px(name):
     """Every role at paper shapes (SD 2.1, SDXL, Z-Image-Turbo, ResShift, CLIP-ConvNeXt-XXL) with the paper's
     settings, on the meta device (shapes only, no memory): losses and the student run on a 512 px HR crop.
-    Qwen3-VL's vision tower cannot run on the meta device, so StrSR runs with the CLIP stand-in and the Qwen3-VL
-    tower is checked to feed Z-Image's caption width."""
+    Qwen3-VL cannot run on the meta device (its vision tower reads the patch grid's values), so StrSR runs with the
+    CLIP stand-in and Qwen3-VL-4B is checked to be built whole, its language model's width feeding f_adapt."""
     with torch.device("meta"):
         if name == "strsr":
-            vision = C.build_vlm_vision("sd21")
-            assert vision.width == C.preset_config("sd21", "dit_zimage")["cap_feat_dim"] == 2560
+            vlm = C.build_vlm("sd21", "a prompt")
+            assert vlm.width == vlm.model.config.text_config.hidden_size == 2560
+            assert len(vlm.model.language_model.layers) == 36
         recipe = RECIPES[name]({"semantic_encoder": "clip"} if name == "strsr" else {}, "sd21")
         for module in recipe.modules():  # pyiqa builds a few buffers on the CPU whatever the default device
             if type(module).__name__ in ("LPIPS", "DISTS"):

@@ -61,10 +61,11 @@ def _flux2_velocity(dit, z, t, tokens):
 
 
 def _predict(r, lr, t1):
-    """Eq. 5-6 and the Euler step of Eq. 2-3 from t1 to 0, through each base's diffusers transformer."""
+    """Eq. 5-6 and the Euler step of Eq. 2-3 from t1 to 0, through each base's diffusers transformer; E_VLM reads
+    the LR image itself (StrSR's released code feeds Qwen3-VL the low-resolution input), the VAE its x4 upsampling."""
     vae = r.codec.vae
     up = F.interpolate(lr, scale_factor=4, mode="bicubic", align_corners=False).clamp(0, 1)
-    tokens, pooled = r.cond(up)
+    tokens, pooled = r.cond(lr)
     if r.cfg["base"] == "flux2":  # flow time in [0, 1] (1 = noise), predicts noise - data = dz/dt
         z_lr = _flux2_latent(vae, up)
         z0 = z_lr - t1 * _flux2_velocity(r.dit, z_lr, t1, tokens)
@@ -143,21 +144,101 @@ def test_condition_ablations_vlm_text_and_none(recipe):
         build_recipe("strsr", {**CFG, "base": "flux1"}, "tiny", "cpu")
 
 
-def test_qwen3vl_encoder_cuts_patches_as_qwen_vl_image_processor_and_feeds_one_token_per_visual_token():
+def _qwen_inputs(x, prefix, suffix, image_token):
+    """What Qwen3-VL's processor hands the model for images already at a size its rule keeps: the image
+    processor's patches and grid, and the template's ids with the one image placeholder expanded to one id per
+    merged visual token (grid / 2x2)."""
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
-    from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLVisionModel
 
-    r = build_recipe("strsr", CFG, "tiny", "cpu", student_only=True)
-    enc = r.cond.encoder
-    assert isinstance(enc.vision, Qwen3VLVisionModel)
-    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(6))
     proc = Qwen2VLImageProcessor(patch_size=16, merge_size=2, temporal_patch_size=2, do_resize=False, do_rescale=False,
                                  image_mean=[0.5] * 3, image_std=[0.5] * 3)
     ref = proc(images=[im.permute(1, 2, 0).numpy() for im in x], return_tensors="pt")
+    n = int(ref["image_grid_thw"][0].prod()) // 4
+    ids = torch.tensor([prefix + [image_token] * n + suffix] * x.shape[0])
+    return ref, ids
+
+
+def test_vlm_encoder_is_qwen3vl_whole_and_cuts_patches_as_its_image_processor():
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+    from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLModel
+
+    r = build_recipe("strsr", CFG, "tiny", "cpu", student_only=True)
+    enc = r.cond.encoder
+    assert isinstance(enc.model, Qwen3VLModel) and enc.tokens == "text"
+    for h, w in [(8, 8), (32, 64), (48, 80), (200, 30), (100, 100)]:
+        assert enc.size(h, w) == smart_resize(h, w, factor=32, min_pixels=32 * 32, max_pixels=64 * 64), (h, w)
+    x = torch.rand(2, 3, 32, 64, generator=torch.Generator().manual_seed(6))   # h != w: a swapped axis shows
+    ref, _ = _qwen_inputs(x, [], [], 0)
     pixels, grid = enc.patches(x)
     assert torch.allclose(pixels, ref["pixel_values"], atol=1e-5) and torch.equal(grid, ref["image_grid_thw"])
-    tokens, _ = r.cond(x)
-    assert tokens.shape == (2, (64 // 32) ** 2, r.dit.config.cap_feat_dim)
+
+
+def test_z_vlm_is_the_language_models_last_hidden_states_at_the_non_image_positions_then_f_adapt():
+    r = build_recipe("strsr", CFG, "tiny", "cpu", student_only=True)
+    enc, cond = r.cond.encoder, r.cond
+    x = torch.rand(2, 3, 32, 64, generator=torch.Generator().manual_seed(7))
+    prefix, suffix = enc.prefix.tolist(), enc.suffix.tolist()
+    image_token = enc.model.config.image_token_id
+    assert prefix[-1] == enc.model.config.vision_start_token_id and suffix[0] == enc.model.config.vision_end_token_id
+    ref, ids = _qwen_inputs(x, prefix, suffix, image_token)
+    with torch.no_grad():
+        hidden = enc.model(input_ids=ids, pixel_values=ref["pixel_values"], image_grid_thw=ref["image_grid_thw"],
+                           attention_mask=torch.ones_like(ids), mm_token_type_ids=(ids == image_token).int()
+                           ).last_hidden_state
+        keep = [i for i, t in enumerate(ids[0].tolist()) if t != image_token]   # template + prompt, in order
+        want_feats = hidden[:, keep]
+        lin1, lin2 = cond.mlp[0], cond.mlp[2]
+        want = F.linear(F.silu(F.linear(want_feats, lin1.weight, lin1.bias)), lin2.weight, lin2.bias)
+        tokens, pooled = cond(x)
+    assert want_feats.shape == (2, len(prefix) + len(suffix), enc.model.config.text_config.hidden_size)
+    assert torch.allclose(enc(x), want_feats, atol=1e-5) and torch.allclose(tokens, want, atol=1e-5)
+    assert pooled.numel() == 0                                          # Z-Image takes no pooled vector
+    assert lin1.out_features == r.dit.config.cap_feat_dim // 2            # the released projector's D / 2
+
+
+def test_z_vlm_depends_on_the_lr_image_the_prompt_and_the_language_model():
+    r = build_recipe("strsr", CFG, "tiny", "cpu", student_only=True)
+    enc = r.cond.encoder
+    lr, _ = lr_hr_batch(3)
+    with torch.no_grad():
+        base = enc(lr)
+        assert not torch.allclose(enc(lr.flip(-1)), base, atol=1e-4)    # the image reaches the tokens
+        other = build_recipe("strsr", {**CFG, "vlm_prompt": "a photo"}, "tiny", "cpu", student_only=True).cond.encoder
+        other.model.load_state_dict(enc.model.state_dict())
+        assert other(lr).shape[1] != base.shape[1] or not torch.allclose(other(lr), base)
+        enc.model.language_model.layers[-1].mlp.down_proj.weight.mul_(3.0)   # the language model is run
+        assert not torch.allclose(enc(lr), base, atol=1e-4)
+
+
+def test_vlm_is_frozen_and_only_f_adapt_learns_at_each_bases_context_width():
+    for base, width in [("zimage", "cap_feat_dim"), ("flux2", "joint_attention_dim"), ("sd3", "joint_attention_dim")]:
+        r = build_recipe("strsr", {**CFG, "base": base}, "tiny", "cpu", student_only=True)
+        enc = r.cond.encoder
+        assert not any(p.requires_grad for p in enc.parameters()) and not enc.training
+        mlp = {id(p) for p in r.cond.mlp.parameters()}
+        assert mlp <= {id(p) for p in r.generator_parameters()}
+        assert not {id(p) for p in enc.parameters()} & {id(p) for p in r.generator_parameters()}
+        lr, _ = lr_hr_batch(4)
+        tokens, _ = r.student().condition(lr)
+        assert tokens.shape[-1] == getattr(r.dit.config, width)
+        tokens.square().mean().backward()
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in r.cond.mlp.parameters())
+
+
+def test_vision_tower_ablation_skips_the_language_model():
+    r = build_recipe("strsr", {**CFG, "semantic_encoder": "qwen3vl_vision"}, "tiny", "cpu", student_only=True)
+    enc = r.cond.encoder
+    x = torch.rand(2, 3, 32, 64, generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        pixels, grid = enc.patches(x)
+        want = enc.model.visual(pixels, grid_thw=grid).pooler_output.view(2, -1, enc.width)
+        got = enc(x)
+        enc.model.language_model.layers[-1].mlp.down_proj.weight.mul_(3.0)
+        assert torch.equal(enc(x), got)
+    assert got.shape == (2, (32 // 32) * (64 // 32), enc.model.config.vision_config.out_hidden_size)
+    assert torch.allclose(got, want, atol=1e-6)
+    with pytest.raises(Exception, match="semantic_encoder must be qwen3vl"):
+        build_recipe("strsr", {**CFG, "semantic_encoder": "qwen2vl"}, "tiny", "cpu")
 
 
 def test_zimage_base_is_diffusers_z_image_transformer():
@@ -295,3 +376,50 @@ def test_text_condition_file_needs_no_pooled_vector_for_bases_without_one_and_mu
     assert torch.equal(tokens, embeds) and pooled.shape == (1, 0)
     with pytest.raises(UserError, match="7680-wide"):
         text_condition(str(tmp_path), 4, 7680, 0, 0)
+
+
+def _tiny_qwen3vl_processor():
+    """transformers' Qwen3VLProcessor built offline: Qwen-VL's image processor and a word-level tokenizer holding
+    Qwen's special tokens, with a chat template of Qwen's layout (user turn, image between vision markers, then the
+    text; the assistant turn opened)."""
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, Qwen3VLProcessor
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
+    from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
+
+    special = ["<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+    words = ["[UNK]", "user", "assistant", "\n", " ", "a", "sharp", "photo", "Describe"]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words + special)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"<\|[a-z_]+\|>|\n| "), behavior="isolated")
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", additional_special_tokens=special)
+    template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% for c in m['content'] %}"
+                "{% if c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>{% else %}{{ c['text'] }}"
+                "{% endif %}{% endfor %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
+                "{% endif %}")
+    image = Qwen2VLImageProcessor(patch_size=16, merge_size=2, temporal_patch_size=2)
+    return Qwen3VLProcessor(image_processor=image, tokenizer=fast, video_processor=Qwen3VLVideoProcessor(),
+                            chat_template=template)
+
+
+def test_prompt_ids_from_a_processor_expand_to_the_processors_own_input_ids():
+    """The components-folder path: the template rendered and tokenized by the processor, split at its one image
+    placeholder, then expanded by the encoder to one image id per merged visual token, equals what the processor
+    itself gives the model for the same image."""
+    import numpy as np
+
+    from srdistill.training import components as C
+
+    proc = _tiny_qwen3vl_processor()
+    image_id = proc.image_token_id
+    prefix, suffix = C._processor_prompt_ids(proc, "Describe a sharp photo", image_id)
+    img = (np.random.default_rng(0).random((64, 96, 3)) * 255).astype(np.uint8)
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe a sharp photo"}]}]
+    text = proc.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    ref = proc(text=[text], images=[img], return_tensors="pt")
+    n = int(ref["image_grid_thw"][0].prod()) // 4
+    enc = build_recipe("strsr", CFG, "tiny", "cpu", student_only=True).cond.encoder
+    enc.prefix, enc.suffix = torch.tensor(prefix), torch.tensor(suffix)
+    enc.image_token_id = image_id
+    assert torch.equal(enc.input_ids(1, n), ref["input_ids"])
+    assert torch.equal((enc.input_ids(1, n) == image_id).int(), ref["mm_token_type_ids"].int())
+    assert 0 not in prefix + suffix                       # every template word and the prompt are real tokens

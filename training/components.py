@@ -10,7 +10,7 @@ laid out as::
     FOLDER/transformer/ (+ FOLDER/transformer_vae/)          StrSR's DiT (Z-Image, FLUX.2 [klein] or SD3) and its VAE
     FOLDER/text_condition.safetensors                        StrSR's "w/o VLM" text embedding (prompt_embeds, pooled_prompt_embeds)
     FOLDER/disc_unet/                                        SDXL 1.0-base UNet for D3SR's discriminator
-    FOLDER/vlm/                                              Qwen3-VL-4B-Instruct (StrSR's semantic encoder; vision tower used)
+    FOLDER/vlm/                                              Qwen3-VL-4B-Instruct with its processor files (StrSR's E_VLM)
     FOLDER/resshift/  resshift_realsrx4_s15_v1.pth, autoencoder_vq_f4.pth    ResShift's released files, as named there
     FOLDER/clip_convnext/  FOLDER/clip/                      open_clip ``local-dir:`` folders
     FOLDER/pyiqa/   LPIPS_v0.1_{alex,vgg}-*.pth, DISTS_weights-*.pth, torchvision vgg16-*.pth / alexnet-*.pth
@@ -65,7 +65,7 @@ PRESETS: dict[str, dict[str, dict]] = {
                 "num_attention_heads": 2, "joint_attention_dim": 32, "caption_projection_dim": 16,
                 "pooled_projection_dim": 16, "pos_embed_max_size": 32, "patch_size": 2},
         "dit_zimage": {"in_channels": 4, "dim": 32, "n_layers": 2, "n_refiner_layers": 1, "n_heads": 2, "n_kv_heads": 2,
-                       "cap_feat_dim": 32, "axes_dims": [4, 6, 6], "axes_lens": [64, 32, 32]},
+                       "cap_feat_dim": 32, "axes_dims": [4, 6, 6], "axes_lens": [256, 32, 32]},
         # FLUX.2 [klein]'s layout in miniature: 4 latent channels, 2x2-patchified to the DiT's 16 input channels.
         "dit_flux2": {"patch_size": 1, "in_channels": 16, "num_layers": 1, "num_single_layers": 1,
                       "attention_head_dim": 8, "num_attention_heads": 2, "joint_attention_dim": 32,
@@ -73,9 +73,17 @@ PRESETS: dict[str, dict[str, dict]] = {
         "vae_flux2": {**_SD_VAE, "block_out_channels": (8, 16, 16, 16), "layers_per_block": 1, "norm_num_groups": 8,
                       "latent_channels": 4, "sample_size": 64, "patch_size": (2, 2)},
         "text_context": {"tokens": 8},
-        "vlm": {"image_size": 64, "vision": {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2,
-                                             "out_hidden_size": 48, "num_position_embeddings": 16,
-                                             "deepstack_visual_indexes": []}},
+        # Qwen3-VL in miniature: a 2-block vision tower (one deepstack layer) feeding a 2-layer language model with
+        # interleaved M-RoPE; special ids inside the tiny vocabulary.
+        "vlm": {"vision": {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": 32,
+                           "num_position_embeddings": 16, "deepstack_visual_indexes": [0]},
+                "text": {"vocab_size": 64, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                         "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 16,
+                         "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 2, 2],
+                                             "mrope_interleaved": True}},
+                "ids": {"image_token_id": 60, "video_token_id": 61, "vision_start_token_id": 58, "vision_end_token_id": 59},
+                "template": {"im_start": 1, "user": 2, "newline": 3, "im_end": 4, "assistant": 5},
+                "min_pixels": 32 * 32, "max_pixels": 64 * 64},
         "clip_vit": {"embed_dim": 32, "vision": {"layers": 2, "width": 64, "head_width": 32, "patch_size": 16,
                                                  "image_size": 64}},
         "clip_convnext": {"embed_dim": 32, "vision": {"timm_model_name": "convnext_atto", "timm_model_pretrained": False,
@@ -112,10 +120,20 @@ PRESETS: dict[str, dict[str, dict]] = {
                       "norm_num_groups": 32, "latent_channels": 32, "sample_size": 1024, "patch_size": (2, 2),
                       "batch_norm_eps": 1e-4},
         "text_context": {"tokens": 77},
-        # Qwen3-VL-4B-Instruct's vision tower (its merger projects to the 2560-wide language model).
-        "vlm": {"image_size": 448, "vision": {"depth": 24, "hidden_size": 1024, "intermediate_size": 4096,
-                                              "num_heads": 16, "out_hidden_size": 2560, "num_position_embeddings": 2304,
-                                              "deepstack_visual_indexes": [5, 11, 17]}},
+        # Qwen3-VL-4B-Instruct: its vision tower (merger to 2560) and its 36-layer, 2560-wide language model; the
+        # processor's pixel bounds (256^2 to 4096^2); Qwen's special ids (the template ids only shape the sequence:
+        # a folder's tokenizer gives the real ones).
+        "vlm": {"vision": {"depth": 24, "hidden_size": 1024, "intermediate_size": 4096, "num_heads": 16,
+                           "out_hidden_size": 2560, "num_position_embeddings": 2304, "deepstack_visual_indexes": [5, 11, 17]},
+                "text": {"vocab_size": 151936, "hidden_size": 2560, "intermediate_size": 9728, "num_hidden_layers": 36,
+                         "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128,
+                         "max_position_embeddings": 262144,
+                         "rope_parameters": {"rope_type": "default", "rope_theta": 5000000.0, "mrope_section": [24, 20, 20],
+                                             "mrope_interleaved": True}},
+                "ids": {"image_token_id": 151655, "video_token_id": 151656, "vision_start_token_id": 151652,
+                        "vision_end_token_id": 151653},
+                "template": {"im_start": 151644, "user": 872, "newline": 198, "im_end": 151645, "assistant": 77091},
+                "min_pixels": 256 * 256, "max_pixels": 4096 * 4096},
         "clip_vit": {"embed_dim": 768, "vision": {"layers": 24, "width": 1024, "head_width": 64, "patch_size": 14,
                                                   "image_size": 224}},
         "clip_convnext": {"embed_dim": 1024, "vision": {"timm_model_name": "convnext_xxlarge",
@@ -444,51 +462,134 @@ def build_open_clip(components: str, kind: str) -> nn.Module:
     return frozen(CLIP(embed_dim=cfg["embed_dim"], vision_cfg=CLIPVisionCfg(**cfg["vision"]), text_cfg=text))
 
 
-class QwenVLVision(nn.Module):
-    """Qwen3-VL's vision tower (transformers' Qwen3VLVisionModel) as an image encoder: [0,1] images, resized to
-    ``image_size``, normalised and cut into patches the way Qwen-VL's image processor does, to the merged visual
-    tokens the language model would read, [B, N, out_hidden_size]. The language model itself is not run."""
+def qwen_smart_size(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    """Qwen-VL's image processor size rule (smart_resize): each side rounded to a multiple of ``factor``
+    (patch x merge), then scaled, keeping the aspect ratio, into [min_pixels, max_pixels]."""
+    import math
 
-    MEAN = STD = 0.5   # Qwen3-VL's preprocessor
+    h, w = max(factor, round(height / factor) * factor), max(factor, round(width / factor) * factor)
+    if h * w > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        h, w = max(factor, math.floor(height / beta / factor) * factor), max(factor, math.floor(width / beta / factor) * factor)
+    elif h * w < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h, w = math.ceil(height * beta / factor) * factor, math.ceil(width * beta / factor) * factor
+    return h, w
 
-    def __init__(self, vision: nn.Module, image_size: int):
+
+class QwenVLEncoder(nn.Module):
+    """E_VLM of StrSR's Eq. 5: Qwen3-VL (transformers' Qwen3VLModel, frozen) reading the LR image and a fixed
+    prompt in its chat template, as the processor lays them out: the image resized by Qwen-VL's size rule, cut
+    into the vision tower's patches, its merged visual tokens placed at the ``<|image_pad|>`` positions of
+    ``prefix + [image_token] * N + suffix`` (the template up to ``<|vision_start|>``, then from
+    ``<|vision_end|>``: the prompt and the assistant turn's opening). ``tokens``:
+
+    - ``"text"``: the language model's last hidden states at every non-image position, [B, L, hidden] (what
+      StrSR's released code feeds its projector; behind the image they attend to it);
+    - ``"vision"``: the vision tower's merged tokens alone, [B, N, out_hidden] (no language model: an ablation).
+    """
+
+    def __init__(self, model: nn.Module, prefix: list[int], suffix: list[int], *, min_pixels: int, max_pixels: int,
+                 mean: float = 0.5, std: float = 0.5, tokens: str = "text"):
         super().__init__()
-        self.vision, self.image_size = vision, int(image_size)
-        cfg = vision.config
-        self.patch, self.merge, self.temporal = cfg.patch_size, cfg.spatial_merge_size, cfg.temporal_patch_size
-        self.width = cfg.out_hidden_size
+        if tokens not in ("text", "vision"):
+            raise UserError(f"the Qwen3-VL encoder returns text or vision tokens, not {tokens!r}")
+        self.model, self.tokens = model, tokens
+        vis = model.config.vision_config
+        self.patch, self.merge, self.temporal = vis.patch_size, vis.spatial_merge_size, vis.temporal_patch_size
+        self.image_token_id = model.config.image_token_id
+        self.min_pixels, self.max_pixels, self.mean, self.std = int(min_pixels), int(max_pixels), mean, std
+        self.register_buffer("prefix", torch.tensor(prefix, dtype=torch.long), persistent=False)
+        self.register_buffer("suffix", torch.tensor(suffix, dtype=torch.long), persistent=False)
+        self.width = model.config.text_config.hidden_size if tokens == "text" else vis.out_hidden_size
+
+    def size(self, height: int, width: int) -> tuple[int, int]:
+        return qwen_smart_size(height, width, self.patch * self.merge, self.min_pixels, self.max_pixels)
 
     def patches(self, x01: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Flattened patches [B * h * w, C * T * p * p] and grid_thw [B, 3], in the image processor's order."""
-        size = self.image_size
-        x = torch.nn.functional.interpolate(x01, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
-        x = (x - self.MEAN) / self.STD
+        hh, ww = self.size(x01.shape[-2], x01.shape[-1])
+        x = x01
+        if (hh, ww) != tuple(x01.shape[-2:]):   # the processor's bicubic resize (PIL's is antialiased too)
+            x = torch.nn.functional.interpolate(x01, size=(hh, ww), mode="bicubic", align_corners=False,
+                                                antialias=True).clamp(0, 1)
+        x = (x - self.mean) / self.std
         b, c, p, m, t = x.shape[0], x.shape[1], self.patch, self.merge, self.temporal
-        gh = gw = size // p
-        x = x.unsqueeze(1).expand(b, t, c, size, size)   # a still image repeats over the temporal patch
+        gh, gw = hh // p, ww // p
+        x = x.unsqueeze(1).expand(b, t, c, hh, ww)   # a still image repeats over the temporal patch
         x = x.reshape(b, 1, t, c, gh // m, m, p, gw // m, m, p).permute(0, 1, 4, 7, 5, 8, 3, 2, 6, 9)
         grid = torch.tensor([[1, gh, gw]] * b, device=x.device)
         return x.reshape(b * gh * gw, c * t * p * p), grid
 
+    def input_ids(self, batch: int, image_tokens: int) -> torch.Tensor:
+        """The processor's expansion of the one ``<|image_pad|>`` into one token per merged visual token."""
+        image = self.prefix.new_full((image_tokens,), self.image_token_id)
+        return torch.cat([self.prefix, image, self.suffix]).expand(batch, -1)
+
     def forward(self, x01: torch.Tensor) -> torch.Tensor:
         pixels, grid = self.patches(x01)
-        merged = self.vision(pixels.to(next(self.vision.parameters()).dtype), grid).pooler_output
-        return merged.view(x01.shape[0], -1, self.width)
+        pixels = pixels.to(next(self.model.parameters()).dtype)
+        b = x01.shape[0]
+        if self.tokens == "vision":
+            return self.model.visual(pixels, grid_thw=grid).pooler_output.view(b, -1, self.width)
+        ids = self.input_ids(b, int(grid[0].prod()) // self.merge ** 2)
+        image = ids == self.image_token_id
+        out = self.model(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=pixels, image_grid_thw=grid,
+                         mm_token_type_ids=image.int()).last_hidden_state
+        return out[~image].view(b, -1, self.width)
 
 
-def build_vlm_vision(components: str) -> QwenVLVision:
-    """Qwen3-VL's vision tower: FOLDER/vlm/ (a Qwen3-VL checkpoint; only its vision tower is kept) or a preset."""
-    from transformers import Qwen3VLVisionConfig
-    from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLModel, Qwen3VLVisionModel
+def _preset_prompt_ids(preset: dict, prompt: str) -> tuple[list[int], list[int]]:
+    """Presets have no tokenizer: the chat template's structure from fixed ids, and one id per word of the prompt
+    (its CRC-32 folded into the ids below the special ones), so a different prompt gives different tokens."""
+    import zlib
+
+    t, ids = preset["template"], preset["ids"]
+    low = min(ids.values())
+    words = [len(t) + 1 + zlib.crc32(w.encode()) % (low - len(t) - 1) for w in prompt.split()]
+    prefix = [t["im_start"], t["user"], t["newline"], ids["vision_start_token_id"]]
+    suffix = [ids["vision_end_token_id"], *words, t["im_end"], t["newline"], t["im_start"], t["assistant"], t["newline"]]
+    return prefix, suffix
+
+
+def _processor_prompt_ids(processor, prompt: str, image_token_id: int) -> tuple[list[int], list[int]]:
+    """The real chat template: the processor's rendering of one user turn (an image, then the prompt) with the
+    assistant turn opened, tokenized; split around its one image placeholder."""
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+    text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    ids = list(processor.tokenizer(text, add_special_tokens=False)["input_ids"])
+    if ids.count(image_token_id) != 1:
+        raise UserError(f"Qwen3-VL's chat template gave {ids.count(image_token_id)} image placeholders for one image; "
+                        f"is vlm/ a Qwen3-VL checkpoint with its processor files?")
+    k = ids.index(image_token_id)
+    return ids[:k], ids[k + 1:]
+
+
+def build_vlm(components: str, prompt: str, tokens: str = "text") -> QwenVLEncoder:
+    """Qwen3-VL as StrSR's E_VLM: FOLDER/vlm/ (a Qwen3-VL checkpoint with its processor: Qwen3-VL-4B-Instruct) or
+    a preset (the same transformers classes at the preset's configuration)."""
+    from transformers import Qwen3VLConfig
+    from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLModel
 
     if _is_folder(components):
-        model = Qwen3VLModel.from_pretrained(_need(components, "vlm", "the Qwen3-VL checkpoint (Qwen3-VL-4B-Instruct)"))
-        vision, size = model.visual, 448
-        del model
+        from transformers import AutoProcessor
+
+        path = _need(components, "vlm", "the Qwen3-VL checkpoint and its processor (Qwen3-VL-4B-Instruct)")
+        model = Qwen3VLModel.from_pretrained(path)
+        processor = AutoProcessor.from_pretrained(path)
+        prefix, suffix = _processor_prompt_ids(processor, prompt, model.config.image_token_id)
+        ip = processor.image_processor
+        size = getattr(ip, "size", None) or {}
+        low = size.get("shortest_edge") or getattr(ip, "min_pixels", None)
+        high = size.get("longest_edge") or getattr(ip, "max_pixels", None)
+        mean, std = float(ip.image_mean[0]), float(ip.image_std[0])
     else:
         cfg = preset_config(components, "vlm")
-        vision, size = Qwen3VLVisionModel(Qwen3VLVisionConfig(**cfg["vision"])), cfg["image_size"]
-    return frozen(QwenVLVision(vision, size))
+        model = Qwen3VLModel(Qwen3VLConfig(text_config=cfg["text"], vision_config=cfg["vision"], **cfg["ids"]))
+        prefix, suffix = _preset_prompt_ids(cfg, prompt)
+        low, high, mean, std = cfg["min_pixels"], cfg["max_pixels"], 0.5, 0.5
+    return frozen(QwenVLEncoder(model, prefix, suffix, min_pixels=low, max_pixels=high, mean=mean, std=std,
+                                tokens=tokens))
 
 
 def clip_image_size(model: nn.Module) -> int:

@@ -283,7 +283,8 @@ RECIPE_CHOICES = {
     "lpips_net": (lambda: ["vgg", "alex"], "vgg or alex"),
     # the paper's choice first, then its ablations or named stand-ins (the recipes document each)
     "condition": (lambda: ["vlm", "text", "none"], "vlm, text (StrSR's w/o VLM) or none (w/o emb)"),
-    "semantic_encoder": (lambda: ["qwen3vl", "clip"], "qwen3vl (the paper's) or clip (a stand-in)"),
+    "semantic_encoder": (lambda: ["qwen3vl", "qwen3vl_vision", "clip"],
+                         "qwen3vl (the paper's), qwen3vl_vision (its vision tower alone) or clip (a stand-in)"),
     "base": (_flow_bases, "zimage (the paper's Z-Image-Turbo), flux2 (its FLUX.2 [klein] 4B) or sd3 (a stand-in)"),
     "discriminator": (lambda: ["sdxl", "sd21"], "sdxl (the paper's) or sd21 (D3SR's Table 6 ablation)"),
 }

@@ -5,8 +5,9 @@ Generator (Eq. 2-6): rectified flow z_t = t z_1 + (1 - t) z_0 (Eq. 2) with G pre
 gives z0_hat = z_t1 - t1 G(z_t1, t1, c). The paper writes z_t1 - G(z_t1, t1, c) (Sec. 3.1), the same step at
 its t1 = 1; for t1 < 1 only the Euler step keeps G's meaning (a velocity), so that is what runs.
 c (Eq. 5) is ``condition``: ``vlm`` = f_adapt(E_VLM(x_LR)) (a frozen encoder and a trainable adaptive MLP;
-``semantic_encoder``: ``qwen3vl``, the vision tower of the paper's Qwen3-VL-4B, or ``clip``, an open_clip image
-tower standing in for it), ``text`` = a plain text
+``semantic_encoder``: ``qwen3vl``, the paper's Qwen3-VL-4B-Instruct run whole on the LR image and a fixed prompt,
+its language model's last hidden states as tokens; ``qwen3vl_vision``, its vision tower alone, an ablation; or
+``clip``, an open_clip image tower standing in for it), ``text`` = a plain text
 encoder's fixed embedding (the paper's "w/o VLM" ablation) or ``none`` (its "w/o emb"). G is a DiT with LoRA,
 ``base``: ``zimage`` (Z-Image-Turbo, the paper's StrSR-Z, diffusers' ZImageTransformer2DModel), ``flux2``
 (FLUX.2 [klein] 4B, its StrSR-F, diffusers' Flux2Transformer2DModel on AutoencoderKLFlux2's normalised,
@@ -43,14 +44,16 @@ class ClipImage(nn.Module):
 
 
 class AdaptiveCondition(nn.Module):
-    """Eq. 5: z_VLM = f_adapt(E_VLM(x_LR)): each feature of the frozen encoder -> ``per_feature`` context tokens
-    (a two-layer MLP), and a pooled vector from their mean when the base takes one."""
+    """Eq. 5: z_VLM = f_adapt(E_VLM(x_LR)): each token of the frozen encoder -> ``per_feature`` context tokens
+    of the DiT's width (Linear, SiLU, Linear: the projector of StrSR's released code, hidden width ``hidden``,
+    there the DiT's width / 2), and a pooled vector from their mean when the base takes one."""
 
     def __init__(self, encoder: nn.Module, per_feature: int, joint_dim: int, pooled_dim: int, hidden: int):
         super().__init__()
         self.encoder, self.per_feature, self.joint_dim = encoder, per_feature, joint_dim
         width = encoder.width
-        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, per_feature * joint_dim))
+        hidden = hidden or joint_dim // 2
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.SiLU(), nn.Linear(hidden, per_feature * joint_dim))
         self.pooled = nn.Linear(width, pooled_dim) if pooled_dim else None   # Z-Image takes no pooled vector
 
     def forward(self, x01: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -236,6 +239,13 @@ FLOW_BASES = {"zimage": ZImageFlow, "flux2": Flux2Flow, "sd3": SD3Flow}
 
 TEXT_CONDITION_FILE = "text_condition.safetensors"
 
+# The prompt StrSR's released code (HYPIR/utils/captioner.py, IMAGE_DESCRIPTION_PROMPT) gives Qwen3-VL with the LR
+# image; the paper does not state one. Kept verbatim, spelling included: it is what the released model read.
+VLM_PROMPT = ("Descibe this image in detail, especially the text in image. Cinematic, hyper sharpness, highly detailed, "
+              "perfect without deformations. Camera, hyper detailed photo, realistic maximum detail, 32k, Color. "
+              "Grading, ultra HD, extreme meticulous detailing, skin pore detailing")
+SEMANTIC_ENCODERS = ("qwen3vl", "qwen3vl_vision", "clip")
+
 
 def text_condition(components: str, tokens: int, joint_dim: int, pooled_dim: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The "w/o VLM" condition: the base's own text encoder's embedding of a fixed prompt, [1, L, D] and [1, P].
@@ -265,8 +275,8 @@ class StrSRRecipe(Recipe):
     name = "strsr"
     DEFAULTS: ClassVar[dict] = {
         "init_seed": 0, "base": "zimage", "t1": 1.0, "lora_rank": 256, "lora_alpha": 256, "condition": "vlm",
-        "semantic_encoder": "qwen3vl", "cond_tokens": 4,
-        "cond_hidden": 256, "disc_head_channels": 64, "lambda_lpips": 3.0, "lambda_gan": 0.1, "lambda_fdl": 0.002,
+        "semantic_encoder": "qwen3vl", "vlm_prompt": VLM_PROMPT, "cond_tokens": 4,
+        "cond_hidden": 0, "disc_head_channels": 64, "lambda_lpips": 3.0, "lambda_gan": 0.1, "lambda_fdl": 0.002,
         "lambda_r1": 10.0, "r1_sigma": 0.01, "stage1_steps": 40000, "lpips_net": "vgg", "fdl_num_proj": 256,
         "fdl_patch": 5, "fdl_phase_weight": 1.0,
     }
@@ -274,8 +284,9 @@ class StrSRRecipe(Recipe):
     def __init__(self, cfg: dict, components: str, *, student_only: bool = False):
         super().__init__(cfg, components, student_only=student_only)
         c = self.cfg
-        if c["semantic_encoder"] not in ("qwen3vl", "clip"):
-            raise UserError(f"strsr semantic_encoder must be qwen3vl (the paper's) or clip (a stand-in), got {c['semantic_encoder']!r}")
+        if c["semantic_encoder"] not in SEMANTIC_ENCODERS:
+            raise UserError(f"strsr semantic_encoder must be qwen3vl (the paper's), qwen3vl_vision (its vision tower "
+                            f"alone) or clip (a stand-in), got {c['semantic_encoder']!r}")
         if c["condition"] not in ("vlm", "text", "none"):
             raise UserError(f"strsr condition must be vlm, text (the paper's w/o VLM) or none (w/o emb), got {c['condition']!r}")
         if not 0.0 < float(c["t1"]) <= 1.0:
@@ -289,8 +300,10 @@ class StrSRRecipe(Recipe):
         joint, pooled = flow.condition_widths(self.dit)
         self.cond = None
         if c["condition"] == "vlm":
-            if c["semantic_encoder"] == "qwen3vl":   # one context token per merged visual token
-                self.cond = AdaptiveCondition(C.build_vlm_vision(components), 1, joint, pooled, c["cond_hidden"])
+            if c["semantic_encoder"].startswith("qwen3vl"):   # one context token per token of the VLM
+                tokens = "vision" if c["semantic_encoder"] == "qwen3vl_vision" else "text"
+                vlm = C.build_vlm(components, c["vlm_prompt"], tokens)
+                self.cond = AdaptiveCondition(vlm, 1, joint, pooled, c["cond_hidden"])
             else:
                 enc = ClipImage(C.build_open_clip(components, "vit"))
                 self.cond = AdaptiveCondition(enc, c["cond_tokens"], joint, pooled, c["cond_hidden"])
@@ -373,10 +386,10 @@ class StrSRStudent(nn.Module):
         self.register_buffer("fixed_pooled", fixed[1], persistent=False)
 
     def condition(self, lr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """z_VLM from the LR image at its own size (as StrSR's released code feeds Qwen3-VL), or the fixed one."""
         if self.cond is None:
             return self.fixed_tokens.expand(lr.shape[0], -1, -1), self.fixed_pooled.expand(lr.shape[0], -1)
-        up = F.interpolate(lr, scale_factor=self.scale, mode="bicubic", align_corners=False).clamp(0, 1)
-        return self.cond(up)
+        return self.cond(lr)
 
     def predict_latent(self, lr: torch.Tensor) -> torch.Tensor:
         """Eq. 6 then one Euler step from t1 to 0: z0_hat = z_t1 - t1 G(z_t1, t1, c)."""
