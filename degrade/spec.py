@@ -15,7 +15,8 @@ and a STEP is one of (each may carry `p:` (a gate: one rng.random() < p, drawn o
                                       or {var: NAME}; a parameter left out takes the op's default
     {stage: NAME, steps: [...]}       a named group: records and `degrade preview` show the image after it
     {steps: [...]}                    a plain sequence (e.g. one option of a one_of)
-    {one_of: [STEP + weight, ...]}    one option, by weight (one rng.random(), degrade/opdef.choose)
+    {one_of: [STEP + weight, ...]}    one option, by weight (default 1; one rng.random(), opdef.choose); an
+                                      op's own `weight` parameter keeps its default inside an option
     {shuffle: [...], keep_order: [[A, B], ...]}   the steps in a random order (one rng.permutation(n)); for
                                       each pair of step ids, A is moved before B (their places are swapped)
     {draw: {NAME: VALUE, ...}}        draws values here (in the order written) for later {var: NAME}
