@@ -194,7 +194,9 @@ def check_value(param: Param, value: Any, path: str) -> Any:
     kind = kinds[0]
     where = f"{path}.{kind}"
     if kind in ("uniform", "log_uniform", "randint"):
-        if param.type not in (float, int) or (kind != "randint" and param.type is int):
+        if param.type is int and kind != "randint":
+            raise UserError(f"{where} draws real numbers, but {path} takes an integer (use randint).")
+        if param.type not in (float, int):
             raise UserError(f"{where} draws numbers, but {path} takes a {param.type.__name__}.")
         lo, hi = _pair(value[kind], where)
         if kind == "log_uniform" and lo <= 0:
