@@ -32,6 +32,7 @@ floats), without `name`, `description` and `source`: a renamed copy of a preset 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -475,8 +476,6 @@ def _replace(steps: list, ident: str, new: dict, options: bool = False) -> bool:
 def resolve(doc: Any, origin: str, seen: tuple[str, ...] = ()) -> dict:
     """The document with `base:` and `replace:` applied (a version-1 document resolves against the version-1
     presets in presets/v1/, so old override files keep their meaning)."""
-    import copy
-
     if not isinstance(doc, dict):
         raise UserError(f"degradation spec {origin} must be a mapping of fields at the top level.")
     base = doc.get("base")
@@ -484,8 +483,10 @@ def resolve(doc: Any, origin: str, seen: tuple[str, ...] = ()) -> dict:
         if "replace" in doc:
             raise UserError(f"spec.replace in {origin} needs a `base:` preset whose steps it replaces.")
         return doc
-    v1 = _is_v1(doc)
-    names = tuple(sorted(p.stem for p in (PRESET_DIR / "v1").glob("*.yaml"))) if v1 else PRESETS
+    # A version-1 document on a preset that had a version-1 form merges into that form; any other `base:`
+    # (e.g. a file of only `base` and `name` on a newer preset) is read as version 2.
+    v1 = _is_v1(doc) and base in tuple(p.stem for p in (PRESET_DIR / "v1").glob("*.yaml"))
+    names = PRESETS if not v1 else (base,)
     if not isinstance(base, str) or base not in names:
         raise UserError(f"spec.base in {origin} must name a preset ({', '.join(names)}), got {base!r}.")
     if base in seen:
