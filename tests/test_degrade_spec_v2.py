@@ -276,3 +276,19 @@ def test_hash_covers_the_pipeline_not_the_labels():
     # defaults are filled in: naming a default changes nothing
     assert spec_hash(spec("[{op: sinc}]")) == spec_hash(spec("[{op: sinc, omega: {uniform: [1.0471975511965976, "
                                                              "3.141592653589793]}}]"))
+
+
+def test_stage_images_for_preview(photo):
+    """apply_record(stages=True) gives the image after each stage: in order, at the sizes the recorded resizes
+    give, the last one the LR itself."""
+    s = load_spec("realesrgan")
+    for i in range(4):
+        lr, params = degrade_image(photo, s, 2, f"st{i}")
+        again, shown = apply_record(photo, params, stages=True)
+        assert again.tobytes() == lr.tobytes()
+        assert [name for name, _ in shown] == ["stage1", "stage2", "final"]
+        (r1,) = [o for o in params["ops"] if o["op"] == "resize" and o["at"] == "stage1"]
+        (r2,) = [o for o in params["ops"] if o["op"] == "resize" and o["at"] == "stage2"]
+        assert shown[0][1].shape == (math.floor(96 * r1["scale"]), math.floor(128 * r1["scale"]), 3)
+        assert shown[1][1].shape == (int(96 / 4 * r2["scale"]), int(128 / 4 * r2["scale"]), 3)
+        assert shown[2][1].tobytes() == lr.tobytes()
