@@ -110,7 +110,7 @@ def add_regen_parser(subparsers) -> argparse.ArgumentParser:
                    help="the parent build: a folder or URL holding manifest.json and shards")
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--spec", help="the new degradation spec file (YAML or JSON)")
-    group.add_argument("--preset", help="a shipped preset instead of a file (realesrgan, bicubic)")
+    group.add_argument("--preset", help="a shipped preset instead of a file (`degrade presets` lists them)")
     p.add_argument("--out", required=True, help="output folder or fsspec URL for the new build")
     p.add_argument("--seed", type=int, help="global seed (default: the parent's, so only the spec change shows)")
     p.add_argument("--workers", type=int, help="parallel shard tasks (default: all CPUs of the cluster)")

@@ -47,7 +47,7 @@ def test_manifest_describes_the_build(source, reference):
     out, summary = reference
     m = read_manifest(str(out))
     spec = load_spec("bicubic")
-    assert m["schema_version"] == 1 and m["spec_hash"] == spec_hash(spec) and m["spec"]["name"] == "bicubic"
+    assert m["schema_version"] == 2 and m["spec_hash"] == spec_hash(spec) and m["spec"]["name"] == "bicubic"
     assert (m["seed"], m["scale"], m["split"], m["shard_samples"]) == (7, 4, "train", 3)
     assert m["crop_policy"]["crop"] == 64 and m["crop_policy"]["crops_per_image"] == 2
     assert {k: m["source"][k] for k in ("name", "root", "images")} == {"name": source.name, "root": str(source), "images": 5}

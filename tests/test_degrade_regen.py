@@ -47,12 +47,12 @@ def test_regen_keeps_keys_and_hr_and_changes_only_what_the_spec_changes(tmp_path
         assert n_meta["spec_hash"] == spec_hash(load_spec(spec_file)) != o_meta["spec_hash"]
         same = {k: v for k, v in o_meta.items() if k not in ("spec_hash", "params")}
         assert {k: v for k, v in n_meta.items() if k not in ("spec_hash", "params")} == same
-        # The spec changed only the final sinc probability: every other draw is the same.
-        op, np_ = dict(o_meta["params"]), dict(n_meta["params"])
-        assert {k: v for k, v in op.items() if k != "final"} == {k: v for k, v in np_.items() if k != "final"}
-        assert (op["final"]["order"], op["final"]["mode"]) == (np_["final"]["order"], np_["final"]["mode"])
-        assert np_["final"]["sinc"] is None
-        if op["final"]["sinc"] is not None:
+        # The spec changed only the final sinc probability: every other draw is the same, in the same order.
+        o_ops, n_ops = o_meta["params"]["ops"], n_meta["params"]["ops"]
+        o_sinc = [o for o in o_ops if o["op"] == "sinc"]
+        assert [o for o in n_ops if o["op"] == "sinc"] == []
+        assert [o for o in o_ops if o["op"] != "sinc"] == n_ops
+        if o_sinc:
             touched += 1
             assert n_lr != o_lr
         else:
@@ -62,7 +62,8 @@ def test_regen_keeps_keys_and_hr_and_changes_only_what_the_spec_changes(tmp_path
     manifest = read_manifest(str(child))
     assert manifest["parent"]["build_id"] == read_manifest(str(parent))["build_id"]
     assert manifest["parent"]["build"] == str(parent)
-    assert manifest["spec"]["final"]["sinc_prob"] == 0.0
+    final = manifest["spec"]["pipeline"][-1]["steps"][0]["one_of"]  # the version-1 file, converted
+    assert [s["p"] for o in final for s in o["steps"] if s["op"] == "sinc"] == [0.0, 0.0]
     # The regen is an ordinary build for the other tools: shards match the manifest, LRs replay bit-exactly.
     assert verify(str(child), progress=False).ok
     assert replay(str(child), samples=0).mismatches == []
