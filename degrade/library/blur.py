@@ -2,7 +2,7 @@
 
 Both kernels are exact areas, not samples: the disk kernel is the area of the disk inside each pixel (MATLAB's
 fspecial('disk') defines it so), the motion kernel a line segment's length distributed over the pixels by
-linear interpolation. Each is normalised to sum 1 and applied with ops.filter_2d (reflect-101 borders).
+bilinear interpolation. Each is normalised to sum 1 and applied with ops.filter_2d (reflect-101 borders).
 """
 
 from __future__ import annotations
@@ -45,11 +45,13 @@ def disk_kernel(radius: float) -> np.ndarray:
 
 def motion_kernel(length: float, angle: float) -> np.ndarray:
     """A centred line segment of `length` pixels at `angle` degrees (counter-clockwise from +x, with rows growing
-    downwards), its length spread over pixels by bilinear weights: the segment convolved with a 1-pixel tent
-    in x and in y, integrated exactly for the straight segment by Simpson's rule on each piece where the
-    weights are polynomial. Normalised to sum 1; a length under 1 is a shorter segment, length 0 the identity."""
+    downwards): every point of the segment is split between its 4 nearest pixels by bilinear weights, and the
+    weights are integrated along the segment exactly (Simpson's rule on each piece between integer crossings,
+    where they are quadratic). Normalised to sum 1; length 0 is the identity."""
     theta = math.radians(angle)
-    dx, dy = math.cos(theta), -math.sin(theta)
+    # exact zeros at multiples of 90 degrees (cos(pi/2) is 6e-17), or an axis-aligned line would leak into a
+    # neighbouring row or column with a weight of that order
+    dx, dy = (0.0 if abs(c) < 1e-12 else c for c in (math.cos(theta), -math.sin(theta)))
     half = length / 2
     k = math.ceil(half * max(abs(dx), abs(dy))) + 1
     size = 2 * k + 1
@@ -61,7 +63,7 @@ def motion_kernel(length: float, angle: float) -> np.ndarray:
     # between them, their product quadratic, so Simpson's rule on each piece is exact
     cuts = {-half, half}
     for d in (dx, dy):
-        if abs(d) > 1e-12:
+        if d != 0.0:
             lo, hi = sorted((-half * d, half * d))
             cuts.update(float(c) / d for c in range(math.ceil(lo), math.floor(hi) + 1))
     s = np.array(sorted(c for c in cuts if -half <= c <= half))
