@@ -7,6 +7,11 @@ The reference side is RealESRGANDataset.__getitem__ (kernel sampling) + RealESRG
 (srdistill.degrade.reference.ReferenceDegrader).
 
     .venv/bin/python bench/bench_degrade.py --images 60 --ref-images 8
+
+`--ops` instead times every op of the op library (degrade/library) on its own: ms per 512x512 image with its
+default values (distributions drawn afresh for each image from a fixed seed), one thread, as a table.
+
+    .venv/bin/python bench/bench_degrade.py --ops --images 20
 """
 
 from __future__ import annotations
@@ -130,6 +135,44 @@ def run_reference(n: int, size: int, warmup: int, seed: int) -> dict:
             "colour_median": float(np.median(colour)), "peak_rss_mib": _peak_rss_mib()}
 
 
+def default_values(op, rng: np.random.Generator) -> dict:
+    """One draw of an op's values from its Param defaults, the way the sampler draws a step that sets nothing."""
+    from srdistill.degrade.opdef import draw, draw_seed
+
+    spec = {p.name: p.default for p in op.params}
+    values = op.draw(rng, spec) if op.draw else {name: draw(rng, v) for name, v in spec.items()}
+    if op.seeded:
+        values["seed"] = draw_seed(rng)
+    return values
+
+
+def run_ops(n: int, size: int, warmup: int, seed: int, names: list[str] | None = None) -> list[dict]:
+    """ms per image of each registered op with its default values, on n crops of size x size."""
+    import cv2
+    from srdistill.degrade import library  # noqa: F401  (registers the ops)
+    from srdistill.degrade.opdef import REGISTRY, OpContext
+    from srdistill.degrade.ops import to_float
+
+    cv2.setNumThreads(1)
+    crops = [to_float(c) for c in _crops(n, size)]
+    ctx = OpContext(scale=4, hr_shape=(size, size))
+    rows = []
+    for name in names or sorted(REGISTRY):
+        op = REGISTRY[name]
+        rng = np.random.Generator(np.random.PCG64(seed))
+        for i in range(warmup):
+            op.apply(crops[i % n], default_values(op, rng), ctx)
+        times = []
+        for img in crops:
+            values = default_values(op, rng)
+            c0 = time.process_time()
+            op.apply(img, values, ctx)
+            times.append(time.process_time() - c0)
+        rows.append({"op": name, "mean_ms": 1e3 * float(np.mean(times)), "median_ms": 1e3 * float(np.median(times)),
+                     "max_ms": 1e3 * float(np.max(times))})
+    return rows
+
+
 def _child(which: str, args) -> dict:
     cmd = [sys.executable, __file__, "--_worker", which, "--images", str(args.images),
            "--ref-images", str(args.ref_images), "--crop", str(args.crop), "--warmup", str(args.warmup),
@@ -155,11 +198,20 @@ def main(argv: list[str] | None = None) -> int:
                     help="our degradation preset, e.g. realesrgan-libjpeg (default realesrgan; the reference always "
                          "runs the realesrgan numbers)")
     ap.add_argument("--skip-reference", action="store_true", help="time only ours")
+    ap.add_argument("--ops", nargs="*", metavar="OP",
+                    help="time each op of the op library alone (all, or the ones named) instead of the preset")
     ap.add_argument("--_worker", choices=["ours", "reference"], help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.images < 1 or args.ref_images < 1 or args.crop < 16 or args.crop % 4:
         ap.error("--images and --ref-images must be >= 1 and --crop a multiple of 4 >= 16")
 
+    if args.ops is not None:
+        print(f"Op library, ms of CPU per {args.crop}x{args.crop} image per op with its default values "
+              f"({args.images} images, 1 thread)")
+        print(f"  {'op':<22} {'mean ms':>9} {'median ms':>10} {'max ms':>9}")
+        for row in run_ops(args.images, args.crop, args.warmup, args.seed, args.ops or None):
+            print(f"  {row['op']:<22} {row['mean_ms']:9.1f} {row['median_ms']:10.1f} {row['max_ms']:9.1f}")
+        return 0
     if args._worker == "ours":
         print(json.dumps(run_ours(args.images, args.crop, args.warmup, args.seed, args.preset)))
         return 0
