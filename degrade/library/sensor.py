@@ -16,6 +16,7 @@ import math
 import numpy as np
 
 from srdistill.degrade.opdef import Op, OpContext, Param, draw, register
+from srdistill.errors import UserError
 
 # Brooks et al. 2019, sec. 4: log(read) = READ_SLOPE * log(shot) + READ_INTERCEPT + N(0, READ_STD^2)
 READ_SLOPE, READ_INTERCEPT, READ_STD = 2.18, 1.20, 0.26
@@ -30,15 +31,22 @@ def linear_to_srgb(x: np.ndarray) -> np.ndarray:
     return np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(np.maximum(x, 0.0031308), 1 / 2.4) - 0.055)
 
 
+def prepare_sensor_noise(values: dict, path: str) -> dict:
+    """`read` is from_shot or a fixed variance (its range is checked with the other values)."""
+    read = values["read"]
+    if isinstance(read, str) and read != FROM_SHOT or isinstance(read, (bool, dict, list)):
+        raise UserError(f"{path}.read must be {FROM_SHOT} or a fixed read-noise variance in [0, 1], got {read!r}.")
+    return {**values, "read": read if read == FROM_SHOT else float(read)}
+
+
 def draw_sensor_noise(rng: np.random.Generator, spec: dict) -> dict:
-    """shot from its distribution, then read: from the spec if given, else from shot by Brooks' relation (one
-    standard normal draw)."""
-    shot = draw(rng, spec["shot"])
-    if spec["read"] == FROM_SHOT:
+    """shot from its distribution, then read: Brooks' relation from shot (one standard normal draw) when
+    from_shot, else the spec's fixed value."""
+    shot = float(draw(rng, spec["shot"]))
+    read = spec["read"]
+    if read == FROM_SHOT:
         read = math.exp(READ_SLOPE * math.log(shot) + READ_INTERCEPT + READ_STD * float(rng.standard_normal()))
-    else:
-        read = draw(rng, spec["read"])
-    return {"shot": shot, "read": read}
+    return {"shot": shot, "read": float(read)}
 
 
 def add_sensor_noise(img: np.ndarray, shot: float, read: float, seed: int) -> np.ndarray:
@@ -57,10 +65,11 @@ def sensor_noise(img: np.ndarray, values: dict, ctx: OpContext) -> np.ndarray:
 register(Op(
     name="sensor_noise",
     params=(
-        Param("shot", float, {"log_uniform": [0.0001, 0.012]}, range=(0.0, 1.0),
+        Param("shot", float, {"log_uniform": [0.0001, 0.012]}, range=(1e-9, 1.0),  # > 0: read follows log(shot)
               doc="shot-noise variance per unit linear signal"),
-        Param("read", float, FROM_SHOT, range=(0.0, 1.0),
-              doc="read-noise variance; from_shot = log-normal around 2.18 log(shot) + 1.20 (sd 0.26)"),
+        # type object: a number or the word from_shot (prepare_sensor_noise checks which)
+        Param("read", object, FROM_SHOT, range=(0.0, 1.0),
+              doc="read-noise variance, fixed, or from_shot: log(read) ~ N(2.18 log(shot) + 1.20, 0.26^2)"),
     ),
     apply=sensor_noise,
     summary="Camera sensor noise in linear light: variance read + shot * x on the inverse-sRGB image",
@@ -68,4 +77,5 @@ register(Op(
            "(unprocessing) noise model and levels on inverse-sRGB linear light",
     seeded=True,
     draw=draw_sensor_noise,
+    prepare=prepare_sensor_noise,
 ))
