@@ -93,7 +93,7 @@ register(Op(
         Param("radius", float, {"uniform": [1.0, 4.0]}, range=(0.0, 50.0), doc="disk radius in pixels"),
     ),
     apply=defocus,
-    summary="Defocus blur: a uniform disk (pillbox) kernel, antialiased by each pixel's exact share of its area",
+    summary="defocus blur: a uniform disk (pillbox) kernel, antialiased by each pixel's exact share of its area",
     source="geometric-optics defocus PSF; exact pixel areas as MATLAB's fspecial('disk')",
 ))
 
@@ -105,6 +105,6 @@ register(Op(
               doc="direction in degrees, counter-clockwise from the +x axis"),
     ),
     apply=motion_blur,
-    summary="Linear motion blur: a centred line segment of given length and angle, bilinearly antialiased",
+    summary="linear motion blur: a centred line segment of given length and angle, bilinearly antialiased",
     source="uniform linear-motion PSF (a line of the given length and angle, as MATLAB's fspecial('motion'))",
 ))

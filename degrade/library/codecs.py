@@ -109,7 +109,7 @@ register(Op(
         Param("method", int, 4, range=(0, 6), doc="libwebp speed/effort (0 fast .. 6 slow; 4 is cwebp's default)"),
     ),
     apply=webp,
-    summary="Lossy WebP round trip (VP8 intra, YUV 4:2:0, in-loop filter) of the uint8 image",
+    summary="lossy WebP round trip (VP8 intra, YUV 4:2:0, in-loop filter) of the uint8 image",
     source=f"libwebp {_WEBP} through Pillow's WebP plugin (encode and decode)",
 ))
 
@@ -138,7 +138,7 @@ register(Op(
               doc="x264 / x265 speed preset (medium is their default); unused by mpeg2"),
     ),
     apply=video_frame,
-    summary="One frame (an intra picture) through a video codec, yuv420p via swscale (BT.601 limited range), the "
+    summary="one frame (an intra picture) through a video codec, yuv420p via swscale (BT.601 limited range), the "
             "codec's own in-loop deblocking (h264 deblock, hevc deblock + SAO; mpeg2 has none)",
     source=f"FFmpeg libavcodec {_FFMPEG} (libx264, libx265, mpeg2video encoders and decoders) through PyAV {av.__version__}",
 ))

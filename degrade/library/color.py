@@ -156,7 +156,7 @@ register(Op(
         Param("matrix", str, "bt601", choices=tuple(KR_KB), doc="Y'CbCr matrix: bt601 (JPEG, SD) or bt709 (HD)"),
     ),
     apply=chroma_subsample,
-    summary="Chroma subsampling alone: Y'CbCr, chroma down by an encoder's filter and up by a decoder's, luma "
+    summary="chroma subsampling alone: Y'CbCr, chroma down by an encoder's filter and up by a decoder's, luma "
             "untouched (float, no 8-bit rounding)",
     source="ITU-R BT.601 / BT.709 matrices; libjpeg-turbo 3 jcsample.c (box) / jdsample.c (fancy triangle); "
            "MPEG-2/H.264 left chroma siting",
@@ -171,6 +171,6 @@ register(Op(
               doc="none = nearest level; ordered = 8x8 Bayer thresholds; floyd_steinberg = error diffusion"),
     ),
     apply=color_quantize,
-    summary="Colour quantisation to 2**bits levels per channel, plain or dithered",
+    summary="colour quantisation to 2**bits levels per channel, plain or dithered",
     source="Bayer 1973 (ordered dither matrix); Floyd & Steinberg 1976 (error diffusion, raster order)",
 ))

@@ -72,7 +72,7 @@ register(Op(
               doc="read-noise variance, fixed, or from_shot: log(read) ~ N(2.18 log(shot) + 1.20, 0.26^2)"),
     ),
     apply=sensor_noise,
-    summary="Camera sensor noise in linear light: variance read + shot * x on the inverse-sRGB image",
+    summary="camera sensor noise in linear light: variance read + shot * x on the inverse-sRGB image",
     source="BSRGAN (Zhang et al. 2021) camera sensor noise; its ISP is unreleased, so Brooks et al. 2019 "
            "(unprocessing) noise model and levels on inverse-sRGB linear light",
     seeded=True,
