@@ -81,6 +81,7 @@ def test_axis_aligned_motion_kernels_are_one_row_or_one_column():
 def test_a_zero_length_or_radius_is_the_identity_and_blurs_keep_flat_images_flat():
     img = to_float(real_photo("astronaut", 40, 50, 100, 150))
     assert np.array_equal(REGISTRY["motion_blur"].apply(img, {"length": 0.0, "angle": 30.0}, CTX), img)
+    assert np.array_equal(REGISTRY["defocus"].apply(img, {"radius": 0.0}, CTX), img)
     flat = np.full((30, 31, 3), 0.37, np.float32)
     for name, values in [("defocus", {"radius": 3.2}), ("motion_blur", {"length": 11.0, "angle": 70.0})]:
         assert np.abs(REGISTRY[name].apply(flat, values, CTX) - 0.37).max() < 1e-6

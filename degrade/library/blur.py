@@ -37,6 +37,8 @@ def _signed_area(x: np.ndarray, y: np.ndarray, r: float) -> np.ndarray:
 def disk_kernel(radius: float) -> np.ndarray:
     """(2k+1)^2 kernel, k = ceil(radius - 0.5): each pixel's share of the disk's area, normalised to sum 1."""
     k = max(0, math.ceil(radius - 0.5))
+    if k == 0:  # the disk lies inside the centre pixel (radius 0 included)
+        return np.ones((1, 1))
     e = np.arange(-k, k + 2) - 0.5  # pixel edges
     a = _signed_area(e[None, :], e[:, None], radius)
     cells = a[1:, 1:] - a[:-1, 1:] - a[1:, :-1] + a[:-1, :-1]
