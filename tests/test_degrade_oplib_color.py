@@ -36,7 +36,9 @@ def test_chroma_subsampling_leaves_grey_unchanged_and_luma_untouched(photo_f, se
     assert np.abs(_cs(grey, *setting) - grey).max() < 1e-6
     out = _cs(photo_f, *setting).astype(np.float64)
     kr, kb = {"bt601": (0.299, 0.114), "bt709": (0.2126, 0.0722)}[setting[3]]
-    luma = lambda x: kr * x[..., 0] + (1 - kr - kb) * x[..., 1] + kb * x[..., 2]  # noqa: E731
+    def luma(x):
+        return kr * x[..., 0] + (1 - kr - kb) * x[..., 1] + kb * x[..., 2]
+
     assert np.abs(luma(out) - luma(photo_f.astype(np.float64))).max() < 1e-6
     assert np.abs(out - photo_f).max() > 0.05  # while the colours did change
 
@@ -60,7 +62,9 @@ def test_box_and_nearest_420_is_the_two_by_two_chroma_mean_repeated(photo_f):
     r, g, b = (img[..., i].astype(np.float64) for i in range(3))
     y = kr * r + (1 - kr - kb) * g + kb * b
     cb, cr = (b - y) / (2 * (1 - kb)), (r - y) / (2 * (1 - kr))
-    block = lambda c: np.repeat(np.repeat(c.reshape(47, 2, 63, 2).mean(axis=(1, 3)), 2, 0), 2, 1)  # noqa: E731
+    def block(c):
+        return np.repeat(np.repeat(c.reshape(47, 2, 63, 2).mean(axis=(1, 3)), 2, 0), 2, 1)
+
     cb, cr = block(cb), block(cr)
     expect = np.stack([y + 2 * (1 - kr) * cr, y - (2 * kr * (1 - kr) * cr + 2 * kb * (1 - kb) * cb) / (1 - kr - kb),
                        y + 2 * (1 - kb) * cb], axis=-1)
@@ -76,6 +80,7 @@ def test_box_and_fancy_reproduce_libjpeg_turbo_at_quality_100(photo_f, layout, f
     src = quantize(photo_f)
     ok, buf = cv2.imencode(".jpg", cv2.cvtColor(src, cv2.COLOR_RGB2BGR),
                            [cv2.IMWRITE_JPEG_QUALITY, 100, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, flag])
+    assert ok
     dec = cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB).astype(float)
     err = {}
     for s in ("centre", "left"):

@@ -4,7 +4,7 @@ range and choices allow, and the op's summary and source naming what it follows.
 import numpy as np
 import pytest
 from srdistill.degrade import library  # noqa: F401  (registers the ops)
-from srdistill.degrade.opdef import REGISTRY, draw, is_distribution
+from srdistill.degrade.opdef import REGISTRY, OpContext, draw, draw_seed, is_distribution
 
 OPLIB = ["webp", "avif", "video_frame", "chroma_subsample", "color_quantize", "defocus", "motion_blur", "sensor_noise"]
 SPECIAL_DEFAULTS = {("sensor_noise", "read"): "from_shot"}  # drawn by the op's own draw from `shot`
@@ -55,3 +55,17 @@ def test_sources_name_the_library_versions_or_papers():
     assert "libavcodec" in REGISTRY["video_frame"].source and "PyAV 18" in REGISTRY["video_frame"].source
     assert "Brooks" in REGISTRY["sensor_noise"].source and "BSRGAN" in REGISTRY["sensor_noise"].source
     assert "Floyd" in REGISTRY["color_quantize"].source and "Bayer" in REGISTRY["color_quantize"].source
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 5), (3, 2), (7, 4)])
+def test_every_op_keeps_a_tiny_images_shape_with_its_default_draws(shape):
+    img = np.random.default_rng(1).random((*shape, 3)).astype(np.float32)
+    rng = np.random.Generator(np.random.PCG64(2))
+    for name in OPLIB:
+        op = REGISTRY[name]
+        spec = {p.name: p.default for p in op.params}
+        values = op.draw(rng, spec) if op.draw else {k: draw(rng, v) for k, v in spec.items()}
+        if op.seeded:
+            values["seed"] = draw_seed(rng)
+        out = op.apply(img, values, OpContext(scale=1, hr_shape=shape))
+        assert out.shape == img.shape and out.dtype == np.float32 and np.isfinite(out).all(), (name, values)
