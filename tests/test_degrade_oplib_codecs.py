@@ -69,9 +69,12 @@ def test_video_frame_is_one_intra_picture_that_ffmpeg_probes_and_decodes(img, co
     path.write_bytes(data)
     with av.open(str(path)) as f:  # the demuxer finds the format from the bytes
         frames = list(f.decode(video=0))
-    assert len(frames) == 1 and frames[0].key_frame
-    out = quantize(REGISTRY["video_frame"].apply(img, _video(codec), CTX))
-    assert np.array_equal(frames[0].to_ndarray(format="rgb24")[:96, :128], out)
+        assert len(frames) == 1 and frames[0].key_frame and frames[0].format.name == "yuv420p"
+        # the same picture as the op's own decoder gives, and the op returns it in RGB
+        ours = codecs.decode_video_frame(data, codec)
+        assert np.array_equal(frames[0].to_ndarray(), ours.to_ndarray())
+        out = quantize(REGISTRY["video_frame"].apply(img, _video(codec), CTX))
+        assert np.array_equal(codecs.yuv_to_rgb(frames[0])[:96, :128], out)
     assert padded == (96, 128)
 
 
@@ -171,3 +174,14 @@ def test_webp_decoded_by_pillow_matches_the_file_pillow_writes(img):
     buf = io.BytesIO()
     Image.fromarray(quantize(img)).save(buf, "WEBP", quality=33.0, method=4)
     assert np.array_equal(np.asarray(Image.open(buf).convert("RGB")), out)
+
+
+def test_video_frames_carry_bt601_limited_range_luma():
+    """Lossless H.264 (crf 0) returns the encoder's input planes: its luma is 16 + 219 (0.299 R + 0.587 G +
+    0.114 B) of the RGB (BT.601, limited range) to a level, computed here from the formula."""
+    rgb = quantize(to_float(real_photo("chelsea", 32, 48, 100, 100)))
+    data, _ = codecs.video_frame_bytes(to_float(rgb), "h264", 0.0, 2, "medium")
+    y = codecs.decode_video_frame(data, "h264").to_ndarray()[:32]  # yuv420p: the Y plane, then U and V
+    r, g, b = (rgb[..., i].astype(np.float64) for i in range(3))
+    expect = 16 + 219 * (0.299 * r + 0.587 * g + 0.114 * b) / 255
+    assert np.abs(y - expect).max() <= 1.0

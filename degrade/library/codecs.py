@@ -13,6 +13,7 @@ import io
 from fractions import Fraction
 
 import av
+from av.video.reformatter import Interpolation
 import numpy as np
 from PIL import Image, features
 
@@ -67,8 +68,14 @@ def _encoder_options(codec: str, crf: float, qscale: int, preset: str) -> dict[s
     if codec == "hevc":
         # pools=none + frame-threads=1: x265 without its thread pool, so one thread whatever the core count
         return {"crf": f"{crf:.6g}", "preset": preset, "x265-params": "log-level=none:pools=none:frame-threads=1"}
-    # MPEG-2 has no CRF: qmin = qmax pins the rate control's quantiser scale of every macroblock to qscale
-    return {"qmin": str(int(qscale)), "qmax": str(int(qscale))}
+    # MPEG-2 has no CRF: qmin = qmax pins the rate control's quantiser scale of every macroblock to qscale.
+    # Its DCT is not normative: dct=int (the C islow integer DCT) instead of the auto choice, a CPU-specific
+    # SIMD one, so the bytes do not depend on the machine.
+    return {"qmin": str(int(qscale)), "qmax": str(int(qscale)), "dct": "int", "idct": "simple", "flags": "+bitexact"}
+
+
+# swscale as the ffmpeg CLI converts (bicubic), with its bit-exact C paths: the same YUV on every CPU
+_SWS = dict(interpolation=Interpolation.BICUBIC | Interpolation.ACCURATE_RND | Interpolation.BITEXACT, threads=1)
 
 
 def video_frame_bytes(img: np.ndarray, codec: str, crf: float, qscale: int, preset: str) -> tuple[bytes, tuple]:
@@ -82,23 +89,32 @@ def video_frame_bytes(img: np.ndarray, codec: str, crf: float, qscale: int, pres
     enc.time_base = Fraction(1, 25)
     enc.thread_count = 1
     enc.options = _encoder_options(codec, crf, qscale, preset)
-    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(
+        format="yuv420p", dst_colorspace="ITU601", dst_color_range="MPEG", **_SWS)
     packets = list(enc.encode(frame)) + list(enc.encode(None))
     return b"".join(bytes(p) for p in packets), (ph, pw)
 
 
-def decode_video_frame(data: bytes, codec: str) -> np.ndarray:
-    """The first picture of an elementary stream, decoded by FFmpeg on one thread, as uint8 RGB (swscale)."""
+def decode_video_frame(data: bytes, codec: str) -> av.VideoFrame:
+    """The first picture of an elementary stream, decoded by FFmpeg on one thread. MPEG-2's IDCT is not
+    normative either: FFmpeg's default simple IDCT, forced to its C code."""
     dec = av.CodecContext.create(VIDEO_CODECS[codec][1], "r")
     dec.thread_count = 1
+    if codec == "mpeg2":
+        dec.options = {"idct": "simple", "flags": "+bitexact"}
     frames = list(dec.decode(av.Packet(data))) + list(dec.decode(None))
-    return frames[0].to_ndarray(format="rgb24")
+    return frames[0]
+
+
+def yuv_to_rgb(frame: av.VideoFrame) -> np.ndarray:
+    """uint8 RGB of a decoded BT.601 limited-range picture, by the same swscale settings as the encoding side."""
+    return frame.to_ndarray(format="rgb24", src_colorspace="ITU601", src_color_range="MPEG", **_SWS)
 
 
 def video_frame(img: np.ndarray, values: dict, ctx: OpContext) -> np.ndarray:
     h, w = img.shape[:2]
     data, _ = video_frame_bytes(img, values["codec"], values["crf"], values["qscale"], values["preset"])
-    return ops.to_float(np.ascontiguousarray(decode_video_frame(data, values["codec"])[:h, :w]))
+    return ops.to_float(np.ascontiguousarray(yuv_to_rgb(decode_video_frame(data, values["codec"]))[:h, :w]))
 
 
 register(Op(
@@ -138,7 +154,7 @@ register(Op(
               doc="x264 / x265 speed preset (medium is their default); unused by mpeg2"),
     ),
     apply=video_frame,
-    summary="one frame (an intra picture) through a video codec, yuv420p via swscale (BT.601 limited range), the "
-            "codec's own in-loop deblocking (h264 deblock, hevc deblock + SAO; mpeg2 has none)",
+    summary="one frame (an intra picture) through a video codec, yuv420p by bit-exact bicubic swscale (BT.601 "
+            "limited range), the codec's own in-loop deblocking (h264 deblock, hevc deblock + SAO; mpeg2 none)",
     source=f"FFmpeg libavcodec {_FFMPEG} (libx264, libx265, mpeg2video encoders and decoders) through PyAV {av.__version__}",
 ))
