@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from srdistill.degrade.manifest import PLAN_NAME, dump, part_name
+from srdistill.degrade.manifest import PLAN_NAME, build_id, dump, part_name
 from srdistill.degrade.plan import Plan
 from srdistill.degrade.storage import Storage
 from srdistill.errors import UserError
@@ -92,7 +92,10 @@ def check_sources(manifest: dict) -> tuple[list[str], list[str]]:
         return [], [f"sources not checked: {exc}"]
     except KeyError as exc:
         return [], [f"sources not checked: the manifest has no {exc} entry."]
-    if plan.build_id != manifest.get("build_id"):
+    # The schema version and spec hash as the build recorded them: a build written by an older srdistill (schema
+    # version 1, whose spec hashes another way) is checked for its sources only.
+    then = {**plan.identity, **{k: identity[k] for k in ("schema_version", "spec_hash") if k in identity}}
+    if build_id(then) != manifest.get("build_id"):
         return [(f"the source {args['src']} no longer lists the files this build was made from "
                  f"({identity.get('images')} images then, {plan.images} now); re-run the build into a new --out.")], []
     _, digests = recorded(manifest)

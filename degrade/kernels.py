@@ -8,10 +8,54 @@ the kernel centre; theta rotates the sigma_x axis from +x towards +y.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import special
-from srdistill.degrade.spec import KernelSpec
+from srdistill.degrade import typed
+from srdistill.degrade.opdef import choose
+
+KERNEL_TYPES = ("iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso")
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """How a blur kernel is drawn (Real-ESRGAN's kernel family; the `kernel` parameter of the `blur` op)."""
+
+    sizes: tuple[int, ...]  # odd sizes, drawn uniformly
+    sinc_prob: float
+    sinc_size_threshold: int  # sizes below it use sinc_omega_small, others sinc_omega_large
+    sinc_omega_small: tuple[float, float]
+    sinc_omega_large: tuple[float, float]
+    types: tuple[str, ...]
+    type_probs: tuple[float, ...]
+    sigma_range: tuple[float, float]
+    rotation_range: tuple[float, float]
+    betag_range: tuple[float, float]  # generalized Gaussian shape
+    betap_range: tuple[float, float]  # plateau shape
+    beta_pivot: float  # beta is drawn from [lo, pivot] with beta_below_prob, else from [pivot, hi]
+    beta_below_prob: float
+
+
+def kernel_spec(value, path: str) -> KernelSpec:
+    """A KernelSpec from its mapping, checked; UserError naming the bad field by its path."""
+    k = typed.build(KernelSpec, value, path)
+    typed.odd_sizes(k.sizes, f"{path}.sizes")
+    typed.prob(k.sinc_prob, f"{path}.sinc_prob")
+    typed.span(k.sinc_omega_small, f"{path}.sinc_omega_small", 1e-6, math.pi)
+    typed.span(k.sinc_omega_large, f"{path}.sinc_omega_large", 1e-6, math.pi)
+    typed.choices(k.types, KERNEL_TYPES, f"{path}.types")
+    typed.probs(k.type_probs, len(k.types), f"{path}.type_probs")
+    typed.span(k.sigma_range, f"{path}.sigma_range", 1e-6)
+    typed.span(k.rotation_range, f"{path}.rotation_range")
+    typed.span(k.betag_range, f"{path}.betag_range", 1e-6)
+    typed.span(k.betap_range, f"{path}.betap_range", 1e-6)
+    typed.prob(k.beta_below_prob, f"{path}.beta_below_prob")
+    for bname in ("betag_range", "betap_range"):
+        r = getattr(k, bname)
+        typed.check(r[0] <= k.beta_pivot <= r[1],
+                    f"{path}.beta_pivot ({k.beta_pivot:g}) must lie within {path}.{bname} {list(r)}.")
+    return k
 
 
 def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -88,17 +132,6 @@ def build_kernel(p: dict) -> np.ndarray:
     raise ValueError(f"unknown kernel type {t!r}")
 
 
-def choose(rng: np.random.Generator, values: tuple, probs: tuple[float, ...]):
-    """One of `values`, drawn with probabilities `probs` (one uniform draw, inverse CDF)."""
-    u = rng.random()
-    acc = 0.0
-    for v, p in zip(values, probs):
-        acc += p
-        if u < acc:
-            return v
-    return values[-1]  # u beyond a cumulative sum rounded below 1
-
-
 def sample_kernel(rng: np.random.Generator, ks: KernelSpec) -> dict:
     """Draw one kernel's parameters (no array work): size, then sinc or one of the six shaped types."""
     size = int(ks.sizes[int(rng.integers(len(ks.sizes)))])
@@ -117,9 +150,3 @@ def sample_kernel(rng: np.random.Generator, ks: KernelSpec) -> dict:
         else:
             p["beta"] = float(rng.uniform(ks.beta_pivot, hi))
     return p
-
-
-def sample_sinc(rng: np.random.Generator, sizes: tuple[int, ...], omega: tuple[float, float]) -> dict:
-    """Draw the final sinc filter's parameters."""
-    size = int(sizes[int(rng.integers(len(sizes)))])
-    return {"type": "sinc", "size": size, "omega": float(rng.uniform(*omega))}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from srdistill.degrade.shards import SCHEMA_VERSION
+from srdistill.degrade.shards import READABLE_VERSIONS, SCHEMA_VERSION
 from srdistill.degrade.storage import Storage, default_storage_options
 from srdistill.errors import UserError
 
@@ -51,6 +51,7 @@ def read_manifest(out: str, storage_options: dict | None = None) -> dict:
         raise UserError(f"{storage.display()} holds no {MANIFEST_NAME}; point at the --out folder of a finished `degrade build`.")
     manifest = read_json(storage, MANIFEST_NAME)
     version = manifest.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise UserError(f"{storage.display(MANIFEST_NAME)} has schema version {version!r}; this srdistill reads version {SCHEMA_VERSION}.")
+    if version not in READABLE_VERSIONS:
+        raise UserError(f"{storage.display(MANIFEST_NAME)} has schema version {version!r}; this srdistill reads "
+                        f"versions {', '.join(map(str, READABLE_VERSIONS))} (and writes {SCHEMA_VERSION}).")
     return manifest

@@ -1,26 +1,33 @@
-"""The degradation pipeline: draw every random choice as JSON parameters, then apply them to an HR image.
+"""The degradation pipeline: draw every random choice into a JSON record, then apply the record to an HR image.
 
-sample_params does no image work (cheap, so its statistics can be tested on many draws); apply_params is a
-pure function of (hr, params, spec), so a sample's json `params` re-derive its LR bit-exactly. Noise fields
-are regenerated from a recorded uint32 seed. The order of operations follows Real-ESRGAN's feed_data:
+`sample_params` walks the spec's pipeline and does no image work (cheap, so its statistics can be tested on
+many draws): per step it draws the gate (if `p` is given), then the one_of option or the shuffle permutation,
+or the op's parameters in declared order (or the op's own draw), then `seed` for a seeded op. Its record
+(PARAMS_VERSION 3) lists the ops that ran, in order, each with every parameter value and `at` (its stage):
 
-  USM-sharpen HR -> [blur k1 -> resize -> noise -> JPEG] -> [blur k2 (p) -> resize rel. HR/scale -> noise]
-  -> either [resize to HR/scale -> sinc -> JPEG] or [JPEG -> resize to HR/scale -> sinc] -> round to uint8
+    {"version": 3, "hr_shape": [h, w], "scale": 4, "ops": [{"op": "blur", "at": "stage1", "kernel": {...}}, ...]}
 
-Values stay float and unclamped between ops except where the reference clamps: after each noise, before each
-JPEG, and at the final rounding.
+`apply_record` is a pure function of (hr, record): a sample's json re-derives its LR bit-exactly with no spec.
+Values stay float and unclamped between ops except where an op clamps; the end is rounded to uint8.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 
 import numpy as np
-from srdistill.degrade import kernels, ops
-from srdistill.degrade.spec import DegradationSpec, NoiseSpec, ResizeSpec
+import srdistill.degrade.library  # noqa: F401  (registers every op, also in a fresh Ray worker)
+from srdistill.degrade import ops
+from srdistill.degrade.opdef import REGISTRY, OpContext, choose, draw, draw_seed
+from srdistill.degrade.spec import DegradationSpec, Draw, OneOf, OpStep, Sequence, Shuffle, Stage, Step
+from srdistill.errors import UserError
 
-PARAMS_VERSION = 2  # 2: jpeg_quality is a real number under jpeg_codec diffjpeg
+PARAMS_VERSION = 3  # 3: the op record of schema-2 specs; 1/2: the fixed Real-ESRGAN structure (degrade/spec_v1.py)
+NOT_VALUES = ("op", "at", "id")  # keys of a recorded op that are not its values
+
+
+class WrongLRSize(ValueError):
+    """The ops of a record do not end at exactly HR/scale."""
 
 
 def sample_rng(seed: int, key: str) -> np.random.Generator:
@@ -38,115 +45,102 @@ def _check_shape(hr_shape: tuple[int, int], scale: int) -> tuple[int, int]:
     return h, w
 
 
-def _sample_resize(rng: np.random.Generator, rs: ResizeSpec) -> dict:
-    direction = kernels.choose(rng, ("up", "down", "keep"), rs.probs)
-    if direction == "up":
-        scale = float(rng.uniform(1.0, rs.range[1]))
-    elif direction == "down":
-        scale = float(rng.uniform(rs.range[0], 1.0))
-    else:
-        scale = 1.0
-    return {"direction": direction, "scale": scale, "mode": kernels.choose(rng, rs.modes, rs.mode_probs)}
+def shuffle_order(rng: np.random.Generator, s: Shuffle) -> list[int]:
+    """The order a shuffle runs its steps in: one permutation draw, then for each keep_order pair (a, b) the two
+    swap places when a came after b (BSRGAN's rule for its two downsamples)."""
+    order = [int(i) for i in rng.permutation(len(s.steps))]
+    ids = [c.name if isinstance(c, Stage) else getattr(c, "id", None) for c in s.steps]
+    for a, b in s.keep_order:
+        ia, ib = order.index(ids.index(a)), order.index(ids.index(b))
+        if ia > ib:
+            order[ia], order[ib] = order[ib], order[ia]
+    return order
 
 
-def _sample_noise(rng: np.random.Generator, ns: NoiseSpec) -> dict:
-    if rng.random() < ns.gaussian_prob:
-        p = {"type": "gaussian", "sigma": float(rng.uniform(*ns.sigma_range))}
-    else:
-        p = {"type": "poisson", "scale": float(rng.uniform(*ns.poisson_scale_range))}
-    p["gray"] = bool(rng.random() < ns.gray_prob)
-    p["seed"] = int(rng.integers(0, 2**32, dtype=np.uint64))
-    return p
-
-
-def _quality(rng: np.random.Generator, q: tuple[float, float], codec: str) -> float | int:
-    if codec == "libjpeg":
-        return int(rng.integers(int(q[0]), int(q[1]) + 1))
-    return float(rng.uniform(q[0], q[1]))
+def _run(step: Step, rng: np.random.Generator, env: dict, at: str | None, out: list) -> None:
+    if getattr(step, "p", None) is not None and not rng.random() < step.p:
+        return
+    if isinstance(step, OpStep):
+        op = REGISTRY[step.op]
+        given = {k: env[v["var"]] if isinstance(v, dict) and "var" in v else v for k, v in step.params.items()}
+        values = op.draw(rng, given) if op.draw is not None else {p.name: draw(rng, given[p.name]) for p in op.params}
+        if op.seeded:
+            values["seed"] = draw_seed(rng)
+        out.append({"op": step.op, "at": at, **({"id": step.id} if step.id else {}), **values})
+    elif isinstance(step, Stage):
+        for s in step.steps:
+            _run(s, rng, env, step.name, out)
+    elif isinstance(step, Sequence):
+        for s in step.steps:
+            _run(s, rng, env, at, out)
+    elif isinstance(step, OneOf):
+        _run(step.options[choose(rng, range(len(step.options)), step.probs)], rng, env, at, out)
+    elif isinstance(step, Shuffle):
+        for i in shuffle_order(rng, step):
+            _run(step.steps[i], rng, env, at, out)
+    elif isinstance(step, Draw):
+        for name, value in step.values:
+            env[name] = draw(rng, value)
 
 
 def sample_params(spec: DegradationSpec, rng: np.random.Generator, hr_shape: tuple[int, int]) -> dict:
-    """Every random draw of one sample, as a JSON-serialisable dict (kernels as parameters, noise as seeds)."""
+    """Every random draw of one sample: the record of the ops that will run (JSON-serialisable, no image work)."""
     h, w = _check_shape(hr_shape, spec.scale)
-    params: dict = {"version": PARAMS_VERSION, "kind": spec.kind, "hr_shape": [h, w]}
-    if spec.kind == "resize":
-        return params
-    st1, st2, fin = spec.stage1, spec.stage2, spec.final
-
-    k1 = kernels.sample_kernel(rng, st1.kernel) if rng.random() < st1.blur_prob else None
-    r1 = _sample_resize(rng, st1.resize)
-    # torch's F.interpolate(scale_factor=s) output size: floor(in * s)
-    r1["size"] = [max(1, math.floor(h * r1["scale"])), max(1, math.floor(w * r1["scale"]))]
-    params["stage1"] = {"kernel": k1, "resize": r1, "noise": _sample_noise(rng, st1.noise),
-                        "jpeg_quality": _quality(rng, st1.jpeg_quality, st1.jpeg_codec)}
-
-    k2 = kernels.sample_kernel(rng, st2.kernel) if rng.random() < st2.blur_prob else None
-    r2 = _sample_resize(rng, st2.resize)
-    # the reference's size=(int(ori_h / scale * s), int(ori_w / scale * s))
-    r2["size"] = [max(1, int(h / spec.scale * r2["scale"])), max(1, int(w / spec.scale * r2["scale"]))]
-    params["stage2"] = {"kernel": k2, "resize": r2, "noise": _sample_noise(rng, st2.noise),
-                        "jpeg_quality": _quality(rng, st2.jpeg_quality, st2.jpeg_codec)}
-
-    order = "jpeg_first" if rng.random() < fin.jpeg_first_prob else "resize_first"
-    mode = kernels.choose(rng, fin.modes, fin.mode_probs)
-    sinc = kernels.sample_sinc(rng, fin.sinc_sizes, fin.sinc_omega) if rng.random() < fin.sinc_prob else None
-    params["final"] = {"order": order, "mode": mode, "sinc": sinc}
-    return params
+    ops_run: list[dict] = []
+    env: dict = {}
+    for step in spec.pipeline:
+        _run(step, rng, env, None, ops_run)
+    return {"version": PARAMS_VERSION, "hr_shape": [h, w], "scale": spec.scale, "ops": ops_run}
 
 
-def _blur(img: np.ndarray, k: dict | None) -> np.ndarray:
-    if k is None:
-        return img
-    if k["type"] == "iso":  # the isotropic Gaussian is separable: two 1-D passes instead of one 2-D one
-        return ops.filter_separable(img, kernels.gaussian_1d(k["size"], k["sigma_x"]))
-    return ops.filter_2d(img, kernels.build_kernel(k))
+def op_values(entry: dict) -> dict:
+    return {k: v for k, v in entry.items() if k not in NOT_VALUES}
 
 
-def _noise(img: np.ndarray, n: dict) -> np.ndarray:
-    if n["type"] == "gaussian":
-        return ops.add_gaussian_noise(img, n["sigma"], n["gray"], n["seed"])
-    return ops.add_poisson_noise(img, n["scale"], n["gray"], n["seed"])
+def apply_record(hr: np.ndarray, record: dict, *, stages: bool = False):
+    """Degrade an HR (uint8 HxWx3 RGB) with a version-3 record -> uint8 LR of (H/scale, W/scale, 3).
+    With `stages`, returns (lr, [(stage name, uint8 image after its last op), ...]) for preview."""
+    if hr.dtype != np.uint8 or hr.ndim != 3 or hr.shape[2] != 3:
+        raise ValueError(f"HR must be a uint8 HxWx3 array, got {hr.dtype} {hr.shape}")
+    if not isinstance(record, dict) or record.get("version") != PARAMS_VERSION:
+        raise ValueError(f"params version {record.get('version') if isinstance(record, dict) else None!r} is not "
+                         f"{PARAMS_VERSION}; version-1 params need their spec (degrade/spec_v1.record_from_v1)")
+    scale = int(record["scale"])
+    h, w = _check_shape(hr.shape[:2], scale)
+    if list(record.get("hr_shape", ())) != [h, w]:
+        raise ValueError(f"params were drawn for a {record.get('hr_shape')} HR, not for this {h}x{w} image")
+    ctx = OpContext(scale=scale, hr_shape=(h, w))
+    img = ops.to_float(hr)
+    shown: list[tuple[str, np.ndarray]] = []
+    entries = record["ops"]
+    for i, entry in enumerate(entries):
+        if entry["op"] not in REGISTRY:
+            raise UserError(f"the recorded op {entry['op']!r} is not known to this srdistill (known ops: "
+                            f"{', '.join(sorted(REGISTRY))}).")
+        img = REGISTRY[entry["op"]].apply(img, op_values(entry), ctx)
+        at = entry.get("at")
+        if stages and at is not None and (i + 1 == len(entries) or entries[i + 1].get("at") != at):
+            shown.append((at, ops.quantize(img)))
+    if img.shape != (h // scale, w // scale, 3):
+        raise WrongLRSize(f"the ops end with a {img.shape[0]}x{img.shape[1]} image, not HR/{scale} = "
+                         f"{h // scale}x{w // scale}")
+    lr = ops.quantize(img)
+    return (lr, shown) if stages else lr
 
 
 def apply_params(hr: np.ndarray, params: dict, spec: DegradationSpec) -> np.ndarray:
-    """Degrade an HR image (uint8 HxWx3 RGB, sides multiples of spec.scale) with recorded params -> uint8 LR
-    of exactly (H/scale, W/scale, 3). Deterministic: the same inputs give the same bytes."""
-    if hr.dtype != np.uint8 or hr.ndim != 3 or hr.shape[2] != 3:
-        raise ValueError(f"HR must be a uint8 HxWx3 array, got {hr.dtype} {hr.shape}")
-    h, w = _check_shape(hr.shape[:2], spec.scale)
-    if params.get("kind") != spec.kind or list(params.get("hr_shape", ())) != [h, w]:
-        raise ValueError(f"params were drawn for a {params.get('kind')} degradation of a "
-                         f"{params.get('hr_shape')} HR, not for this {spec.kind} spec and {h}x{w} image")
-    lr_size = (h // spec.scale, w // spec.scale)
-    img = ops.to_float(hr)
-    if spec.kind == "resize":
-        return ops.quantize(ops.bicubic_downsample(img, spec.scale))
-
-    if spec.usm is not None:
-        u = spec.usm
-        img = ops.usm_sharpen(img, u.radius, u.sigma, u.weight, u.threshold)
-    for name in ("stage1", "stage2"):
-        st, st_spec = params[name], getattr(spec, name)
-        img = _blur(img, st["kernel"])
-        r = st["resize"]
-        img = ops.resize(img, tuple(r["size"]), r["mode"],
-                         scale=r["scale"] if st_spec.resize.coords == "scale_factor" else None)
-        img = _noise(img, st["noise"])
-        if name == "stage1":
-            img = ops.jpeg(img, st["jpeg_quality"], st_spec.jpeg_codec)
-    fin = params["final"]
-    q2, codec2 = params["stage2"]["jpeg_quality"], spec.stage2.jpeg_codec
-    if fin["order"] == "jpeg_first":
-        img = ops.jpeg(img, q2, codec2)
-    img = ops.resize(img, lr_size, fin["mode"])
-    if fin["sinc"] is not None:
-        img = ops.filter_2d(img, kernels.build_kernel(fin["sinc"]))
-    if fin["order"] == "resize_first":
-        img = ops.jpeg(img, q2, codec2)
-    return ops.quantize(img)
+    """apply_record for params drawn from `spec` (its scale must be the record's)."""
+    if params.get("scale") != spec.scale:
+        raise ValueError(f"params were drawn at scale {params.get('scale')}, not at this spec's {spec.scale}")
+    return apply_record(hr, params)
 
 
 def degrade_image(hr: np.ndarray, spec: DegradationSpec, seed: int, key: str) -> tuple[np.ndarray, dict]:
-    """Draw params for (seed, key) and apply them: returns (lr, params)."""
+    """Draw params for (seed, key) and apply them: returns (lr, params). A spec whose ops do not end at exactly
+    HR/scale is a UserError naming it."""
     params = sample_params(spec, sample_rng(seed, key), hr.shape[:2])
-    return apply_params(hr, params, spec), params
+    try:
+        return apply_params(hr, params, spec), params
+    except WrongLRSize as exc:
+        raise UserError(f"spec {spec.name!r} does not end at HR/scale: {exc} (the last resize must be "
+                        f"relative_to: lr with scale 1, or a downsample by the scale).") from None

@@ -1,4 +1,5 @@
-"""The shard file format (schema version 1): plain POSIX tars of {key}.hr.png, {key}.lr.png, {key}.json.
+"""The shard file format (schema version 2): plain POSIX tars of {key}.hr.png, {key}.lr.png, {key}.json.
+Version 1 differs only in the params of the json (see degrade/spec_v1.py) and stays readable.
 
 Member headers are fixed (mtime, owner, mode) and samples are written in key order, so a shard's bytes
 depend only on its content. Stock `tar` and `webdataset.WebDataset` read the files as they are.
@@ -13,7 +14,8 @@ import tarfile
 from dataclasses import dataclass
 from typing import BinaryIO, Iterable, Iterator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: params version 3 (the op record of schema-2 specs)
+READABLE_VERSIONS = (1, 2)
 MEMBER_SUFFIXES = ("hr.png", "lr.png", "json")
 _MTIME = 0
 _MODE = 0o644

@@ -1,324 +1,433 @@
-"""The degradation spec: every range and probability of the pipeline, as a frozen dataclass tree.
+"""The degradation spec (schema version 2): a pipeline of steps over the ops of degrade/library, as data.
 
 Numbers live in the shipped YAML presets (degrade/presets/*.yaml) or in a user YAML/JSON file, never in code.
-A user file may start from a preset with `base: realesrgan` and override only some fields.
-`spec_hash` names a degradation by its content (the `name` label is left out of the hash, so a renamed
-copy of a preset hashes the same as the preset).
+A document is
 
-Fields added after a spec format was in use (`resize.coords`, `jpeg_codec`) default to the behaviour from
-before they existed, so the spec stored in an older manifest still replays its LRs bit for bit; the shipped
-presets set them explicitly.
+    version: 2
+    name: NAME            description: ONE LINE           source: WHERE THE NUMBERS COME FROM
+    scale: 4
+    pipeline: [STEP, ...]
+
+and a STEP is one of (each may carry `p:` (a gate: one rng.random() < p, drawn only when `p` is given) and
+`id:` (a unique name for `replace:` and reports); `weight:` only as an option of `one_of`):
+
+    {op: NAME, PARAM: VALUE, ...}     an op of the library; a VALUE is fixed, a distribution (degrade/opdef.py)
+                                      or {var: NAME}; a parameter left out takes the op's default
+    {stage: NAME, steps: [...]}       a named group: records and `degrade preview` show the image after it
+    {steps: [...]}                    a plain sequence (e.g. one option of a one_of)
+    {one_of: [STEP + weight, ...]}    one option, by weight (one rng.random(), degrade/opdef.choose)
+    {shuffle: [...], keep_order: [[A, B], ...]}   the steps in a random order (one rng.permutation(n)); for
+                                      each pair of step ids, A is moved before B (their places are swapped)
+    {draw: {NAME: VALUE, ...}}        draws values here (in the order written) for later {var: NAME}
+
+`base: PRESET` starts from a preset's document; `replace: {ID: STEP}` swaps the step with that id (or stage
+name) anywhere in it (a one_of option keeps its weight unless the new step gives one); the other top-level
+fields of the file override the preset's. Version-1 documents (`kind: second_order | resize`) are converted
+on load (degrade/spec_v1.py), to the same pipeline as the shipped presets for the same numbers.
+
+`spec_hash` names a degradation by its canonical form (every parameter explicit, defaults filled in, floats as
+floats), without `name`, `description` and `source`: a renamed copy of a preset hashes the same.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
-import types
-import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 import yaml
 
+from srdistill.degrade import opdef
 from srdistill.errors import UserError
 
 PRESET_DIR = Path(__file__).parent / "presets"
 PRESETS: tuple[str, ...] = tuple(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
-
-KERNEL_TYPES = ("iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso")
-RESIZE_MODES = ("area", "bilinear", "bicubic")
-RESIZE_COORDS = ("size", "scale_factor")
-JPEG_CODECS = ("diffjpeg", "libjpeg")
-KINDS = ("second_order", "resize")
+VERSION = 2
+_LABELS = ("name", "description", "source")  # left out of the hash
+_TOP = ("version", "name", "description", "source", "scale", "pipeline", "base", "replace")
 
 
 @dataclass(frozen=True)
-class USMSpec:
-    """Unsharp mask applied to the HR before degrading (Real-ESRGAN's USMSharp)."""
+class OpStep:
+    """One op with every parameter's value: fixed, a distribution mapping or {"var": NAME}."""
 
-    radius: int  # Gaussian window size; an even value is bumped to the next odd one, as the reference does
-    sigma: float  # 0 lets OpenCV derive sigma from the window size
-    weight: float
-    threshold: float  # on the 0..255 scale
-
-
-@dataclass(frozen=True)
-class KernelSpec:
-    """How a blur kernel is drawn."""
-
-    sizes: tuple[int, ...]  # odd sizes, drawn uniformly
-    sinc_prob: float
-    sinc_size_threshold: int  # sizes below it use sinc_omega_small, others sinc_omega_large
-    sinc_omega_small: tuple[float, float]
-    sinc_omega_large: tuple[float, float]
-    types: tuple[str, ...]
-    type_probs: tuple[float, ...]
-    sigma_range: tuple[float, float]
-    rotation_range: tuple[float, float]
-    betag_range: tuple[float, float]  # generalized Gaussian shape
-    betap_range: tuple[float, float]  # plateau shape
-    beta_pivot: float  # beta is drawn from [lo, pivot] with beta_below_prob, else from [pivot, hi]
-    beta_below_prob: float
+    op: str
+    params: dict[str, Any]
+    p: float | None = None
+    id: str | None = None
 
 
 @dataclass(frozen=True)
-class ResizeSpec:
-    """Random resize: direction up/down/keep, then a scale factor, then an interpolation mode."""
+class Stage:
+    """A named group of steps; its name is also its id."""
 
-    probs: tuple[float, float, float]  # up, down, keep
-    range: tuple[float, float]  # down draws from [lo, 1], up from [1, hi]
-    modes: tuple[str, ...]
-    mode_probs: tuple[float, ...]
-    # How output pixels map to input ones: `size` = by the in/out size ratio (torch's F.interpolate(size=...));
-    # `scale_factor` = by 1/scale with the output size floor(in * scale) (F.interpolate(scale_factor=...), the
-    # reference's stage 1). Stage 2 resizes relative to HR/scale, so it only takes `size`.
-    coords: str = "size"
+    name: str
+    steps: tuple[Step, ...]
+    p: float | None = None
 
 
 @dataclass(frozen=True)
-class NoiseSpec:
-    """Gaussian noise with gaussian_prob, else Poisson; either one gray (same on all channels) with gray_prob."""
+class Sequence:
+    """Steps run in order, unnamed (a one_of option or a shuffle member made of several steps)."""
 
-    gaussian_prob: float
-    sigma_range: tuple[float, float]  # on the 0..255 scale
-    poisson_scale_range: tuple[float, float]
-    gray_prob: float
-
-
-@dataclass(frozen=True)
-class StageSpec:
-    """One blur -> resize -> noise -> JPEG round of the second-order model."""
-
-    blur_prob: float
-    kernel: KernelSpec
-    resize: ResizeSpec
-    noise: NoiseSpec
-    jpeg_quality: tuple[float, float]  # stage 2's is used by the final step
-    # `diffjpeg`: the reference's DiffJPEG model (degrade/diffjpeg.py), quality uniform in the range (real);
-    # `libjpeg`: the real codec through OpenCV, quality a uniform integer in the (whole-number) range.
-    jpeg_codec: str = "libjpeg"
+    steps: tuple[Step, ...]
+    p: float | None = None
+    id: str | None = None
 
 
 @dataclass(frozen=True)
-class FinalSpec:
-    """Last step: resize to HR/scale + final sinc filter, and stage 2's JPEG (stage2.jpeg_quality), in one of
-    two orders."""
+class OneOf:
+    """One of `options`, drawn with `weights` (normalised to sum 1)."""
 
-    jpeg_first_prob: float  # else [resize, sinc, JPEG]
-    modes: tuple[str, ...]
-    mode_probs: tuple[float, ...]
-    sinc_prob: float
-    sinc_sizes: tuple[int, ...]
-    sinc_omega: tuple[float, float]
+    options: tuple[Step, ...]
+    weights: tuple[float, ...]
+    p: float | None = None
+    id: str | None = None
+
+    @property
+    def probs(self) -> tuple[float, ...]:
+        total = sum(self.weights)
+        # Weights that already sum to 1 are used as written, so a preset's probabilities keep their exact bits.
+        return self.weights if abs(total - 1.0) < 1e-12 else tuple(w / total for w in self.weights)
+
+
+@dataclass(frozen=True)
+class Shuffle:
+    """The steps in a random order; each (a, b) of keep_order puts step a before step b."""
+
+    steps: tuple[Step, ...]
+    keep_order: tuple[tuple[str, str], ...] = ()
+    p: float | None = None
+    id: str | None = None
+
+
+@dataclass(frozen=True)
+class Draw:
+    """Named values drawn at this point of the stream, in order, for later {var: NAME} parameters."""
+
+    values: tuple[tuple[str, Any], ...]
+    id: str | None = None
+
+
+Step = Union[OpStep, Stage, Sequence, OneOf, Shuffle, Draw]
 
 
 @dataclass(frozen=True)
 class DegradationSpec:
-    """A whole degradation: `second_order` (Real-ESRGAN) or a plain `resize` (e.g. bicubic)."""
+    """A whole degradation: the pipeline that turns an HR into its LR at `scale`."""
 
     name: str
     scale: int
-    kind: str
-    resize_mode: str | None = None  # kind=resize only
-    usm: USMSpec | None = None  # kind=second_order; None means no sharpening
-    stage1: StageSpec | None = None
-    stage2: StageSpec | None = None
-    final: FinalSpec | None = None
+    pipeline: tuple[Step, ...]
+    description: str = ""
+    source: str = ""
 
 
-# ---------------------------------------------------------------- dict <-> dataclass
+# ---------------------------------------------------------------- parsing a document
 
 
-def spec_to_dict(spec: DegradationSpec) -> dict:
-    """Plain JSON-compatible dict (tuples become lists)."""
-    return json.loads(json.dumps(dataclasses.asdict(spec)))
+def _library() -> dict[str, opdef.Op]:
+    import srdistill.degrade.library  # noqa: F401  (registers every op)
+
+    return opdef.REGISTRY
+
+
+def _gate(d: dict, path: str) -> float | None:
+    if "p" not in d:
+        return None
+    p = d["p"]
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
+        raise UserError(f"{path}.p must be a probability in [0, 1], got {p!r}.")
+    return float(p)
+
+
+def _ident(d: dict, key: str, path: str) -> str | None:
+    if key not in d:
+        return None
+    v = d[key]
+    if not isinstance(v, str) or not v:
+        raise UserError(f"{path}.{key} must be a non-empty string, got {v!r}.")
+    return v
+
+
+def _steps(value: Any, path: str) -> tuple[Step, ...]:
+    if not isinstance(value, list) or not value:
+        raise UserError(f"{path} must be a non-empty list of steps, got {value!r}.")
+    return tuple(_step(s, f"{path}[{i}]") for i, s in enumerate(value))
+
+
+_KINDS = ("op", "stage", "one_of", "shuffle", "draw", "steps")
+_EXTRA = {"stage": {"steps", "p"}, "steps": {"p", "id"}, "one_of": {"p", "id"}, "shuffle": {"keep_order", "p", "id"},
+          "draw": {"id"}}
+
+
+def _kind(d: Any, path: str) -> str:
+    if not isinstance(d, dict):
+        raise UserError(f"{path} must be a step (a mapping with one of: {', '.join(_KINDS)}), got {d!r}.")
+    kinds = [k for k in _KINDS if k in d and not (k == "steps" and "stage" in d)]
+    if len(kinds) != 1:
+        raise UserError(f"{path} must have exactly one of {', '.join(_KINDS)}, got "
+                        f"{', '.join(kinds) if kinds else 'none'}.")
+    return kinds[0]
+
+
+def _step(d: Any, path: str, option: bool = False) -> Step:
+    """One step; `option`: a one_of option, whose `weight` its one_of has read."""
+    kind = _kind(d, path)
+    if option:
+        d = {k: v for k, v in d.items() if k != "weight"}
+    if kind == "op":
+        return _op_step(d, path)
+    extra = sorted(set(d) - {kind} - _EXTRA[kind])
+    if extra:
+        raise UserError(f"{path}.{extra[0]} is not a field of a {kind} step.")
+    if kind == "stage":
+        name = _ident(d, "stage", path)
+        return Stage(name, _steps(d.get("steps"), f"{path}.steps"), _gate(d, path))
+    if kind == "steps":
+        return Sequence(_steps(d["steps"], f"{path}.steps"), _gate(d, path), _ident(d, "id", path))
+    if kind == "one_of":
+        opts = d["one_of"]
+        if not isinstance(opts, list) or not opts:
+            raise UserError(f"{path}.one_of must be a non-empty list of options, got {opts!r}.")
+        weights = []
+        for i, o in enumerate(opts):
+            w = o.get("weight", 1.0) if isinstance(o, dict) else 1.0
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
+                raise UserError(f"{path}.one_of[{i}].weight must be a number >= 0, got {w!r}.")
+            weights.append(float(w))
+        if sum(weights) <= 0:
+            raise UserError(f"{path}.one_of has weights that are all zero; give at least one option weight > 0.")
+        options = tuple(_step(o, f"{path}.one_of[{i}]", option=True) for i, o in enumerate(opts))
+        return OneOf(options, tuple(weights), _gate(d, path), _ident(d, "id", path))
+    if kind == "shuffle":
+        steps = d["shuffle"]
+        if not isinstance(steps, list) or not steps:
+            raise UserError(f"{path}.shuffle must be a non-empty list of steps, got {steps!r}.")
+        keep = d.get("keep_order", [])
+        if not isinstance(keep, list) or not all(
+                isinstance(k, list) and len(k) == 2 and all(isinstance(x, str) for x in k) for k in keep):
+            raise UserError(f"{path}.keep_order must be a list of [ID, ID] pairs, got {keep!r}.")
+        return Shuffle(_steps(steps, f"{path}.shuffle"), tuple((a, b) for a, b in keep), _gate(d, path),
+                       _ident(d, "id", path))
+    return Draw(_draw_values(d["draw"], f"{path}.draw"), _ident(d, "id", path))
+
+
+def _draw_values(value: Any, path: str) -> tuple[tuple[str, Any], ...]:
+    if isinstance(value, dict):
+        items = list(value.items())
+    elif isinstance(value, list) and all(isinstance(x, dict) and len(x) == 1 for x in value):
+        items = [next(iter(x.items())) for x in value]
+    else:
+        raise UserError(f"{path} must be a mapping of NAME: distribution, got {value!r}.")
+    if not items:
+        raise UserError(f"{path} must name at least one value to draw.")
+    out = []
+    for name, v in items:
+        if not isinstance(name, str) or not name:
+            raise UserError(f"{path} must use non-empty names, got {name!r}.")
+        out.append((name, opdef.check_value(_draw_param(name, v), v, f"{path}.{name}")))
+    return tuple(out)
+
+
+def _draw_param(name: str, v: Any) -> opdef.Param:
+    """The loosest Param a drawn value can be checked as (its use as a parameter is checked where it is used)."""
+    if isinstance(v, dict) and "randint" in v:
+        return opdef.Param(name, int)
+    if isinstance(v, dict) and ("uniform" in v or "log_uniform" in v):
+        return opdef.Param(name, float)
+    if isinstance(v, dict) and "bernoulli" in v:
+        return opdef.Param(name, bool)
+    return opdef.Param(name, object)
+
+
+def _op_step(d: dict, path: str) -> OpStep:
+    lib = _library()
+    name = d["op"]
+    if name not in lib:
+        raise UserError(f"{path}.op names an unknown op {name!r}; known ops: {', '.join(sorted(lib))}.")
+    op = lib[name]
+    declared = {p.name: p for p in op.params}
+    unknown = sorted(set(d) - set(declared) - {"op", "p", "id"})
+    if unknown:
+        raise UserError(f"{path}.{unknown[0]} is not a parameter of op {name!r} "
+                        f"(its parameters: {', '.join(declared) or 'none'}).")
+    params = {}
+    for p in op.params:
+        if p.name not in d:
+            if p.default is opdef.REQUIRED:
+                raise UserError(f"{path}.{p.name} is missing (op {name!r} has no default for it).")
+            params[p.name] = opdef.check_value(p, p.default, f"{path}.{p.name}")
+            continue
+        v = d[p.name]
+        if isinstance(v, dict) and "var" in v:
+            if len(v) != 1 or not isinstance(v["var"], str):
+                raise UserError(f"{path}.{p.name} must be {{var: NAME}} alone, got {v!r}.")
+            params[p.name] = {"var": v["var"]}
+        else:
+            params[p.name] = opdef.check_value(p, v, f"{path}.{p.name}")
+    if op.prepare is not None:
+        params = op.prepare(params, path)
+    return OpStep(name, params, _gate(d, path), _ident(d, "id", path))
+
+
+# ---------------------------------------------------------------- whole-pipeline checks
+
+
+def _ids(steps: tuple[Step, ...], path: str, seen: dict[str, str]) -> None:
+    for i, s in enumerate(steps):
+        here = f"{path}[{i}]"
+        ident = s.name if isinstance(s, Stage) else getattr(s, "id", None)
+        if ident is not None:
+            if ident in seen:
+                raise UserError(f"{here} reuses the id {ident!r} of {seen[ident]}; ids and stage names must be unique.")
+            seen[ident] = here
+        for sub, children in _children(s, here):
+            _ids(children, sub, seen)
+        if isinstance(s, Shuffle):
+            members = {getattr(c, "id", None) if not isinstance(c, Stage) else c.name for c in s.steps}
+            for j, pair in enumerate(s.keep_order):
+                for x in pair:
+                    if x not in members:
+                        raise UserError(f"{here}.keep_order[{j}] names {x!r}, which is not the id of a step of "
+                                        f"this shuffle.")
+
+
+def _children(s: Step, here: str) -> list[tuple[str, tuple[Step, ...]]]:
+    if isinstance(s, (Stage, Sequence)):
+        return [(f"{here}.steps", s.steps)]
+    if isinstance(s, OneOf):
+        return [(f"{here}.one_of", s.options)]
+    if isinstance(s, Shuffle):
+        return [(f"{here}.shuffle", s.steps)]
+    return []
+
+
+def _vars(s: Step, here: str, env: dict[str, Any]) -> None:
+    """Each {var: NAME} must follow a `draw` of NAME that surely ran before it: names drawn inside a gated step,
+    a one_of option or a shuffle member stay inside it. Adds the names `s` surely draws to `env`."""
+    inner = dict(env) if getattr(s, "p", None) is not None else env
+    if isinstance(s, Draw):
+        inner.update(dict(s.values))
+    elif isinstance(s, OpStep):
+        for p in _library()[s.op].params:
+            v = s.params[p.name]
+            if isinstance(v, dict) and "var" in v:
+                if v["var"] not in inner:
+                    raise UserError(f"{here}.{p.name} uses {{var: {v['var']}}} before a draw of {v['var']!r} "
+                                    f"that always runs before it.")
+                opdef.check_value(p, inner[v["var"]], f"{here}.{p.name}")
+    elif isinstance(s, (Stage, Sequence)):
+        for j, c in enumerate(s.steps):
+            _vars(c, f"{here}.steps[{j}]", inner)
+    elif isinstance(s, (OneOf, Shuffle)):
+        key, members = ("one_of", s.options) if isinstance(s, OneOf) else ("shuffle", s.steps)
+        for j, c in enumerate(members):
+            _vars(c, f"{here}.{key}[{j}]", dict(inner))
 
 
 def spec_from_dict(d: Any) -> DegradationSpec:
-    """Build and validate a spec; a bad field raises UserError naming it by its dotted path."""
-    spec = _build(DegradationSpec, d, "spec")
-    _validate(spec)
-    return spec
+    """A spec from a resolved document (no `base:`), version 2 or version 1 (converted); UserError naming the
+    bad field by its path otherwise."""
+    if not isinstance(d, dict):
+        raise UserError("a degradation spec must be a mapping of fields at the top level.")
+    if _is_v1(d):
+        from srdistill.degrade import spec_v1
+
+        d = spec_v1.to_v2_document(spec_v1.spec_from_dict(d))
+    unknown = sorted(set(d) - set(_TOP))
+    if unknown:
+        raise UserError(f"spec.{unknown[0]} is not a known field (expected one of: {', '.join(_TOP)}).")
+    if d.get("version") != VERSION:
+        raise UserError(f"spec.version must be {VERSION} for a pipeline spec, got {d.get('version')!r}.")
+    for key in ("base", "replace"):
+        if key in d:
+            raise UserError(f"spec.{key} must be resolved before building a spec (load it with load_spec).")
+    name = d.get("name")
+    if not isinstance(name, str) or not name:
+        raise UserError(f"spec.name must be a non-empty string, got {name!r}.")
+    for key in ("description", "source"):
+        if not isinstance(d.get(key, ""), str):
+            raise UserError(f"spec.{key} must be a string, got {d[key]!r}.")
+    scale = d.get("scale")
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+        raise UserError(f"spec.scale must be an integer >= 1, got {scale!r}.")
+    pipeline = _steps(d.get("pipeline"), "spec.pipeline")
+    _ids(pipeline, "spec.pipeline", {})
+    env: dict[str, Any] = {}
+    for i, s in enumerate(pipeline):
+        _vars(s, f"spec.pipeline[{i}]", env)
+    return DegradationSpec(name, scale, pipeline, d.get("description", ""), d.get("source", ""))
+
+
+def _is_v1(d: dict) -> bool:
+    if "version" in d:
+        if d["version"] not in (1, VERSION):
+            raise UserError(f"spec.version must be 1 or {VERSION}, got {d['version']!r}.")
+        return d["version"] == 1
+    return not any(k in d for k in ("pipeline", "replace", "description", "source"))
+
+
+# ---------------------------------------------------------------- canonical form and hash
+
+
+def _gated(d: dict, s: Step) -> dict:
+    if getattr(s, "p", None) is not None:
+        d["p"] = s.p
+    if getattr(s, "id", None) is not None:
+        d["id"] = s.id
+    return d
+
+
+def step_to_dict(s: Step) -> dict:
+    """A step in canonical document form (what spec_from_dict reads back to the same step)."""
+    if isinstance(s, OpStep):
+        return _gated({"op": s.op, **s.params}, s)
+    if isinstance(s, Stage):
+        return _gated({"stage": s.name, "steps": [step_to_dict(c) for c in s.steps]}, s)
+    if isinstance(s, Sequence):
+        return _gated({"steps": [step_to_dict(c) for c in s.steps]}, s)
+    if isinstance(s, OneOf):
+        return _gated({"one_of": [{**step_to_dict(o), "weight": w} for o, w in zip(s.options, s.weights)]}, s)
+    if isinstance(s, Shuffle):
+        d = {"shuffle": [step_to_dict(c) for c in s.steps]}
+        if s.keep_order:
+            d["keep_order"] = [list(k) for k in s.keep_order]
+        return _gated(d, s)
+    # A list of one-name mappings: JSON with sorted keys keeps the draw order.
+    return _gated({"draw": [{k: v} for k, v in s.values]}, s)
+
+
+def spec_to_dict(spec: DegradationSpec) -> dict:
+    """Plain JSON-compatible canonical document."""
+    d = {"version": VERSION, "name": spec.name, "description": spec.description, "source": spec.source,
+         "scale": spec.scale, "pipeline": [step_to_dict(s) for s in spec.pipeline]}
+    return json.loads(json.dumps(d))
 
 
 def spec_hash(spec: DegradationSpec) -> str:
-    """First 16 hex chars of sha256 over the canonical JSON (sorted keys, no whitespace), label excluded."""
-    d = spec_to_dict(spec)
-    d.pop("name")
+    """First 16 hex chars of sha256 over the canonical JSON (sorted keys, no whitespace), labels excluded."""
+    d = {k: v for k, v in spec_to_dict(spec).items() if k not in _LABELS}
     canon = json.dumps(d, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canon.encode()).hexdigest()[:16]
 
 
-def _build(tp: Any, value: Any, path: str) -> Any:
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise UserError(f"{path} must be a mapping of fields, got {type(value).__name__}.")
-        hints = typing.get_type_hints(tp)
-        fields = {f.name: f for f in dataclasses.fields(tp)}
-        unknown = sorted(set(value) - set(fields))
-        if unknown:
-            raise UserError(f"{path}.{unknown[0]} is not a known field (expected one of: {', '.join(fields)}).")
-        kwargs = {}
-        for name, f in fields.items():
-            if name not in value:
-                if f.default is dataclasses.MISSING:
-                    raise UserError(f"{path}.{name} is missing.")
-                continue
-            kwargs[name] = _build(hints[name], value[name], f"{path}.{name}")
-        return tp(**kwargs)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _build(inner, value, path)
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)):
-            raise UserError(f"{path} must be a list, got {value!r}.")
-        if len(args) == 2 and args[1] is Ellipsis:
-            if not value:
-                raise UserError(f"{path} must not be empty.")
-            return tuple(_build(args[0], v, f"{path}[{i}]") for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise UserError(f"{path} must have {len(args)} entries, got {len(value)}.")
-        return tuple(_build(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise UserError(f"{path} must be true or false, got {value!r}.")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise UserError(f"{path} must be an integer, got {value!r}.")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise UserError(f"{path} must be a finite number, got {value!r}.")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str) or not value:
-            raise UserError(f"{path} must be a non-empty string, got {value!r}.")
-        return value
-    raise TypeError(f"unsupported spec field type {tp!r} at {path}")
-
-
-# ---------------------------------------------------------------- semantic checks
-
-
-def _check(cond: bool, msg: str) -> None:
-    if not cond:
-        raise UserError(msg)
-
-
-def _prob(p: float, path: str) -> None:
-    _check(0.0 <= p <= 1.0, f"{path} must be a probability in [0, 1], got {p}.")
-
-
-def _probs(ps: tuple[float, ...], n: int, path: str) -> None:
-    _check(len(ps) == n, f"{path} must have {n} entries (one per choice), got {len(ps)}.")
-    _check(all(p >= 0 for p in ps), f"{path} must not hold negative probabilities.")
-    _check(abs(sum(ps) - 1.0) < 1e-6, f"{path} must sum to 1, got {sum(ps):g}.")
-
-
-def _range(r: tuple[float, float], path: str, lo: float = -math.inf, hi: float = math.inf) -> None:
-    _check(r[0] <= r[1], f"{path} must be [low, high] with low <= high, got {list(r)}.")
-    _check(lo <= r[0] and r[1] <= hi, f"{path} must lie within [{lo:g}, {hi:g}], got {list(r)}.")
-
-
-def _choices(values: tuple[str, ...], allowed: tuple[str, ...], path: str) -> None:
-    bad = [v for v in values if v not in allowed]
-    if bad:
-        raise UserError(f"{path} holds {bad[0]!r}; allowed values are {', '.join(allowed)}.")
-    _check(len(set(values)) == len(values), f"{path} must not repeat a value.")
-
-
-def _sizes(sizes: tuple[int, ...], path: str) -> None:
-    _check(all(s >= 1 and s % 2 == 1 for s in sizes), f"{path} must hold odd sizes >= 1, got {list(sizes)}.")
-
-
-def _validate(spec: DegradationSpec) -> None:
-    _check(spec.scale >= 1, f"spec.scale must be an integer >= 1, got {spec.scale}.")
-    _check(spec.kind in KINDS, f"spec.kind must be one of {', '.join(KINDS)}, got {spec.kind!r}.")
-    if spec.kind == "resize":
-        _check(spec.resize_mode == "bicubic", f"spec.resize_mode must be 'bicubic', got {spec.resize_mode!r}.")
-        for f in ("usm", "stage1", "stage2", "final"):
-            _check(getattr(spec, f) is None, f"spec.{f} must be left out when spec.kind is 'resize'.")
-        return
-    _check(spec.resize_mode is None, "spec.resize_mode must be left out when spec.kind is 'second_order'.")
-    for f in ("stage1", "stage2", "final"):
-        _check(getattr(spec, f) is not None, f"spec.{f} is missing (required when spec.kind is 'second_order').")
-    if spec.usm is not None:
-        _check(spec.usm.radius >= 1, f"spec.usm.radius must be >= 1, got {spec.usm.radius}.")
-        _check(spec.usm.sigma >= 0, f"spec.usm.sigma must be >= 0, got {spec.usm.sigma}.")
-        _check(spec.usm.threshold >= 0, f"spec.usm.threshold must be >= 0, got {spec.usm.threshold}.")
-    for sname in ("stage1", "stage2"):
-        st: StageSpec = getattr(spec, sname)
-        p = f"spec.{sname}"
-        _prob(st.blur_prob, f"{p}.blur_prob")
-        k = st.kernel
-        _sizes(k.sizes, f"{p}.kernel.sizes")
-        _prob(k.sinc_prob, f"{p}.kernel.sinc_prob")
-        _range(k.sinc_omega_small, f"{p}.kernel.sinc_omega_small", 1e-6, math.pi)
-        _range(k.sinc_omega_large, f"{p}.kernel.sinc_omega_large", 1e-6, math.pi)
-        _choices(k.types, KERNEL_TYPES, f"{p}.kernel.types")
-        _probs(k.type_probs, len(k.types), f"{p}.kernel.type_probs")
-        _range(k.sigma_range, f"{p}.kernel.sigma_range", 1e-6)
-        _range(k.rotation_range, f"{p}.kernel.rotation_range")
-        _range(k.betag_range, f"{p}.kernel.betag_range", 1e-6)
-        _range(k.betap_range, f"{p}.kernel.betap_range", 1e-6)
-        _prob(k.beta_below_prob, f"{p}.kernel.beta_below_prob")
-        for bname in ("betag_range", "betap_range"):
-            r = getattr(k, bname)
-            _check(r[0] <= k.beta_pivot <= r[1],
-                   f"{p}.kernel.beta_pivot ({k.beta_pivot:g}) must lie within {p}.kernel.{bname} {list(r)}.")
-        r = st.resize
-        _probs(r.probs, 3, f"{p}.resize.probs")
-        _range(r.range, f"{p}.resize.range", 1e-3)
-        _check(r.range[0] <= 1.0 <= r.range[1], f"{p}.resize.range must contain 1, got {list(r.range)}.")
-        _choices(r.modes, RESIZE_MODES, f"{p}.resize.modes")
-        _probs(r.mode_probs, len(r.modes), f"{p}.resize.mode_probs")
-        n = st.noise
-        _prob(n.gaussian_prob, f"{p}.noise.gaussian_prob")
-        _range(n.sigma_range, f"{p}.noise.sigma_range", 0.0)
-        _range(n.poisson_scale_range, f"{p}.noise.poisson_scale_range", 0.0)
-        _prob(n.gray_prob, f"{p}.noise.gray_prob")
-        _check(r.coords in RESIZE_COORDS, f"{p}.resize.coords must be one of {', '.join(RESIZE_COORDS)}, "
-                                          f"got {r.coords!r}.")
-        _check(sname == "stage1" or r.coords == "size",
-               f"{p}.resize.coords must be 'size' (stage 2 resizes relative to HR/scale), got {r.coords!r}.")
-        _range(st.jpeg_quality, f"{p}.jpeg_quality", 1, 100)
-        _check(st.jpeg_codec in JPEG_CODECS,
-               f"{p}.jpeg_codec must be one of {', '.join(JPEG_CODECS)}, got {st.jpeg_codec!r}.")
-        _check(st.jpeg_codec != "diffjpeg" or st.jpeg_quality[1] < 100,
-               f"{p}.jpeg_quality must stay below 100 with jpeg_codec diffjpeg (its table factor is 0 at 100), "
-               f"got {list(st.jpeg_quality)}.")
-        _check(st.jpeg_codec != "libjpeg" or all(q == int(q) for q in st.jpeg_quality),
-               f"{p}.jpeg_quality must hold whole numbers with jpeg_codec libjpeg, got {list(st.jpeg_quality)}.")
-    fin = spec.final
-    _prob(fin.jpeg_first_prob, "spec.final.jpeg_first_prob")
-    _choices(fin.modes, RESIZE_MODES, "spec.final.modes")
-    _probs(fin.mode_probs, len(fin.modes), "spec.final.mode_probs")
-    _prob(fin.sinc_prob, "spec.final.sinc_prob")
-    _sizes(fin.sinc_sizes, "spec.final.sinc_sizes")
-    _range(fin.sinc_omega, "spec.final.sinc_omega", 1e-6, math.pi)
+def iter_steps(steps: tuple[Step, ...], stage: str | None = None):
+    """Every step, depth first, with the name of the innermost stage around it."""
+    for s in steps:
+        yield s, stage
+        inner = s.name if isinstance(s, Stage) else stage
+        for _, children in _children(s, ""):
+            yield from iter_steps(children, inner)
 
 
 # ---------------------------------------------------------------- loading
 
 
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def _read_document(path: Path) -> Any:
+def read_document(path: Path) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
@@ -338,19 +447,63 @@ def _read_document(path: Path) -> Any:
         raise UserError(f"degradation spec {path} is not valid YAML{where}.") from None
 
 
-def _resolve(doc: Any, origin: str, seen: tuple[str, ...] = ()) -> dict:
+def _replace(steps: list, ident: str, new: dict, options: bool = False) -> bool:
+    """Swap the step with id (or stage name) `ident` in a raw document's step list, in place; `options`: the
+    list is a one_of's."""
+    for i, s in enumerate(steps):
+        if not isinstance(s, dict):
+            continue
+        if s.get("id") == ident or s.get("stage") == ident:
+            # the new step keeps the old one's id and (as a one_of option) weight unless it gives its own
+            keep = {k: s[k] for k in (("weight", "id") if options else ("id",)) if k in s and "stage" not in new}
+            steps[i] = {**keep, **new}
+            return True
+        for key in ("steps", "one_of", "shuffle"):
+            if isinstance(s.get(key), list) and _replace(s[key], ident, new, key == "one_of"):
+                return True
+    return False
+
+
+def resolve(doc: Any, origin: str, seen: tuple[str, ...] = ()) -> dict:
+    """The document with `base:` and `replace:` applied (a version-1 document resolves against the version-1
+    presets in presets/v1/, so old override files keep their meaning)."""
+    import copy
+
     if not isinstance(doc, dict):
         raise UserError(f"degradation spec {origin} must be a mapping of fields at the top level.")
     base = doc.get("base")
     if base is None:
+        if "replace" in doc:
+            raise UserError(f"spec.replace in {origin} needs a `base:` preset whose steps it replaces.")
         return doc
-    if not isinstance(base, str) or base not in PRESETS:
-        raise UserError(f"spec.base in {origin} must name a preset ({', '.join(PRESETS)}), got {base!r}.")
+    v1 = _is_v1(doc)
+    names = tuple(sorted(p.stem for p in (PRESET_DIR / "v1").glob("*.yaml"))) if v1 else PRESETS
+    if not isinstance(base, str) or base not in names:
+        raise UserError(f"spec.base in {origin} must name a preset ({', '.join(names)}), got {base!r}.")
     if base in seen:
         raise UserError(f"spec.base in {origin} forms a cycle through preset {base!r}.")
-    parent = _resolve(_read_document(PRESET_DIR / f"{base}.yaml"), base, seen + (base,))
-    over = {k: v for k, v in doc.items() if k != "base"}
-    return _merge(parent, over)
+    path = PRESET_DIR / "v1" / f"{base}.yaml" if v1 else PRESET_DIR / f"{base}.yaml"
+    parent = copy.deepcopy(resolve(read_document(path), base, seen + (base,)))
+    if v1:
+        return _merge(parent, {k: v for k, v in doc.items() if k != "base"})
+    replace = doc.get("replace", {})
+    if not isinstance(replace, dict):
+        raise UserError(f"spec.replace in {origin} must be a mapping of STEP_ID: step, got {replace!r}.")
+    for ident, new in replace.items():
+        if not isinstance(new, dict):
+            raise UserError(f"spec.replace.{ident} in {origin} must be a step (a mapping), got {new!r}.")
+        if not _replace(parent.get("pipeline", []), ident, copy.deepcopy(new)):
+            raise UserError(f"spec.replace.{ident} in {origin} names no step of preset {base!r} "
+                            f"(no step has that id or stage name).")
+    parent.update({k: v for k, v in doc.items() if k not in ("base", "replace")})
+    return parent
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def load_spec(name_or_path: str | Path) -> DegradationSpec:
@@ -363,5 +516,20 @@ def load_spec(name_or_path: str | Path) -> DegradationSpec:
         if not path.is_file():
             raise UserError(
                 f"degradation spec {s!r} is neither a preset ({', '.join(PRESETS)}) nor an existing YAML/JSON file.")
-    doc = _resolve(_read_document(path), str(path))
-    return spec_from_dict(doc)
+    return spec_from_dict(resolve(read_document(path), str(path)))
+
+
+@dataclass(frozen=True)
+class PresetInfo:
+    name: str
+    description: str
+    source: str
+
+
+def preset_infos() -> list[PresetInfo]:
+    """Every shipped preset with its one-line description and source (for `degrade presets`)."""
+    out = []
+    for name in PRESETS:
+        spec = load_spec(name)
+        out.append(PresetInfo(name, spec.description, spec.source))
+    return out

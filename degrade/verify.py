@@ -120,25 +120,33 @@ class ReplayReport:
     mismatches: list[str] = field(default_factory=list)
 
 
-def replay_sample(hr: np.ndarray, meta: dict, spec) -> np.ndarray:
-    """The LR that the recorded params give for this HR (the library form of `degrade replay`)."""
-    from srdistill.degrade.pipeline import apply_params
+def sample_record(meta: dict, manifest_spec: dict) -> dict:
+    """A sample's params as a version-3 op record: as stored, or converted from a version-1 shard's params with
+    its manifest's (version-1) spec."""
+    params = meta["params"]
+    if params.get("version") in (1, 2):
+        from srdistill.degrade.spec_v1 import record_from_v1
 
-    return apply_params(hr, meta["params"], spec)
+        return record_from_v1(params, manifest_spec)
+    return params
+
+
+def replay_sample(hr: np.ndarray, meta: dict, manifest_spec: dict) -> np.ndarray:
+    """The LR that the recorded params give for this HR (the library form of `degrade replay`)."""
+    from srdistill.degrade.pipeline import apply_record
+
+    return apply_record(hr, sample_record(meta, manifest_spec))
 
 
 def replay(out: str, *, samples: int = 8, key: str | None = None, storage_options: dict | None = None) -> ReplayReport:
     """Re-derive the LR of the first `samples` samples (0 = all, or only `key`) and compare with the stored LR bit for bit."""
-    from srdistill.degrade.spec import spec_from_dict
-
     storage, manifest = open_build(out, storage_options)
-    spec = spec_from_dict(manifest["spec"])
     report = ReplayReport()
     try:
         for shard, k, hr_png, lr_png, meta in build_samples(storage, manifest):
             if key is not None and k != key:
                 continue
-            if not np.array_equal(replay_sample(decode_png(hr_png), meta, spec), decode_png(lr_png)):
+            if not np.array_equal(replay_sample(decode_png(hr_png), meta, manifest["spec"]), decode_png(lr_png)):
                 report.mismatches.append(f"{shard}:{k}")
             report.checked += 1
             if key is None and samples and report.checked >= samples:
