@@ -314,3 +314,16 @@ def test_every_op_documents_its_params_and_names_the_source_commit():
         assert all(p.doc for p in op.params), op.name
         names = {p.name for p in op.params} | ({"seed"} if op.seeded else set())
         assert names >= set(OP_VALUES[op.name])
+
+
+@pytest.mark.parametrize("ksize", [24, {"choice": [25, 24]}, {"randint": [3, 9]}])
+def test_an_even_shifted_kernel_size_is_one_sentence_naming_the_path(ksize):
+    from srdistill.degrade.spec import spec_from_dict
+
+    from srdistill.errors import UserError
+
+    doc = {"version": 2, "name": "t", "scale": 4,
+           "pipeline": [{"op": "bsrgan_shift_decimate", "ksize": ksize}, {"op": "bsrgan_resize_lr"}]}
+    with pytest.raises(UserError, match=r"spec\.pipeline\[0\]\.ksize must give odd sizes"):
+        spec_from_dict(doc)
+    assert spec_from_dict({**doc, "pipeline": [{"op": "bsrgan_shift_decimate", "ksize": 25}]}).pipeline

@@ -24,6 +24,8 @@ from scipy.linalg import orth
 from srdistill.degrade import ops
 from srdistill.degrade.opdef import Op, OpContext, Param, draw, register
 
+from srdistill.errors import UserError
+
 SOURCE = "cszn/BSRGAN utils/utils_blindsr.py @ ea4e5efb5edb630bbcc2501ca2242d94a4c5aeea"
 
 # The reference's random.choice([1, 2, 3]) of cv2 interpolation flags.
@@ -222,6 +224,14 @@ def _shift_decimate_apply(img: np.ndarray, values: dict, ctx: OpContext) -> np.n
     return np.clip(out, 0.0, 1.0)
 
 
+def _odd_ksize(values: dict, path: str) -> dict:
+    k = values["ksize"]
+    sizes = k.get("choice", k.get("pick")) if isinstance(k, dict) else [k]
+    if sizes is None or any(s % 2 == 0 for s in sizes):
+        raise UserError(f"{path}.ksize must give odd sizes (fixed, choice or pick), got {k!r}.")
+    return values
+
+
 register(Op(
     name="bsrgan_shift_decimate",
     params=(
@@ -234,6 +244,7 @@ register(Op(
     summary="BSRGAN's downsample2 alternative: blur with an fspecial Gaussian shifted (sf-1)/2 px by bilinear "
             "resampling (so sample 0 is centred on its sf x sf block), then keep every sf-th pixel; clipped",
     source=f"{SOURCE}: degradation_bsrgan (downsample2), shift_pixel, fspecial_gaussian",
+    prepare=_odd_ksize,
 ))
 
 
