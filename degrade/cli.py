@@ -24,6 +24,7 @@ manifest.json. The same source, spec and seed always give byte-identical shards.
   degrade regen --from shards/ --spec new.yaml --out shards2/   # same HR, new degradation
   degrade diff shards/ shards2/ --out diff/       # how two builds differ
   degrade diff shards/ --reference realesrgan     # LR statistics against the Real-ESRGAN reference's
+  degrade presets                                 # the shipped degradation specs
 """
 
 _BUILD_EPILOG = """\
@@ -104,8 +105,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--data-root", help="folder holding the named data sets (default $SRDISTILL_DATA)")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    p = sub.add_parser("preview", help="PNG grid of HR/LR pairs with their main parameters",
-                       description="Draw the first samples of a build as HR | LR pairs captioned with their degradation parameters.")
+    p = sub.add_parser("preview", help="PNG grid of samples: HR, the image after each stage, LR, with their ops",
+                       description="Draw the first samples of a build, one row each: the HR, the image after each "
+                                   "named stage of its spec (re-derived from the sample's recorded ops) and the LR, "
+                                   "captioned with the ops that ran and their values.")
     p.add_argument("dir", help="the --out folder (or URL) of a finished build")
     p.add_argument("--out", required=True, help="PNG file to write")
     p.add_argument("--samples", type=int, default=8, help="how many pairs to draw (default 8)")
@@ -122,6 +125,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("dir", help="the --out folder (or URL) of a finished build")
     r.add_argument("--samples", type=int, default=8, help="how many samples to replay from the start, 0 for all (default 8)")
     r.add_argument("--key", help="replay only this sample key")
+
+    sub.add_parser("presets", help="list the shipped degradation presets",
+                   description="Every shipped preset (a name for --preset) with its one-line description and "
+                               "where its numbers come from.")
 
     from srdistill.degrade.diff import add_diff_parser
     from srdistill.degrade.regen import add_regen_parser
@@ -235,6 +242,17 @@ def _replay(args) -> int:
     return 0
 
 
+def _presets(args) -> int:
+    from srdistill.degrade.spec import preset_infos
+
+    infos = preset_infos()
+    width = max(len(i.name) for i in infos)
+    for i in infos:
+        print(f"{i.name:<{width}}  {i.description}")
+        print(f"{'':<{width}}  source: {i.source}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _parser()
@@ -243,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    handlers = {"build": _build, "curate": _curate, "preview": _preview, "verify": _verify, "replay": _replay}
+    handlers = {"build": _build, "curate": _curate, "preview": _preview, "verify": _verify, "replay": _replay,
+                "presets": _presets}
     handler = handlers.get(args.command, getattr(args, "func", None))
     return run_command("degrade", lambda: handler(args), "interrupted; re-run the same command to resume.")
 

@@ -1,8 +1,9 @@
 """`degrade diff A B`: how two builds differ, before anyone trains on the new one.
 
 Three views, side by side in a markdown summary with PNG plots:
-- the spec fields that differ (from the two manifests);
-- the distribution of every recorded degradation parameter (from each sample's json);
+- the spec steps that differ, op by op and per parameter (from the two manifests; degrade/spec_diff.py);
+- the distribution of every recorded degradation parameter (from each sample's op record, one column per
+  `stage.step.parameter`, plus the order the ops ran in);
 - statistics measured on the LR images themselves: strength (PSNR against a plain bicubic downscale of the HR,
   mean absolute deviation from its area downscale), colour (spread of R−G relative to the HR's), high-frequency
   energy (Laplacian variance relative to the bicubic downscale), a noise level estimate (Immerkær 1996) and
@@ -29,6 +30,7 @@ from tqdm import tqdm
 
 from srdistill.datasets.images import decode_png
 from srdistill.degrade.reader import build_samples, open_build
+from srdistill.degrade.spec_diff import compare_specs, spec_of
 from srdistill.errors import UserError
 
 DEFAULT_LIMIT = 256
@@ -68,6 +70,22 @@ def flatten(value, prefix: str = "") -> dict[str, object]:
             return {f"{prefix}[{i}]": v for i, v in enumerate(value)}
         return {f"{prefix}#len": len(value)}
     return {prefix: value}
+
+
+def record_columns(record: dict) -> dict[str, object]:
+    """A sample's op record (params version 3) as {"stage.step.parameter": value}: a step is its id, else its
+    op name (#2, #3... when an op runs again in the same stage); `ops` is the order the ops ran in."""
+    from srdistill.degrade.pipeline import op_values
+
+    out: dict[str, object] = {"ops": " > ".join(o["op"] for o in record.get("ops", []))}
+    seen: dict[str, int] = {}
+    for o in record.get("ops", []):
+        label = ".".join(x for x in (o.get("at"), o.get("id") or o["op"]) if x)
+        seen[label] = seen.get(label, 0) + 1
+        if seen[label] > 1:
+            label = f"{label}#{seen[label]}"
+        out.update(flatten(op_values(o), label))
+    return out
 
 
 def _gray(img: np.ndarray) -> np.ndarray:
@@ -140,6 +158,8 @@ def collect(build: str, label: str, limit: int = DEFAULT_LIMIT,
             reference: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[BuildStats, pd.DataFrame]:
     """Read up to ``limit`` samples, spread evenly over the build's shards; with ``reference`` (HR -> LR), also
     the LR statistics of the reference degradation of each HR (its centred square), else an empty frame."""
+    from srdistill.degrade.verify import sample_record
+
     storage, manifest = open_build(str(build))
     per_shard = max(1, math.ceil(limit / max(1, len(manifest.get("shards", [])))))
     params, lrs, refs = [], [], []
@@ -147,7 +167,7 @@ def collect(build: str, label: str, limit: int = DEFAULT_LIMIT,
               unit="sample", leave=False) as bar:
         for _, key, hr_png, lr_png, meta in islice(build_samples(storage, manifest, per_shard), limit):
             hr = decode_png(hr_png)
-            params.append({"key": key, **flatten(meta.get("params", {}))})
+            params.append({"key": key, **record_columns(sample_record(meta, manifest["spec"]))})
             lrs.append({"key": key, **lr_statistics(hr, decode_png(lr_png))})
             if reference is not None:
                 sq = _square(hr, int(manifest["scale"]))
@@ -157,13 +177,6 @@ def collect(build: str, label: str, limit: int = DEFAULT_LIMIT,
                        params=pd.DataFrame(params).set_index("key") if params else pd.DataFrame(),
                        lr=pd.DataFrame(lrs).set_index("key") if lrs else pd.DataFrame())
     return stats, pd.DataFrame(refs).set_index("key") if refs else pd.DataFrame()
-
-
-def spec_differences(a: dict, b: dict) -> pd.DataFrame:
-    """Spec fields whose values differ (dotted paths)."""
-    fa, fb = flatten(a), flatten(b)
-    rows = [(k, fa.get(k, "—"), fb.get(k, "—")) for k in sorted(set(fa) | set(fb)) if fa.get(k, "—") != fb.get(k, "—")]
-    return pd.DataFrame(rows, columns=["field", "A", "B"])
 
 
 def _numeric(s: pd.Series) -> np.ndarray | None:
@@ -299,9 +312,9 @@ def render_diff_md(a: BuildStats, b: BuildStats, spec_diff: pd.DataFrame, num: p
     shared = sorted(set(a.lr.index) & set(b.lr.index))
     if shared:
         lines += [f"{len(shared)} sample key(s) appear in both builds.", ""]
-    lines += ["## Spec fields that differ", ""]
+    lines += ["## Spec steps that differ", ""]
     if len(spec_diff):
-        lines += _row_table(["field", "A", "B"], [[f"`{r.field}`", str(r.A), str(r.B)] for r in spec_diff.itertuples()])
+        lines += _spec_table(spec_diff, ("A", "B"))
     else:
         lines.append("None: both builds use the same degradation spec.")
     lines += ["", "## Parameters whose distribution changed", ""]
@@ -334,6 +347,12 @@ def render_diff_md(a: BuildStats, b: BuildStats, spec_diff: pd.DataFrame, num: p
     return "\n".join(lines)
 
 
+def _spec_table(spec_diff: pd.DataFrame, labels: tuple[str, str]) -> list[str]:
+    return _row_table(["step", "change", "parameter", *labels],
+                      [[f"`{r.step}`", r.change, f"`{r.parameter}`" if r.parameter else "", r.A, r.B]
+                       for r in spec_diff.itertuples()])
+
+
 @dataclass
 class DiffSummary:
     report: Path
@@ -348,7 +367,7 @@ def diff_builds(a: str, b: str, out: str | Path, limit: int = DEFAULT_LIMIT) -> 
     out.mkdir(parents=True, exist_ok=True)
     la, lb = "A", "B"
     (sa, _), (sb, _) = collect(a, la, limit), collect(b, lb, limit)
-    spec_diff = spec_differences(sa.manifest.get("spec", {}), sb.manifest.get("spec", {}))
+    spec_diff = compare_specs(spec_of(sa.manifest["spec"]), spec_of(sb.manifest["spec"]))
     num, cat = compare_params(sa.params, sb.params)
     moved = changed_params(num, cat)
     plots = []
@@ -396,7 +415,7 @@ def diff_reference(build: str, reference: str, out: str | Path, limit: int = DEF
     """Write ``out/diff.md`` comparing the LR statistics of ``build`` with those of the Real-ESRGAN reference
     implementation run on the same HR images under the spec ``reference`` (a preset name or file)."""
     from srdistill.degrade.reference import ReferenceDegrader
-    from srdistill.degrade.spec import load_spec, spec_to_dict
+    from srdistill.degrade.spec import load_spec
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -413,7 +432,7 @@ def diff_reference(build: str, reference: str, out: str | Path, limit: int = DEF
         degrader.close()
     table = compare_lr_stats(built.lr, ref_lr)
     differs = table[table["ks_p"] < alpha]["stat"].tolist()
-    spec_diff = spec_differences(spec_to_dict(ref_spec), manifest.get("spec", {}))
+    spec_diff = compare_specs(ref_spec, spec_of(manifest["spec"]))
     plots = []
     if len(built.lr) and len(ref_lr):
         plots.append(_hist_grid(out / "lr_stats.png", "LR statistics", list(LR_STATS), ref_lr, built.lr,
@@ -432,10 +451,9 @@ def diff_reference(build: str, reference: str, out: str | Path, limit: int = DEF
                           f"{_fmt(r.A_median)} [{_fmt(r.A_q1)}, {_fmt(r.A_q3)}]", _fmt(r.ks), f"{r.ks_p:.2g}",
                           "**differs**" if r.ks_p < alpha else "no difference seen"] for r in table.itertuples()]) + [""]
     lines += [f"![{p}]({p})" for p in plots] + ([""] if plots else [])
-    lines += ["## Spec fields that differ from the reference's", ""]
+    lines += ["## Spec steps that differ from the reference's", ""]
     if len(spec_diff):
-        lines += _row_table(["field", "reference", "build"],
-                            [[f"`{r.field}`", str(r.A), str(r.B)] for r in spec_diff.itertuples()])
+        lines += _spec_table(spec_diff, ("reference", "build"))
     else:
         lines.append("None.")
     report = out / "diff.md"
@@ -485,7 +503,8 @@ def run_diff(args: argparse.Namespace) -> int:
         print(f"report: {ref.report}")
         return 0
     summary = diff_builds(args.a, args.b, args.out, args.limit)
-    print(f"read {summary.samples[0]} + {summary.samples[1]} samples; {summary.spec_fields} spec field(s) differ; "
+    print(f"read {summary.samples[0]} + {summary.samples[1]} samples; {summary.spec_fields} spec difference(s) "
+          f"(steps or parameters); "
           f"{len(summary.moved)} parameter distribution(s) changed"
           + (f": {', '.join(summary.moved[:8])}" + (" ..." if len(summary.moved) > 8 else "") if summary.moved else ""))
     print(f"report: {summary.report}")

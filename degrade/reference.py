@@ -6,7 +6,8 @@ applies the second-order degradation. Around it, only what the reference does fo
 the dataset's own 400x400 crop (the HR given here is degraded whole; it must be square, as feed_data's final
 paired crop is, and that crop is set to the whole image) and the model's GPU training-pair pool.
 
-The reference's numbers come from a spec (the `realesrgan` preset by default): fields it takes as options are
+The reference's numbers come from a spec (the `realesrgan` preset by default) with the Real-ESRGAN structure
+(the version-1 form, degrade/spec_v1.py; a version-2 spec is read through it): fields it takes as options are
 passed through; fields it hard-codes must equal the `realesrgan` preset's, or UserError says which differs.
 """
 
@@ -22,7 +23,8 @@ import types
 
 import numpy as np
 
-from srdistill.degrade.spec import DegradationSpec, load_spec
+from srdistill.degrade import spec_v1
+from srdistill.degrade.spec import PRESET_DIR, DegradationSpec, read_document, resolve
 from srdistill.errors import UserError
 
 INSTALL_HINT = "pip install basicsr==1.4.2 realesrgan==0.3.0 (the `bench` extra of srdistill)"
@@ -67,9 +69,12 @@ def _get(obj, path: str):
 
 def reference_options(spec: DegradationSpec) -> tuple[dict, dict]:
     """(RealESRGANDataset kernel options, RealESRGANModel degradation options) for `spec`."""
-    if spec.kind != "second_order":
-        raise UserError(f"the Real-ESRGAN reference runs second_order specs only, not {spec.kind!r}.")
-    base = load_spec("realesrgan")
+    v2 = spec
+    spec = spec_v1.from_v2(v2)
+    if spec is None or spec.kind != "second_order":
+        raise UserError(f"the Real-ESRGAN reference runs specs with the structure of the realesrgan preset only "
+                        f"(its steps and ids; other numbers are fine); spec {v2.name!r} has another.")
+    base = spec_v1.spec_from_dict(resolve(read_document(PRESET_DIR / "v1" / "realesrgan.yaml"), "realesrgan"))
     for path in _FIXED:
         if _get(spec, path) != _get(base, path):
             raise UserError(f"the Real-ESRGAN reference hard-codes spec.{path} = {_get(base, path)!r}; this spec "

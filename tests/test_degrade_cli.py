@@ -69,3 +69,14 @@ def test_build_verify_replay_preview_end_to_end(tmp_path, capsys, ray_cluster):
     assert main(["verify", str(out)]) == 1
     captured = capsys.readouterr()
     assert "train-000001.tar has 1024 bytes" in captured.out and "problems in" in captured.err
+
+
+def test_presets_lists_every_preset_with_description_and_source(capsys):
+    from srdistill.degrade.spec import PRESETS, load_spec
+
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    for name in PRESETS:
+        spec = load_spec(name)
+        assert spec.description and spec.source
+        assert f"{name}  " in out and spec.description in out and f"source: {spec.source}" in out

@@ -72,11 +72,15 @@ def test_diff_of_two_specs_shows_the_changed_parameter(builds, tmp_path, capsys)
     add_diff_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["diff", str(a), str(b), "--out", str(tmp_path / "d")])
     assert args.func(args) == 0
-    assert "stage2.jpeg_quality" in capsys.readouterr().out
+    assert "final.jpeg2_" in capsys.readouterr().out
     md = (tmp_path / "d" / "diff.md").read_text()
-    assert "| `stage2.jpeg_quality[0]` | 30.0 | 10.0 |" in md and "| `stage2.jpeg_quality[1]` | 95.0 | 20.0 |" in md
+    # the v1 override file became a change of one draw, shown op by op
+    steps = md.split("## Spec steps that differ")[1].split("##")[0]
+    assert "| `stage2/q2` | changed | `q2` | uniform [30.0, 95.0] | uniform [10.0, 20.0] |" in steps
+    assert len([line for line in steps.splitlines() if line.startswith("| `")]) == 1
     changed = md.split("## Parameters whose distribution changed")[1].split("##")[0]
-    assert "`stage2.jpeg_quality`" in changed and "stage1" not in changed
+    assert {"`final.jpeg2_first.quality`", "`final.jpeg2_last.quality`"} >= set(changed.strip().split(", "))
+    assert "stage1" not in changed
     assert "LR vs bicubic-downscaled HR, PSNR (dB)" in md
     for png in ("lr_stats.png", "params.png"):
         assert (tmp_path / "d" / png).read_bytes()[:4] == b"\x89PNG"
@@ -89,7 +93,8 @@ def test_diff_against_the_reference_sees_a_lighter_build(builds, tmp_path, capsy
     md = (tmp_path / "n" / "diff.md").read_text()
     row = next(line for line in md.splitlines() if line.startswith("| high frequencies"))
     assert row.endswith("| **differs** |")
-    assert "| `final.sinc_prob` | 0.8 | 0.0 |" in md  # the spec fields behind it
+    assert "| `final/final_order[0]/sinc_a` | changed | `p` | 0.8 | 0.0 |" in md  # the spec steps behind it
+    assert "| `stage2/blur2` | changed | `p` | 0.8 | 0.0 |" in md
     assert (tmp_path / "n" / "lr_stats.png").read_bytes()[:4] == b"\x89PNG"
     # the realesrgan build itself: no statistic stands out from the reference's
     assert _diff_cli([str(a), "--reference", "realesrgan", "--out", str(tmp_path / "r")]) == 0

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import integrate, special
 from srdistill.degrade import kernels
-from srdistill.degrade.spec import load_spec
+from srdistill.degrade.spec import iter_steps, load_spec
 
 SHAPED = ["iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso"]
 
@@ -144,7 +144,8 @@ def test_separable_iso_factor_matches_2d_kernel():
 
 
 def test_sampled_kernels_rebuild_and_respect_ranges():
-    ks = load_spec("realesrgan").stage1.kernel
+    (blur1,) = [s for s, _ in iter_steps(load_spec("realesrgan").pipeline) if getattr(s, "id", None) == "blur1"]
+    ks = kernels.KernelSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in blur1.params["kernel"].items()})
     rng = np.random.default_rng(3)
     for _ in range(300):
         p = kernels.sample_kernel(rng, ks)

@@ -4,12 +4,12 @@ Three levels, each against the reference's own code on the CPU:
 - per operation: every op on the same parameters agrees to float rounding (noise, whose generators differ,
   agrees in distribution);
 - the whole chain with the noise switched off: our apply_params against the reference's ops called in
-  feed_data's order on the same draws;
+  the order of our op record (feed_data's order) on the same draws;
 - as a distribution: 120 LRs of four real photos from each implementation, KS tests on statistics of
   strength, colour, high frequencies, noise and JPEG blockiness.
 
-Only names that exist in every version of srdistill.degrade are imported at module level, so that this file
-also runs (and fails) against an older degradation, e.g. SRDISTILL_ROOT=<an older checkout>.
+Only names that exist in every version of srdistill.degrade are imported at module level. The draws are
+read from the op record (params version 3).
 """
 
 import math
@@ -263,11 +263,18 @@ def test_kernel_sampling_matches_the_reference_dataset(ref):
     ours = [sample_params(spec, rng, (64, 64)) for _ in range(800)]
     pulse = np.zeros((1, 1))
     pulse[0, 0] = 1.0
+    def drawn(p: dict, op: str, at: str) -> dict | None:
+        found = [o for o in p["ops"] if o["op"] == op and o["at"] == at]
+        return found[0] if found else None
+
+    sincs = [drawn(p, "sinc", "final") for p in ours]
     pairs = {
-        "kernel1": ([kernels.build_kernel(p["stage1"]["kernel"]) for p in ours], [t["kernel1"] for t in theirs]),
-        "kernel2": ([kernels.build_kernel(p["stage2"]["kernel"]) for p in ours if p["stage2"]["kernel"]],
+        "kernel1": ([kernels.build_kernel(drawn(p, "blur", "stage1")["kernel"]) for p in ours],
+                    [t["kernel1"] for t in theirs]),
+        "kernel2": ([kernels.build_kernel(drawn(p, "blur", "stage2")["kernel"]) for p in ours
+                     if drawn(p, "blur", "stage2")],
                     [t["kernel2"] for t in theirs]),  # feed_data decides whether to blur, not the dataset
-        "sinc": ([kernels.build_kernel(p["final"]["sinc"]) if p["final"]["sinc"] else pulse for p in ours],
+        "sinc": ([kernels.sinc_kernel(o["size"], o["omega"]) if o else pulse for o in sincs],
                  [t["sinc_kernel"] for t in theirs]),
     }
     for name, (a, b) in pairs.items():
@@ -280,32 +287,27 @@ def test_kernel_sampling_matches_the_reference_dataset(ref):
 
 
 def _reference_chain(ref, hr: np.ndarray, gt_usm: torch.Tensor, params: dict, scale: int) -> np.ndarray:
-    """RealESRGANModel.feed_data's sequence of reference ops on our draws (noise off: it adds 0 and clamps)."""
+    """The reference's ops, in the order of our record, on our draws (noise off: it adds 0 and clamps)."""
     h, w = hr.shape[:2]
     jpeger = ref.DiffJPEG(differentiable=False)
-    st1, st2, fin = params["stage1"], params["stage2"], params["final"]
-
-    def jpeg(x, q):
-        return jpeger(torch.clamp(x, 0, 1), quality=x.new_tensor([q]))
-
-    out = ref.filter2D(gt_usm, _padded21(_ref_kernel(ref, st1["kernel"])))
-    s = st1["resize"]["scale"]
-    out = F.interpolate(out, scale_factor=s if st1["resize"]["direction"] != "keep" else 1,
-                        mode=st1["resize"]["mode"])
-    out = jpeg(torch.clamp(out, 0, 1), st1["jpeg_quality"])
-    if st2["kernel"] is not None:
-        out = ref.filter2D(out, _padded21(_ref_kernel(ref, st2["kernel"])))
-    s2 = st2["resize"]["scale"]
-    out = F.interpolate(out, size=(int(h / scale * s2), int(w / scale * s2)), mode=st2["resize"]["mode"])
-    out = torch.clamp(out, 0, 1)
-    sinc = _padded21(_ref_kernel(ref, fin["sinc"])) if fin["sinc"] is not None else None
-    if fin["order"] == "jpeg_first":
-        out = jpeg(out, st2["jpeg_quality"])
-    out = F.interpolate(out, size=(h // scale, w // scale), mode=fin["mode"])
-    if sinc is not None:
-        out = ref.filter2D(out, sinc)
-    if fin["order"] == "resize_first":
-        out = jpeg(out, st2["jpeg_quality"])
+    out = gt_usm
+    for o in params["ops"]:
+        if o["op"] == "blur":
+            out = ref.filter2D(out, _padded21(_ref_kernel(ref, o["kernel"])))
+        elif o["op"] == "resize" and o["relative_to"] == "input":
+            out = F.interpolate(out, scale_factor=o["scale"], mode=o["mode"])
+        elif o["op"] == "resize":
+            s = o["scale"]
+            out = F.interpolate(out, size=(int(h / scale * s), int(w / scale * s)), mode=o["mode"])
+        elif o["op"] in ("gaussian_noise", "poisson_noise"):
+            out = torch.clamp(out, 0, 1)
+        elif o["op"] == "jpeg":
+            out = jpeger(torch.clamp(out, 0, 1), quality=out.new_tensor([o["quality"]]))
+        elif o["op"] == "sinc":
+            out = ref.filter2D(out, _padded21(_ref_kernel(ref, {"type": "sinc", "size": o["size"],
+                                                                "omega": o["omega"]})))
+        else:
+            assert o["op"] == "usm"  # gt_usm is the reference's sharpened HR
     return _n(torch.clamp((out * 255.0).round(), 0, 255)).astype(np.uint8)
 
 
@@ -316,8 +318,8 @@ def test_noise_free_pipeline_matches_the_reference_chain(ref, photo):
     equal, within_one, seen = [], [], set()
     for i in range(16):
         params = sample_params(spec, sample_rng(3, f"chain{i}"), photo.shape[:2])
-        for st in ("stage1", "stage2"):
-            params[st]["noise"] = {"type": "gaussian", "sigma": 0.0, "gray": False, "seed": 0}
+        params["ops"] = [{"op": "gaussian_noise", "at": o["at"], "sigma": 0.0, "gray": False, "seed": 0}
+                         if o["op"].endswith("_noise") else o for o in params["ops"]]
         ours = apply_params(photo, params, spec)
         with torch.no_grad():
             want = _reference_chain(ref, photo, gt_usm, params, spec.scale)
@@ -325,7 +327,9 @@ def test_noise_free_pipeline_matches_the_reference_chain(ref, photo):
         diff = np.abs(ours.astype(int) - want.astype(int))
         equal.append(np.mean(diff == 0))
         within_one.append(diff.max() <= 1)
-        seen.update([params["stage1"]["resize"]["mode"], params["final"]["order"]])
+        stage1_resize = [o for o in params["ops"] if o["op"] == "resize" and o["at"] == "stage1"][0]
+        final = [o["op"] for o in params["ops"] if o["at"] == "final"]
+        seen.update([stage1_resize["mode"], "jpeg_first" if final[0] == "jpeg" else "resize_first"])
     assert len(seen) == 5  # every stage-1 mode and both final orders ran
     # Bit-identical but for float rounding: a value on a .5 of the final rounding (1 level), or a JPEG
     # coefficient on a rounding boundary (one block, rarely).

@@ -1,5 +1,8 @@
 """Degradation pipeline and its image ops: sampled frequencies against the spec, bit-exact replay,
-determinism across processes and thread counts, exact LR shapes, and the ops against third-party maths."""
+determinism across processes and thread counts, exact LR shapes, and the ops against third-party maths.
+
+The realesrgan preset's frequencies are checked against its numbers as the version-1 view names them
+(spec_v1.from_v2), reading each sample's op record by stage."""
 
 import hashlib
 import json
@@ -7,7 +10,6 @@ import math
 import subprocess
 import sys
 from collections import Counter
-from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -17,7 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 from scipy import ndimage, stats
 from skimage import data
-from srdistill.degrade import kernels, ops
+from srdistill.degrade import kernels, ops, spec_v1
 from srdistill.degrade.pipeline import apply_params, degrade_image, sample_params, sample_rng
 from srdistill.degrade.spec import load_spec
 
@@ -30,9 +32,34 @@ def spec():
 
 
 @pytest.fixture(scope="module")
+def numbers(spec):
+    return spec_v1.from_v2(spec)
+
+
+def view(record: dict) -> dict:
+    """A Real-ESRGAN record by stage: kernel (None when not blurred), resize (+ direction), noise (+ type),
+    jpeg_quality; final: order, mode, sinc (None when not filtered)."""
+    out = {}
+    for st in ("stage1", "stage2"):
+        ops_ = [o for o in record["ops"] if o["at"] == st]
+        blur = [o["kernel"] for o in ops_ if o["op"] == "blur"]
+        (resize,) = [dict(o) for o in ops_ if o["op"] == "resize"]
+        resize["direction"] = "up" if resize["scale"] > 1 else "down" if resize["scale"] < 1 else "keep"
+        (noise,) = [dict(o, type=o["op"].removesuffix("_noise")) for o in ops_ if o["op"].endswith("_noise")]
+        out[st] = {"kernel": blur[0] if blur else None, "resize": resize, "noise": noise}
+    fin = [o for o in record["ops"] if o["at"] == "final"]
+    out["stage1"]["jpeg_quality"] = [o["quality"] for o in record["ops"] if o["at"] == "stage1" and o["op"] == "jpeg"][0]
+    out["stage2"]["jpeg_quality"] = [o["quality"] for o in fin if o["op"] == "jpeg"][0]
+    sinc = [o for o in fin if o["op"] == "sinc"]
+    out["final"] = {"order": "jpeg_first" if fin[0]["op"] == "jpeg" else "resize_first",
+                    "mode": [o["mode"] for o in fin if o["op"] == "resize"][0], "sinc": sinc[0] if sinc else None}
+    return out
+
+
+@pytest.fixture(scope="module")
 def draws(spec):
     rng = sample_rng(0, "frequency-test")
-    return [sample_params(spec, rng, (64, 64)) for _ in range(20000)]
+    return [view(sample_params(spec, rng, (64, 64))) for _ in range(20000)]
 
 
 def _chi2(values, categories, probs):
@@ -57,13 +84,16 @@ def _uniform(xs, lo, hi):
 # ------------------------------------------------------------------ sampling statistics
 
 
-def test_params_are_json_and_need_no_image(spec, draws):
-    for p in draws[:200]:
+def test_params_are_json_and_need_no_image(spec):
+    rng = sample_rng(0, "json")
+    for _ in range(200):
+        p = sample_params(spec, rng, (64, 64))
         assert json.loads(json.dumps(p)) == p
-    assert all(p["hr_shape"] == [64, 64] for p in draws[:200])
+        assert p["hr_shape"] == [64, 64] and p["scale"] == 4 and p["version"] == 3
 
 
-def test_kernel_frequencies(spec, draws):
+def test_kernel_frequencies(numbers, draws):
+    spec = numbers
     for stage in ("stage1", "stage2"):
         ks = getattr(spec, stage).kernel
         ks_drawn = [p[stage]["kernel"] for p in draws if p[stage]["kernel"] is not None]
@@ -88,7 +118,8 @@ def test_kernel_frequencies(spec, draws):
     assert all(p["stage1"]["kernel"] is not None for p in draws)
 
 
-def test_resize_frequencies_and_sizes(spec, draws):
+def test_resize_frequencies_and_sizes(numbers, draws):
+    spec = numbers
     for stage in ("stage1", "stage2"):
         rs = getattr(spec, stage).resize
         rz = [p[stage]["resize"] for p in draws]
@@ -97,13 +128,30 @@ def test_resize_frequencies_and_sizes(spec, draws):
         _uniform([r["scale"] for r in rz if r["direction"] == "up"], 1.0, rs.range[1])
         _uniform([r["scale"] for r in rz if r["direction"] == "down"], rs.range[0], 1.0)
         assert all(r["scale"] == 1.0 for r in rz if r["direction"] == "keep")
-    for p in draws[:500]:
+    for p in draws[:500]:  # stage 1 relative to its input (the HR), stage 2 to HR/scale
         s1, s2 = p["stage1"]["resize"], p["stage2"]["resize"]
-        assert s1["size"] == [max(1, math.floor(64 * s1["scale"]))] * 2
-        assert s2["size"] == [max(1, int(64 / 4 * s2["scale"]))] * 2
+        assert (s1["relative_to"], s1["coords"], s2["relative_to"], s2["coords"]) == (
+            "input", "scale_factor", "lr", "size")
 
 
-def test_noise_and_jpeg_frequencies(spec, draws):
+def test_resize_output_sizes(photo):
+    """Stage 1's size is floor(H * s) (F.interpolate(scale_factor=s)), stage 2's int(H / scale * s), at least 1."""
+    from srdistill.degrade.opdef import REGISTRY, OpContext
+
+    resize = REGISTRY["resize"].apply
+    ctx = OpContext(scale=4, hr_shape=(96, 128))
+    img = ops.to_float(photo)
+    for s in (0.15, 0.3377, 1.0, 1.21, 1.5):
+        rel_in = {"scale": s, "mode": "bilinear", "relative_to": "input", "coords": "scale_factor"}
+        assert resize(img, rel_in, ctx).shape[:2] == (max(1, math.floor(96 * s)), max(1, math.floor(128 * s)))
+        rel_lr = {"scale": s, "mode": "area", "relative_to": "lr", "coords": "size"}
+        assert resize(img, rel_lr, ctx).shape[:2] == (max(1, int(96 / 4 * s)), max(1, int(128 / 4 * s)))
+    tiny = {"scale": 0.001, "mode": "area", "relative_to": "input", "coords": "size"}
+    assert resize(img, tiny, ctx).shape[:2] == (1, 1)
+
+
+def test_noise_and_jpeg_frequencies(numbers, draws):
+    spec = numbers
     for stage in ("stage1", "stage2"):
         ns = getattr(spec, stage).noise
         nz = [p[stage]["noise"] for p in draws]
@@ -118,9 +166,10 @@ def test_noise_and_jpeg_frequencies(spec, draws):
 
 
 def test_libjpeg_qualities_are_uniform_integers():
-    lj = load_spec("realesrgan-libjpeg")
+    spec = load_spec("realesrgan-libjpeg")
+    lj = spec_v1.from_v2(spec)
     rng = sample_rng(0, "libjpeg-quality")
-    draws = [sample_params(lj, rng, (64, 64)) for _ in range(5000)]
+    draws = [view(sample_params(spec, rng, (64, 64))) for _ in range(5000)]
     for stage in ("stage1", "stage2"):
         lo, hi = (int(q) for q in getattr(lj, stage).jpeg_quality)
         qs = [p[stage]["jpeg_quality"] for p in draws]
@@ -128,8 +177,8 @@ def test_libjpeg_qualities_are_uniform_integers():
         _chi2(qs, range(lo, hi + 1), [1 / (hi - lo + 1)] * (hi - lo + 1))
 
 
-def test_final_step_frequencies(spec, draws):
-    fin = spec.final
+def test_final_step_frequencies(numbers, draws):
+    fin = numbers.final
     fp = [p["final"] for p in draws]
     _binom((f["order"] == "jpeg_first" for f in fp), fin.jpeg_first_prob)
     _chi2([f["mode"] for f in fp], fin.modes, fin.mode_probs)
@@ -162,8 +211,8 @@ def test_replay_from_json_params_is_bit_exact(spec, photo):
         assert lr.shape == (24, 32, 3) and lr.dtype == np.uint8
         replay = apply_params(photo, json.loads(json.dumps(params)), spec)
         assert replay.tobytes() == lr.tobytes()
-        seen.update([params["stage1"]["noise"]["type"], params["final"]["order"],
-                     "sinc" if params["final"]["sinc"] else "nosinc"])
+        v = view(params)
+        seen.update([v["stage1"]["noise"]["type"], v["final"]["order"], "sinc" if v["final"]["sinc"] else "nosinc"])
     assert len(seen) == 6  # both noise types, both orders, sinc on and off were exercised
 
 
@@ -178,10 +227,13 @@ def test_every_kernel_and_mode_replays(spec, photo, ktype, mode):
         k.update(sigma_y=0.6, theta=1.1)
     if ktype.startswith(("generalized", "plateau")):
         k["beta"] = 1.4
-    params["stage1"]["kernel"] = params["stage2"]["kernel"] = k
-    for st in ("stage1", "stage2"):
-        params[st]["resize"]["mode"] = mode
-    params["final"]["mode"] = mode
+    blurs = [o for o in params["ops"] if o["op"] == "blur"]
+    assert len(blurs) == 2  # this key blurs in both stages
+    for o in params["ops"]:
+        if o["op"] == "blur":
+            o["kernel"] = k
+        if o["op"] == "resize":
+            o["mode"] = mode
     a = apply_params(photo, params, spec)
     assert a.shape == (24, 32, 3)
     assert apply_params(photo, json.loads(json.dumps(params)), spec).tobytes() == a.tobytes()
@@ -189,12 +241,19 @@ def test_every_kernel_and_mode_replays(spec, photo, ktype, mode):
 
 def test_hr_is_sharpened_before_degrading(spec, photo):
     params = sample_params(spec, sample_rng(4, "usm"), photo.shape[:2])
-    params["stage1"]["noise"]["sigma" if params["stage1"]["noise"]["type"] == "gaussian" else "scale"] = 0.0
-    params["stage2"]["noise"]["sigma" if params["stage2"]["noise"]["type"] == "gaussian" else "scale"] = 0.0
-    params["stage1"]["kernel"] = params["stage2"]["kernel"] = params["final"]["sinc"] = None
-    params["stage1"]["jpeg_quality"] = params["stage2"]["jpeg_quality"] = 95
+    assert params["ops"][0]["op"] == "usm"
+    kept = []
+    for o in params["ops"]:
+        if o["op"] in ("blur", "sinc"):
+            continue
+        if o["op"].endswith("_noise"):
+            o["sigma" if o["op"] == "gaussian_noise" else "scale"] = 0.0
+        if o["op"] == "jpeg":
+            o["quality"] = 95
+        kept.append(o)
+    params["ops"] = kept
     sharp = apply_params(photo, params, spec)
-    plain = apply_params(photo, params, replace(spec, usm=None))
+    plain = apply_params(photo, {**params, "ops": kept[1:]}, spec)
     # sharpening raises local contrast: the LR's Laplacian energy grows
     lap = [np.abs(cv2.Laplacian(x.astype(np.float32), cv2.CV_32F)).mean() for x in (sharp, plain)]
     assert lap[0] > lap[1] * 1.02
@@ -223,9 +282,12 @@ def test_results_do_not_depend_on_opencv_thread_count(spec):
     hr = cv2.resize(data.astronaut(), (256, 256), interpolation=cv2.INTER_AREA)
     params = sample_params(spec, sample_rng(2, "threads"), hr.shape[:2])
     # a large non-separable kernel (OpenCV's DFT path) and up-scaling, where tiling would show
-    params["stage1"]["kernel"] = {"type": "aniso", "size": 21, "sigma_x": 2.5, "sigma_y": 0.7, "theta": 0.4}
-    params["stage1"]["resize"].update(direction="up", scale=1.3, mode="bicubic", size=[332, 332])
-    params["stage2"]["kernel"] = {"type": "sinc", "size": 17, "omega": 0.9}
+    stage1 = [o for o in params["ops"] if o["at"] == "stage1"]
+    blur1, resize1 = [o for o in stage1 if o["op"] == "blur"][0], [o for o in stage1 if o["op"] == "resize"][0]
+    blur1["kernel"] = {"type": "aniso", "size": 21, "sigma_x": 2.5, "sigma_y": 0.7, "theta": 0.4}
+    resize1.update(scale=1.3, mode="bicubic")
+    i = params["ops"].index(resize1)
+    params["ops"].insert(i + 1, {"op": "blur", "at": "stage2", "kernel": {"type": "sinc", "size": 17, "omega": 0.9}})
     default = cv2.getNumThreads()
     try:
         cv2.setNumThreads(1)
@@ -370,7 +432,7 @@ def test_bicubic_preset_hand_checks():
     s = load_spec("bicubic")
     flat = np.full((32, 48, 3), 77, np.uint8)
     lr, params = degrade_image(flat, s, 0, "k")
-    assert lr.shape == (8, 12, 3) and (lr == 77).all() and params["kind"] == "resize"
+    assert lr.shape == (8, 12, 3) and (lr == 77).all() and [o["op"] for o in params["ops"]] == ["bicubic_downsample"]
     # Keys' a = -0.5 cubic reproduces linear functions, so a column ramp lands on the output centres 4i + 1.5
     ramp = np.repeat((np.arange(64, dtype=np.float64) * 2 + 30)[None, :, None], 16, 0).repeat(3, 2)
     out = ops.bicubic_downsample(ramp, 4)

@@ -1,5 +1,11 @@
-"""Degradation spec: shipped presets hold the Real-ESRGAN numbers, files load, bad files name the bad field."""
+"""Degradation spec: shipped presets hold the Real-ESRGAN numbers, files load, bad files name the bad field.
 
+The preset numbers are read through the version-1 view (spec_v1.from_v2), which exists only when the v2
+pipeline has exactly the structure the version-1 conversion gives; version-1 files keep their meaning and
+their error messages. The version-2 syntax itself is tested in test_degrade_spec_v2.py.
+"""
+
+import dataclasses
 import json
 import math
 from dataclasses import replace
@@ -15,7 +21,18 @@ from srdistill.degrade.spec import (
     spec_to_dict,
 )
 
+from srdistill.degrade import spec_v1
 from srdistill.errors import UserError
+
+
+def v1(name: str) -> spec_v1.SpecV1:
+    view = spec_v1.from_v2(load_spec(name))
+    assert view is not None
+    return view
+
+
+def v1_dict(name: str) -> dict:
+    return json.loads(json.dumps(dataclasses.asdict(v1(name))))
 
 
 def test_presets_are_listed():
@@ -25,7 +42,7 @@ def test_presets_are_listed():
 
 
 def test_realesrgan_preset_holds_the_x4plus_numbers():
-    s = load_spec("realesrgan")
+    s = v1("realesrgan")
     assert (s.name, s.scale, s.kind) == ("realesrgan", 4, "second_order")
     assert (s.usm.radius, s.usm.sigma, s.usm.weight, s.usm.threshold) == (50, 0.0, 0.5, 10.0)
     for st, sigma in ((s.stage1, (0.2, 3.0)), (s.stage2, (0.2, 1.5))):
@@ -57,30 +74,31 @@ def test_realesrgan_preset_holds_the_x4plus_numbers():
 
 
 def test_libjpeg_preset_differs_only_in_the_codec():
-    s, ref = load_spec("realesrgan-libjpeg"), load_spec("realesrgan")
+    s, ref = v1("realesrgan-libjpeg"), v1("realesrgan")
     assert (s.stage1.jpeg_codec, s.stage2.jpeg_codec) == ("libjpeg", "libjpeg")
     same = {"name": ref.name, "stage1": replace(s.stage1, jpeg_codec="diffjpeg"),
             "stage2": replace(s.stage2, jpeg_codec="diffjpeg")}
     assert replace(s, **same) == ref
-    assert spec_hash(s) != spec_hash(ref)
+    assert spec_hash(load_spec("realesrgan-libjpeg")) != spec_hash(load_spec("realesrgan"))
 
 
 def test_a_spec_from_before_the_parity_fields_keeps_its_behaviour():
     """A manifest written before `resize.coords` and `jpeg_codec` existed replays as it was built."""
-    d = spec_to_dict(load_spec("realesrgan"))
+    d = v1_dict("realesrgan")
     for st in ("stage1", "stage2"):
         del d[st]["resize"]["coords"], d[st]["jpeg_codec"]
         d[st]["jpeg_quality"] = [30, 95]
-    old = spec_from_dict(d)
+    new = spec_from_dict(d)
+    old = spec_v1.from_v2(new)
     assert (old.stage1.jpeg_codec, old.stage2.jpeg_codec) == ("libjpeg", "libjpeg")
     assert (old.stage1.resize.coords, old.stage2.resize.coords) == ("size", "size")
-    assert spec_hash(old) != spec_hash(load_spec("realesrgan"))  # the preset's change shows in its hash
+    assert spec_hash(new) != spec_hash(load_spec("realesrgan"))  # the preset's change shows in its hash
 
 
 def test_bicubic_preset():
     s = load_spec("bicubic")
-    assert (s.scale, s.kind, s.resize_mode) == (4, "resize", "bicubic")
-    assert s.stage1 is None and s.usm is None
+    assert s.scale == 4 and [step.op for step in s.pipeline] == ["bicubic_downsample"]
+    assert v1("bicubic").kind == "resize"
 
 
 def test_dict_round_trip_and_hash():
@@ -91,8 +109,12 @@ def test_dict_round_trip_and_hash():
     h = spec_hash(s)
     assert len(h) == 16 and int(h, 16) >= 0
     assert spec_hash(spec_from_dict({**d, "name": "renamed"})) == h  # the label is not part of the content
+    for field in ("description", "source"):
+        assert spec_hash(spec_from_dict({**d, field: "other words"})) == h
     d2 = json.loads(json.dumps(d))
-    d2["stage2"]["blur_prob"] = 0.7
+    blur2 = d2["pipeline"][2]["steps"][0]
+    assert blur2["id"] == "blur2" and blur2["p"] == 0.8
+    blur2["p"] = 0.7
     assert spec_hash(spec_from_dict(d2)) != h
     assert spec_hash(load_spec("bicubic")) != h
     b = load_spec("bicubic")
@@ -113,12 +135,13 @@ def test_user_yaml_and_json_files(tmp_path):
 def test_user_file_can_override_a_preset(tmp_path):
     f = tmp_path / "light.yaml"
     f.write_text("base: realesrgan\nname: light\nstage2: {blur_prob: 0.5, noise: {sigma_range: [1, 5]}}\n")
-    s = load_spec(f)
-    ref = load_spec("realesrgan")
+    s = spec_v1.from_v2(load_spec(f))
+    ref = v1("realesrgan")
     assert s.name == "light" and s.stage2.blur_prob == 0.5 and s.stage2.noise.sigma_range == (1.0, 5.0)
     assert s.stage2.noise.gray_prob == ref.stage2.noise.gray_prob and s.stage1 == ref.stage1
     f.write_text("base: realesrgan\nname: no-usm\nusm: null\n")
-    assert load_spec(f).usm is None
+    assert spec_v1.from_v2(load_spec(f)).usm is None
+    assert [step.op for step in load_spec(f).pipeline if hasattr(step, "op")] == []
 
 
 BAD = [
@@ -173,7 +196,7 @@ def test_bad_documents(tmp_path, text, needle):
 
 
 def test_missing_field_is_named():
-    d = spec_to_dict(load_spec("realesrgan"))
+    d = v1_dict("realesrgan")
     del d["stage1"]["noise"]["gray_prob"]
     with pytest.raises(UserError, match=r"spec\.stage1\.noise\.gray_prob is missing"):
         spec_from_dict(d)

@@ -71,8 +71,10 @@ def _blur(img: np.ndarray, v: dict, ctx: OpContext) -> np.ndarray:
 register(Op(
     name="blur",
     params=(Param("kernel", dict, KERNEL1,
-                  doc="the kernel family (sizes, sinc_prob, types, type_probs, sigma/rotation/beta ranges); "
-                      "recorded as the drawn kernel (type, size, sigma_x, ...)"),),
+                  doc="the kernel family: sizes, sinc_prob, sinc_size_threshold, sinc_omega_small/_large, types, "
+                      "type_probs, sigma_range, rotation_range, betag_range, betap_range, beta_pivot, "
+                      "beta_below_prob; Real-ESRGAN x4plus stage 1's where left out; recorded as the drawn "
+                      "kernel (type, size, sigma_x, ...)"),),
     apply=_blur,
     summary="blur with a kernel drawn from Real-ESRGAN's family: (an)isotropic, generalized and plateau "
             "Gaussians or a 2-D sinc, reflect-101 borders",
