@@ -21,9 +21,9 @@ import math
 import cv2
 import numpy as np
 from scipy.linalg import orth
+
 from srdistill.degrade import ops
 from srdistill.degrade.opdef import Op, OpContext, Param, draw, register
-
 from srdistill.errors import UserError
 
 SOURCE = "cszn/BSRGAN utils/utils_blindsr.py @ ea4e5efb5edb630bbcc2501ca2242d94a4c5aeea"
