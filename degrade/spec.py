@@ -244,6 +244,10 @@ def _draw_param(name: str, v: Any) -> opdef.Param:
     return opdef.Param(name, object)
 
 
+def _is_var(v: Any) -> bool:
+    return isinstance(v, dict) and "var" in v
+
+
 def _op_step(d: dict, path: str) -> OpStep:
     lib = _library()
     name = d["op"]
@@ -269,8 +273,8 @@ def _op_step(d: dict, path: str) -> OpStep:
             params[p.name] = {"var": v["var"]}
         else:
             params[p.name] = opdef.check_value(p, v, f"{path}.{p.name}")
-    if op.prepare is not None:
-        params = op.prepare(params, path)
+    if op.prepare is not None and not any(_is_var(v) for v in params.values()):
+        params = op.prepare(params, path)  # with a var, checked where the var's draw is known (_vars)
     return OpStep(name, params, _gate(d, path), _ident(d, "id", path))
 
 
@@ -313,13 +317,16 @@ def _vars(s: Step, here: str, env: dict[str, Any]) -> None:
     if isinstance(s, Draw):
         inner.update(dict(s.values))
     elif isinstance(s, OpStep):
-        for p in _library()[s.op].params:
+        op = _library()[s.op]
+        for p in op.params:
             v = s.params[p.name]
-            if isinstance(v, dict) and "var" in v:
+            if _is_var(v):
                 if v["var"] not in inner:
                     raise UserError(f"{here}.{p.name} uses {{var: {v['var']}}} before a draw of {v['var']!r} "
                                     f"that always runs before it.")
                 opdef.check_value(p, inner[v["var"]], f"{here}.{p.name}")
+        if op.prepare is not None and any(_is_var(v) for v in s.params.values()):
+            op.prepare({k: inner[v["var"]] if _is_var(v) else v for k, v in s.params.items()}, here)
     elif isinstance(s, (Stage, Sequence)):
         for j, c in enumerate(s.steps):
             _vars(c, f"{here}.steps[{j}]", inner)
