@@ -7,6 +7,10 @@ The reference side is RealESRGANDataset.__getitem__ (kernel sampling) + RealESRG
 (srdistill.degrade.reference.ReferenceDegrader).
 
     .venv/bin/python bench/bench_degrade.py --images 60 --ref-images 8
+    .venv/bin/python bench/bench_degrade.py --per-op --images 8     # ms per 512x512 image for every op
+
+`--per-op` times each op of the library (degrade/library/) alone, in this process on one thread, with values
+drawn from its defaults (a spec of the one step `{op: NAME}`), on float32 crops.
 """
 
 from __future__ import annotations
@@ -130,6 +134,36 @@ def run_reference(n: int, size: int, warmup: int, seed: int) -> dict:
             "colour_median": float(np.median(colour)), "peak_rss_mib": _peak_rss_mib()}
 
 
+def run_per_op(n: int, size: int, warmup: int, seed: int, names: list[str] | None) -> list[tuple[str, float, float]]:
+    """(op, median ms, max ms) per op over n crops, each op applied alone with values drawn from its defaults."""
+    import cv2
+    from srdistill.degrade.opdef import REGISTRY, OpContext
+    from srdistill.degrade.ops import to_float
+    from srdistill.degrade.pipeline import op_values, sample_params, sample_rng
+    from srdistill.degrade.spec import spec_from_dict
+
+    cv2.setNumThreads(1)
+    crops = [to_float(c) for c in _crops(n, size)]
+    ctx = OpContext(scale=4, hr_shape=(size, size))
+    rows = []
+    for name in sorted(names or REGISTRY):
+        if name not in REGISTRY:
+            raise SystemExit(f"bench_degrade: unknown op {name!r}; known ops: {', '.join(sorted(REGISTRY))}")
+        spec = spec_from_dict({"version": 2, "name": name, "scale": 4, "pipeline": [{"op": name}]})
+        apply = REGISTRY[name].apply
+        times = []
+        for i in range(warmup + n):
+            rec = sample_params(spec, sample_rng(seed, f"{name}{i}"), (size, size))
+            values = op_values(rec["ops"][0])
+            img = crops[i % n]
+            t0 = time.process_time()
+            apply(img, values, ctx)
+            if i >= warmup:
+                times.append(time.process_time() - t0)
+        rows.append((name, float(np.median(times)) * 1e3, float(np.max(times)) * 1e3))
+    return rows
+
+
 def _child(which: str, args) -> dict:
     cmd = [sys.executable, __file__, "--_worker", which, "--images", str(args.images),
            "--ref-images", str(args.ref_images), "--crop", str(args.crop), "--warmup", str(args.warmup),
@@ -155,11 +189,21 @@ def main(argv: list[str] | None = None) -> int:
                     help="our degradation preset, e.g. realesrgan-libjpeg (default realesrgan; the reference always "
                          "runs the realesrgan numbers)")
     ap.add_argument("--skip-reference", action="store_true", help="time only ours")
+    ap.add_argument("--per-op", action="store_true",
+                    help="instead: CPU ms per crop of every op of the library alone (values drawn from its defaults)")
+    ap.add_argument("--ops", nargs="+", metavar="OP", help="with --per-op: only these ops")
     ap.add_argument("--_worker", choices=["ours", "reference"], help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.images < 1 or args.ref_images < 1 or args.crop < 16 or args.crop % 4:
         ap.error("--images and --ref-images must be >= 1 and --crop a multiple of 4 >= 16")
 
+    if args.per_op:
+        print(f"ops alone on {args.crop}x{args.crop} float32 crops, 1 thread, CPU ms per image over {args.images} "
+              f"images (values drawn from each op's defaults)")
+        print(f"  {'op':<20} {'median ms':>10} {'max ms':>10}")
+        for name, med, mx in run_per_op(args.images, args.crop, args.warmup, args.seed, args.ops):
+            print(f"  {name:<20} {med:10.2f} {mx:10.2f}")
+        return 0
     if args._worker == "ours":
         print(json.dumps(run_ours(args.images, args.crop, args.warmup, args.seed, args.preset)))
         return 0
