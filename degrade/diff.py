@@ -268,8 +268,9 @@ def _hist_grid(path: Path, title: str, columns: list[str], a: pd.DataFrame, b: p
             continue
         lo, hi = float(both.min()), float(both.max())
         bins = np.linspace(lo, hi if hi > lo else lo + 1, 21)
-        ax.hist(va[np.isfinite(va)], bins=bins, alpha=0.55, label=labels[0], density=True)
-        ax.hist(vb[np.isfinite(vb)], bins=bins, alpha=0.55, label=labels[1], density=True)
+        for values, label in ((va[np.isfinite(va)], labels[0]), (vb[np.isfinite(vb)], labels[1])):
+            if values.size:  # a parameter only one spec has: its other side has no density to draw
+                ax.hist(values, bins=bins, alpha=0.55, label=label, density=True)
         ax.set_title(col, fontsize=9)
         ax.tick_params(labelsize=7)
         if i == 0:

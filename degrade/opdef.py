@@ -95,6 +95,13 @@ def register(op: Op) -> Op:
     return op
 
 
+def _kind(param: Param) -> str:
+    """How an error names what a parameter takes."""
+    if param.type is object:  # a parameter of mixed forms (e.g. a keyword or a number) is never drawn
+        return "a fixed value here, not a distribution"
+    return f"a {param.type.__name__}"
+
+
 def is_distribution(value: Any) -> bool:
     return isinstance(value, dict) and any(k in value for k in DISTRIBUTIONS)
 
@@ -197,7 +204,7 @@ def check_value(param: Param, value: Any, path: str) -> Any:
         if param.type is int and kind != "randint":
             raise UserError(f"{where} draws real numbers, but {path} takes an integer (use randint).")
         if param.type not in (float, int):
-            raise UserError(f"{where} draws numbers, but {path} takes a {param.type.__name__}.")
+            raise UserError(f"{where} draws numbers, but {path} takes {_kind(param)}.")
         lo, hi = _pair(value[kind], where)
         if kind == "log_uniform" and lo <= 0:
             raise UserError(f"{where} must have low > 0 (it draws in log space), got {lo}.")
@@ -210,7 +217,7 @@ def check_value(param: Param, value: Any, path: str) -> Any:
     if kind == "bernoulli":
         p = value[kind]
         if param.type is not bool:
-            raise UserError(f"{where} draws true/false, but {path} takes a {param.type.__name__}.")
+            raise UserError(f"{where} draws true/false, but {path} takes {_kind(param)}.")
         if not _number(p) or not 0 <= p <= 1:
             raise UserError(f"{where} must be a probability in [0, 1], got {p!r}.")
         return {kind: float(p)}

@@ -64,3 +64,13 @@ def test_sensor_noise_replays_from_its_seed_and_differs_between_seeds():
     assert a.tobytes() == OP.apply(img.copy(), dict(v), CTX).tobytes()
     assert not np.array_equal(a, OP.apply(img, dict(v, seed=1235), CTX))
     assert a.dtype == np.float32 and a.min() >= 0 and a.max() <= 1
+
+
+def test_a_distribution_for_read_is_refused_naming_the_path():
+    from srdistill.degrade.spec import spec_from_dict
+    from srdistill.errors import UserError
+
+    doc = {"version": 2, "name": "x", "scale": 4,
+           "pipeline": [{"op": "sensor_noise", "read": {"uniform": [0, 0.1]}}, {"op": "bicubic_downsample"}]}
+    with pytest.raises(UserError, match=r"spec\.pipeline\[0\]\.read takes a fixed value here, not a distribution"):
+        spec_from_dict(doc)

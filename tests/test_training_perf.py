@@ -16,7 +16,7 @@ from srdistill.training.config import TrainerConfig, load_run_config
 from srdistill.training.recipe import Recipe, build_recipe
 from srdistill.training.trainer import Trainer
 
-from srdistill.errors import UserError, run_command
+from srdistill.errors import run_command
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 CPU = torch.device("cpu")
