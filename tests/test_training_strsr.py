@@ -65,7 +65,8 @@ def _flux2_velocity(dit, z, t, tokens):
 
 def _predict(r, lr, t1):
     """Eq. 5-6 and the Euler step of Eq. 2-3 from t1 to 0, through each base's diffusers transformer; E_VLM reads
-    the LR image itself (StrSR's released code feeds Qwen3-VL the low-resolution input), the VAE its x4 upsampling."""
+    the LR image itself (StrSR's released code feeds Qwen3-VL the low-resolution input), the VAE its x4 upsampling.
+    The decoding is not clamped: the release's losses read it as it comes."""
     vae = r.codec.vae
     up = F.interpolate(lr, scale_factor=4, mode="bicubic", align_corners=False).clamp(0, 1)
     tokens, pooled = r.cond(lr)
@@ -73,7 +74,7 @@ def _predict(r, lr, t1):
         z_lr = _flux2_latent(vae, up)
         z0 = z_lr - t1 * _flux2_velocity(r.dit, z_lr, t1, tokens)
         mean, std = _flux2_stats(vae)
-        return (vae.decode(F.pixel_shuffle(z0 * std + mean, 2)).sample.clamp(-1, 1) + 1) / 2
+        return (vae.decode(F.pixel_shuffle(z0 * std + mean, 2)).sample + 1) / 2
     sf, shift = vae.config.scaling_factor, vae.config.shift_factor or 0.0
     z_lr = (vae.encode(up * 2 - 1).latent_dist.mode() - shift) * sf
     if r.cfg["base"] == "sd3":   # flow time x 1000, predicts noise - data = dz/dt
@@ -84,7 +85,7 @@ def _predict(r, lr, t1):
                     return_dict=False)[0]
         g = -torch.stack([o[:, 0] for o in out])
     z0 = z_lr - t1 * g
-    return (vae.decode(z0 / sf + shift).sample.clamp(-1, 1) + 1) / 2
+    return (vae.decode(z0 / sf + shift).sample + 1) / 2
 
 
 def _ragan(c_x, c_y):

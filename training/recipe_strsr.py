@@ -241,9 +241,10 @@ class Flux2Codec(nn.Module):
         up = F.interpolate(lr, scale_factor=self.scale, mode="bicubic", align_corners=False).clamp(0, 1)
         return self.encode(up)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, clamp: bool = True) -> torch.Tensor:
         mean, std = self._stats(z)
-        return (self.vae.decode(flux2_unpatchify(z * std + mean)).sample.clamp(-1, 1) + 1) / 2
+        x = self.vae.decode(flux2_unpatchify(z * std + mean)).sample
+        return ((x.clamp(-1, 1) if clamp else x) + 1) / 2
 
 
 class Flux2Flow(_DiTFlow):
@@ -395,7 +396,7 @@ class StrSRRecipe(Recipe):
 
     def generator_loss(self, lr, hr, step):
         c = self.cfg
-        x_pred = self.student()(lr)
+        x_pred = self.student().training_image(lr)
         l1 = 2 * (x_pred - hr).abs().mean()   # L1 of [-1, 1] pixels (the release's range) from [0, 1] ones
         lp = self.lpips(x_pred, hr).mean()
         with frozen_params(self.discriminator_parameters()):
@@ -417,7 +418,7 @@ class StrSRRecipe(Recipe):
         of std r1_sigma in [-1, 1] pixel units, i.e. r1_sigma / 2 on the [0, 1] images here); each term summed
         over the logit maps."""
         with torch.no_grad():
-            x_pred = self.student()(lr)
+            x_pred = self.student().training_image(lr)
         noise = torch.randn_like(hr) if r1_noise is None else r1_noise
         noisy = hr + 0.5 * self.cfg["r1_sigma"] * noise
         c_real = self.disc(hr)
@@ -452,3 +453,8 @@ class StrSRStudent(nn.Module):
 
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
         return self.codec.decode(self.predict_latent(lr))
+
+    def training_image(self, lr: torch.Tensor) -> torch.Tensor:
+        """x_pred as the losses read it: the decoding unclamped (the release clamps only for viewing), so pixels
+        just outside the range keep their gradients."""
+        return self.codec.decode(self.predict_latent(lr), clamp=False)
