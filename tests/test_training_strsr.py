@@ -229,6 +229,18 @@ def test_spectral_norm_vectors_travel_with_the_trainable_state():
         assert all(torch.equal(a, b) for a, b in zip(r.disc(x), rebuilt.disc(x)))
 
 
+def test_only_the_discriminator_step_advances_the_spectral_norms():
+    """HYPIR/trainer/base.py: the generator step puts the discriminator in eval (no power iteration), the
+    discriminator step in train."""
+    r = build_recipe("strsr", CFG, "tiny", "cpu")
+    lr, hr = lr_hr_batch(2)
+    before = {k: v.clone() for k, v in r.disc.spectral_state().items()}
+    r.generator_loss(lr, hr, 0)
+    assert r.disc.training and all(torch.equal(before[k], v) for k, v in r.disc.spectral_state().items())
+    r.discriminator_loss(lr, hr, 0)
+    assert not all(torch.equal(before[k], v) for k, v in r.disc.spectral_state().items())
+
+
 def test_condition_ablations_vlm_text_and_none(recipe):
     lr, _ = lr_hr_batch(2)
     base = recipe.cfg["base"]

@@ -21,6 +21,7 @@ L1 on [-1, 1] pixels (the release's range; LPIPS reads [-1, 1] either way).
 """
 from __future__ import annotations
 
+import contextlib
 from typing import ClassVar
 
 import torch
@@ -124,6 +125,18 @@ class ConvNeXtDiscriminator(nn.Module):
     def spectral_state(self) -> dict[str, torch.Tensor]:
         """The spectral norms' power-iteration vectors (buffers, not parameters): a resume needs them."""
         return {n: b for n, b in self.named_buffers() if n.endswith(("._u", "._v"))}
+
+
+@contextlib.contextmanager
+def _eval_mode(module: nn.Module):
+    """The generator step reads the discriminator in eval mode, as the release's does: its spectral norms use their
+    current estimate, and only the discriminator step runs their power iteration."""
+    mode = module.training
+    module.train(False)
+    try:
+        yield
+    finally:
+        module.train(mode)
 
 
 def _sd_codec(components: str, dit: nn.Module, scale: int) -> LatentCodec:
@@ -399,7 +412,7 @@ class StrSRRecipe(Recipe):
         x_pred = self.student().training_image(lr)
         l1 = 2 * (x_pred - hr).abs().mean()   # L1 of [-1, 1] pixels (the release's range) from [0, 1] ones
         lp = self.lpips(x_pred, hr).mean()
-        with frozen_params(self.discriminator_parameters()):
+        with frozen_params(self.discriminator_parameters()), _eval_mode(self.disc):
             c_fake = self.disc(x_pred)
             with torch.no_grad():
                 c_real = self.disc(hr)
