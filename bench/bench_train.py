@@ -62,7 +62,8 @@ def worker(args) -> dict:
         trainer.stream.close()
     bs = run.trainer.batch_size * run.trainer.grad_accum
     stream = BatchStream(args.shards, batch_size=run.trainer.batch_size, crop=args.crop, seed=1,
-                         num_workers=args.loader_workers, shuffle_buffer=32, uint8=True)
+                         num_workers=args.loader_workers, shuffle_buffer=32, uint8=True, online_spec=run.trainer.online,
+                         crop_policy=run.trainer.crop_policy, flips=run.trainer.flips)   # the stream the trainer reads
     next(stream)
     t1, n = time.perf_counter(), 0
     while n < max(2 * args.steps * bs, 4 * run.trainer.batch_size):

@@ -10,6 +10,9 @@ batches) run in DataLoader workers. Every random choice is seeded so that the st
 - a sample's crop, flips and (online mode) degradation are drawn from (seed, epoch, key) alone, so they
   do not depend on which worker read it or on what came before.
 
+Crop policies: ``random`` and ``center`` cut paired crops on the LR grid; ``resize_center`` (StrSR's released
+loader) first scales the HR so its short side is the crop, then centre-crops it, and needs online degradation.
+
 DataLoader hands out worker batches round-robin, so the whole batch sequence is reproducible and a
 resumed run regenerates the epoch and skips the batches it already consumed (`LoaderPosition`).
 """
@@ -109,7 +112,7 @@ class _Augment:
     flips: bool
     online_spec: Any = None
     online_seed: int = 0
-    crop_policy: str = "random"   # "random" or "center"
+    crop_policy: str = "random"   # one of CROP_POLICIES
 
     def __call__(self, sample: dict) -> dict:
         key = sample["__key__"]
@@ -117,6 +120,9 @@ class _Augment:
         # Online, the LR comes from the spec, so its scale sets the crop grid.
         scale = int(self.online_spec.scale) if self.online_spec is not None else int(meta.get("scale", self.scale))
         hr = decode_png(sample["hr.png"])
+        if self.crop_policy == "resize_center":
+            hr = resize_short_side(hr, self.crop)
+            meta = {**meta, "train_resize": list(hr.shape[:2])}
         rng = np.random.default_rng(_seed_int("augment", self.seed, self.epoch, key))
         if self.online_spec is None:
             lr = decode_png(sample["lr.png"])
@@ -146,6 +152,8 @@ class _Augment:
         if H < self.crop or W < self.crop:
             raise UserError(f"sample {key} is {H}x{W}, smaller than the training crop {self.crop}; lower it with "
                             f"--set trainer.crop=N (N at most {min(H, W) - min(H, W) % scale}) or rebuild the shards with larger crops.")
+        if self.crop_policy == "resize_center":   # online only: the LR is made from this crop, so no LR grid
+            return (H - self.crop) // 2, (W - self.crop) // 2, self.crop, self.crop
         # Draw on the LR grid so that the HR box maps exactly onto whole LR pixels.
         c = self.crop // scale
         if self.crop_policy == "center":
@@ -153,6 +161,33 @@ class _Augment:
         top = int(rng.integers(H // scale - c + 1)) * scale
         left = int(rng.integers(W // scale - c + 1)) * scale
         return top, left, self.crop, self.crop
+
+
+CROP_POLICIES = ("random", "center", "resize_center")
+
+
+def check_crop_policy(policy: str, crop: int | None, online) -> None:
+    """One sentence for a crop policy the stream cannot honour."""
+    if policy not in CROP_POLICIES:
+        raise UserError(f"crop_policy must be one of {', '.join(CROP_POLICIES)}, got {policy!r}.")
+    if policy == "resize_center" and (not crop or online is None):
+        raise UserError("crop_policy resize_center rescales each HR image before its centre crop, so it needs a crop "
+                        "size and online degradation (the LR made from the rescaled crop): set trainer.crop and "
+                        "trainer.online (e.g. realesrgan).")
+
+
+def resize_short_side(img: np.ndarray, size: int) -> np.ndarray:
+    """Scale a uint8 HxWx3 image so its short side is ``size``, as guided-diffusion's center_crop_arr does before its
+    crop (StrSR's released loader): box-filter halvings while the short side is at least 2 ``size``, then one PIL
+    bicubic resize with each side rounded; an image already ``size`` on its short side is unchanged."""
+    from PIL import Image
+
+    pil = Image.fromarray(img)
+    while min(pil.size) >= 2 * size:
+        pil = pil.resize(tuple(x // 2 for x in pil.size), resample=Image.BOX)
+    scale = size / min(pil.size)
+    pil = pil.resize(tuple(round(x * scale) for x in pil.size), resample=Image.BICUBIC)
+    return np.asarray(pil)
 
 
 def _damaged_shard(exc: tarfile.TarError, shards) -> str:
@@ -257,6 +292,7 @@ def make_loader(
     `degrade_image(hr, spec, seed, f"{key}-epoch{epoch}")`, so the LR differs from epoch to epoch but is the
     same for a given (seed, epoch, key). `skip_batches` drops the first batches of the epoch (resumption).
     """
+    check_crop_policy(crop_policy, crop, online_spec)
     urls = shard_urls(shards, split=split)
     if scale is None:
         scale = read_scale(shards) if not isinstance(shards, (list, tuple)) and Path(str(shards)).is_dir() else None

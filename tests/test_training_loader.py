@@ -12,7 +12,9 @@ from helpers.images import to_uint8
 from srdistill.datasets.shard_loader import (
     BatchStream,
     LoaderPosition,
+    iter_samples,
     make_loader,
+    resize_short_side,
     shard_urls,
 )
 
@@ -131,3 +133,48 @@ def test_center_crop_policy_takes_the_middle_on_the_lr_grid_every_epoch(shards):
         # 128 px samples, x4: a 10 px LR window centred in 32 starts at LR pixel 11, HR pixel 44
         assert [m["train_crop"] for m in batch["meta"]] == [[44, 44, 40, 40]] * 4
         assert not any(m["flip_h"] or m["flip_v"] or m["rot90"] for m in batch["meta"])
+
+
+def test_resize_short_side_is_box_halvings_then_one_bicubic_resize():
+    """guided-diffusion's center_crop_arr sizes (StrSR's released loader): halve while the short side is at least
+    twice the target, then scale the short side to it, each side rounded."""
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (200, 300, 3), dtype=np.uint8)
+    assert resize_short_side(img, 64).shape == (64, 96, 3)        # 300x200 -> box 150x100 -> bicubic 96x64
+    assert resize_short_side(img, 120).shape == (120, 180, 3)     # 200 < 240: no halving, bicubic x0.6
+    small = img[:40, :50]
+    assert resize_short_side(small, 64).shape == (64, 80, 3)      # smaller images are upscaled
+    exact = img[:64, :90]
+    assert np.array_equal(resize_short_side(exact, 64), exact)
+
+
+def test_resize_center_policy_scales_crops_the_middle_and_degrades_the_crop(shards):
+    from PIL import Image
+
+    from srdistill.degrade.pipeline import degrade_image
+    from srdistill.degrade.spec import load_spec
+
+    kw = {"batch_size": 2, "crop": 48, "seed": 3, "num_workers": 0, "shuffle_buffer": 1, "flips": False,
+          "online_spec": "realesrgan", "crop_policy": "resize_center"}
+    b = next(iter(make_loader(shards, **kw)))
+    key = b["meta"][0]["key"]
+    whole = next(s["hr"] for s in iter_samples(shards) if s["key"] == key)
+    assert whole.shape[:2] == (128, 128)
+    # written out: 128 >= 2 x 48, so one box halving to 64, then bicubic to 48; the centre 48x48 is all of it
+    want = np.asarray(Image.fromarray(whole).resize((64, 64), Image.BOX).resize((48, 48), Image.BICUBIC))
+    assert np.array_equal(to_uint8(b["hr"][0]), want)
+    assert b["meta"][0]["train_resize"] == [48, 48] and b["meta"][0]["train_crop"] == [0, 0, 48, 48]
+    lr, _ = degrade_image(want, load_spec("realesrgan"), 3, f"{key}-epoch0")   # the LR is made from the crop
+    assert b["lr"].shape[-2:] == (12, 12) and np.array_equal(to_uint8(b["lr"][0]), lr)
+
+
+def test_resize_center_policy_needs_a_crop_and_online_degradation(shards):
+    from srdistill.training.config import TrainerConfig, validate
+
+    with pytest.raises(UserError, match="needs a crop size and online degradation"):
+        make_loader(shards, batch_size=2, crop=48, seed=0, num_workers=0, crop_policy="resize_center")
+    with pytest.raises(UserError, match="trainer.crop_policy resize_center .* set trainer.crop and trainer.online"):
+        validate(TrainerConfig(crop=1024, crop_policy="resize_center"))
+    with pytest.raises(UserError, match="trainer.crop_policy must be one of random, center, resize_center"):
+        validate(TrainerConfig(crop_policy="middle"))
+    validate(TrainerConfig(crop=1024, crop_policy="resize_center", online="realesrgan"))

@@ -76,7 +76,7 @@ def test_registry_and_packaged_yaml_match_the_recipe_defaults():
 @pytest.mark.parametrize("name", ["strsr", "d3sr", "ctsr"])
 def test_yaml_states_the_paper_batch_and_crop_and_lists_assumptions_and_stand_ins(name):
     doc = yaml.safe_load((resources.files("srdistill.training") / "configs" / f"{name}.yaml").read_text())
-    paper = {"strsr": (4, 1024, "center"), "d3sr": (8, 512, "random"), "ctsr": (1, 512, "random")}[name]
+    paper = {"strsr": (4, 1024, "resize_center"), "d3sr": (8, 512, "random"), "ctsr": (1, 512, "random")}[name]
     t = doc["trainer"]
     assert (t["global_batch"], t["crop"], t["crop_policy"]) == paper
     assumptions = doc["assumptions"]

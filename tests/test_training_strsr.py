@@ -1,6 +1,8 @@
-"""StrSR against its paper: generator (Eq. 11) and discriminator (Eq. 9) losses recomputed here from the components
-and Eq. 2-8 for each base (Z-Image, FLUX.2 [klein], SD3); the one-step update is the Euler step z_t1 - t1 G at flow
-time t1; FLUX.2's latent layout equals diffusers' Flux2KleinPipeline's; the condition ablations."""
+"""StrSR against its paper and, where the paper is silent, its released code (jkwang28/StrSR): generator (Eq. 11)
+and discriminator (Eq. 9) losses recomputed here from the components and Eq. 2-8 for each base (Z-Image, FLUX.2
+[klein], SD3); the one-step update is the Euler step z_t1 - t1 G at flow time t1 (the release's t1 = 0.8); the
+discriminator is the release's (four spectral-normalised heads, terms summed over the maps); FLUX.2's latent layout
+equals diffusers' Flux2KleinPipeline's; the condition ablations."""
 from __future__ import annotations
 
 import pytest
@@ -34,6 +36,7 @@ def recipe(request):
             p.add_(0.05 * torch.randn(p.shape, generator=gen))
         if request.param == "flux2":
             _plant_vae_statistics(r.codec.vae)
+    r.disc.eval()   # spectral norms' power iteration paused, so recomputing sees the same weights
     return r
 
 
@@ -62,7 +65,8 @@ def _flux2_velocity(dit, z, t, tokens):
 
 def _predict(r, lr, t1):
     """Eq. 5-6 and the Euler step of Eq. 2-3 from t1 to 0, through each base's diffusers transformer; E_VLM reads
-    the LR image itself (StrSR's released code feeds Qwen3-VL the low-resolution input), the VAE its x4 upsampling."""
+    the LR image itself (StrSR's released code feeds Qwen3-VL the low-resolution input), the VAE its x4 upsampling.
+    The decoding is not clamped: the release's losses read it as it comes."""
     vae = r.codec.vae
     up = F.interpolate(lr, scale_factor=4, mode="bicubic", align_corners=False).clamp(0, 1)
     tokens, pooled = r.cond(lr)
@@ -70,7 +74,7 @@ def _predict(r, lr, t1):
         z_lr = _flux2_latent(vae, up)
         z0 = z_lr - t1 * _flux2_velocity(r.dit, z_lr, t1, tokens)
         mean, std = _flux2_stats(vae)
-        return (vae.decode(F.pixel_shuffle(z0 * std + mean, 2)).sample.clamp(-1, 1) + 1) / 2
+        return (vae.decode(F.pixel_shuffle(z0 * std + mean, 2)).sample + 1) / 2
     sf, shift = vae.config.scaling_factor, vae.config.shift_factor or 0.0
     z_lr = (vae.encode(up * 2 - 1).latent_dist.mode() - shift) * sf
     if r.cfg["base"] == "sd3":   # flow time x 1000, predicts noise - data = dz/dt
@@ -81,7 +85,7 @@ def _predict(r, lr, t1):
                     return_dict=False)[0]
         g = -torch.stack([o[:, 0] for o in out])
     z0 = z_lr - t1 * g
-    return (vae.decode(z0 / sf + shift).sample.clamp(-1, 1) + 1) / 2
+    return (vae.decode(z0 / sf + shift).sample + 1) / 2
 
 
 def _ragan(c_x, c_y):
@@ -98,10 +102,11 @@ def test_generator_loss_is_eq_11_with_fdl_only_in_stage_two(recipe, step):
     c = recipe.cfg
     with torch.no_grad():
         x = _predict(recipe, lr, c["t1"])
-        l1 = (x - hr).abs().mean()
+        l1 = ((x * 2 - 1) - (hr * 2 - 1)).abs().mean()                        # L1 of [-1, 1] pixels, as the release
         lp = recipe.lpips(x, hr).mean()
         fake, real = recipe.disc(x), recipe.disc(hr)
-        gan = torch.stack([_ragan(f, r) for f, r in zip(fake, real)]).mean()   # mean over the five logit maps
+        assert len(fake) == 4
+        gan = sum(_ragan(f, r) for f, r in zip(fake, real))                    # summed over the four logit maps
         fdl = recipe.fdl(hr, x)
     lam3 = c["lambda_fdl"] if step >= c["stage1_steps"] else 0.0
     want = {"l1": l1, "lpips": lp, "ragan_g": gan, "loss": l1 + c["lambda_lpips"] * lp + c["lambda_gan"] * gan + lam3 * fdl}
@@ -111,21 +116,129 @@ def test_generator_loss_is_eq_11_with_fdl_only_in_stage_two(recipe, step):
     assert ("fdl" in got) == (step >= c["stage1_steps"])
 
 
-def test_discriminator_loss_is_eq_9_with_noised_reals_and_approximated_r1(recipe):
+def test_discriminator_loss_is_eq_9_with_clean_reals_and_r1_on_noised_ones(recipe):
     lr, hr = lr_hr_batch(1)
     noise = torch.randn(hr.shape, generator=torch.Generator().manual_seed(4))
     got = recipe.discriminator_loss(lr, hr, 0, r1_noise=noise)
     c = recipe.cfg
     with torch.no_grad():
         x = _predict(recipe, lr, c["t1"])
-        noisy = hr + c["r1_sigma"] * noise                                    # N(x_real, sigma^2 I), sigma a std
+        noisy = ((hr * 2 - 1) + c["r1_sigma"] * noise + 1) / 2     # std r1_sigma on [-1, 1] pixels, back to [0, 1]
         fake, noisy_c, real = recipe.disc(x), recipe.disc(noisy), recipe.disc(hr)
-        ragan = torch.stack([_ragan(r, f) for r, f in zip(noisy_c, fake)]).mean()
-        r1 = torch.stack([(a - b).pow(2).mean() for a, b in zip(real, noisy_c)]).mean()   # Eq. 8
+        ragan = sum(_ragan(r, f) for r, f in zip(real, fake))
+        r1 = sum((a - b).pow(2).mean() for a, b in zip(real, noisy_c))   # Eq. 8 per map, summed
     assert float(r1) * c["lambda_r1"] > 1e-3
     assert float(got["ragan_d"]) == pytest.approx(float(ragan), rel=1e-5)
     assert float(got["r1"]) == pytest.approx(float(r1), rel=1e-4)
     assert float(got["loss"]) == pytest.approx(float(ragan + c["lambda_r1"] * r1), rel=1e-5)
+
+
+def test_packaged_config_holds_the_released_values_where_the_paper_gives_none():
+    from srdistill.training.config import load_run_config
+
+    run = load_run_config("strsr")
+    c, t = run.recipe_cfg, run.trainer
+    # configs/zimage_train_stage1.yaml: model_t 800, r1_sigma 0.005, lora_rank (= alpha) 256; HYPIR/model/D.py out_ch 512
+    assert (c["t1"], c["r1_sigma"], c["lora_alpha"], c["disc_head_channels"]) == (0.8, 0.005, 256, 512)
+    assert (t.crop, t.crop_policy, t.online, t.flips) == (1024, "resize_center", "realesrgan", False)
+    assert (t.adam_beta1, t.adam_beta2, t.weight_decay, t.clip_grad, t.warmup_steps) == (0.9, 0.999, 0.01, 1.0, 0)
+
+
+def test_one_step_at_the_releases_t1_is_z_lr_minus_0_8_g_with_z_image_reading_time_0_2():
+    """The released trainer (HYPIR/trainer/base.py forward_generator with model_t = coeff_t = 800) feeds Z-Image
+    the time (1000 - model_t) / 1000 at the LR latent itself, negates its output into the velocity and steps
+    latents - (coeff_t / 1000 - 0) * velocity. Passing 0.8 as Z-Image's time, dropping the factor t1 or starting
+    from a noised latent all differ."""
+    r = build_recipe("strsr", {**CFG, "t1": 0.8}, "tiny", "cpu", student_only=True)
+    lr, _ = lr_hr_batch(6)
+    with torch.no_grad():
+        gen = torch.Generator().manual_seed(12)
+        for p in r.generator_parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=gen))
+        student = r.student()
+        z_lr = r.codec.encode_lr(lr)
+        tokens, _ = student.condition(lr)
+        model_t = coeff_t = 800
+        out = r.dit([z.unsqueeze(1) for z in z_lr], torch.full((lr.shape[0],), (1000 - model_t) / 1000), list(tokens),
+                    return_dict=False)[0]
+        velocity = -torch.stack([o[:, 0] for o in out])
+        want = z_lr - (coeff_t / 1000 - 0.0) * velocity
+        got = student.predict_latent(lr)
+    assert (got - z_lr).abs().mean() > 1e-3
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+def _blur(f, pad_off):
+    """vision_aided_loss' BlurPool(filt_size 4, zero padding, stride 1): [1, 3, 3, 1] outer itself over 64."""
+    a = torch.tensor([1.0, 3.0, 3.0, 1.0])
+    k = (torch.outer(a, a) / 64).expand(f.shape[1], 1, 4, 4)
+    return F.conv2d(F.pad(f, (1 + pad_off, 2 + pad_off, 1 + pad_off, 2 + pad_off)), k, groups=f.shape[1])
+
+
+def test_discriminator_is_the_releases_four_spectral_normalised_heads():
+    """HYPIR/model/D.py MultiLevelDConv(level=4, down=2): per stage blur(pad_off 1), SN conv3x3 stride 2,
+    LeakyReLU 0.2, blur, SN conv1x1 stride 2; on the pooled embedding SN Linear, LeakyReLU, SN Linear."""
+    from srdistill.training import components as C
+
+    r = build_recipe("strsr", CFG, "tiny", "cpu")
+    d = r.disc
+    x = torch.rand(2, 3, 64, 48, generator=torch.Generator().manual_seed(13))
+    widths = [s.blocks[-1].conv_dw.out_channels for s in d.clip.visual.trunk.stages]
+    assert [h[1].in_channels for h in d.heads] == widths[:3] and all(h[1].out_channels == 512 for h in d.heads)
+    d.eval()
+    with torch.no_grad():
+        trunk = d.clip.visual.trunk
+        final, stages = trunk.forward_intermediates(C.clip_normalize(d.clip, x, resize=False))
+        want = []
+        for f, head in zip(stages[:3], d.heads):
+            h = F.leaky_relu(F.conv2d(_blur(f, 1), head[1].weight, head[1].bias, stride=2), 0.2)
+            want.append(F.conv2d(_blur(h, 0), head[4].weight, head[4].bias, stride=2).flatten(1))
+        lin1, lin2 = d.pooled_head[0], d.pooled_head[2]
+        pooled = d.clip.visual.head(trunk.forward_head(final))
+        want.append(F.linear(F.leaky_relu(F.linear(pooled, lin1.weight, lin1.bias), 0.2), lin2.weight, lin2.bias))
+        got = d(x)
+    assert [g.shape for g in got] == [(2, 4 * 3), (2, 2 * 2), (2, 1 * 1), (2, 1)]   # 64x48 at strides 4, 8, 16
+    assert all(torch.allclose(g, w, atol=1e-5) for g, w in zip(got, want))
+    d.train()
+    assert not d.clip.training and not any(m.training for m in d.clip.modules())   # the trunk stays in eval
+    with torch.no_grad():
+        for _ in range(20):   # power iterations in training mode
+            d(x)
+    d.eval()
+    with torch.no_grad():
+        norms = [float(torch.linalg.matrix_norm(layer.weight.flatten(1), ord=2))
+                 for layer in [h[i] for h in d.heads for i in (1, 4)] + [lin1, lin2]]
+    assert norms == pytest.approx([1.0] * 8, abs=1e-2), norms
+
+
+def test_spectral_norm_vectors_travel_with_the_trainable_state():
+    r = build_recipe("strsr", CFG, "tiny", "cpu")
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(14))
+    with torch.no_grad():
+        for p in r.discriminator_parameters():
+            p.add_(0.2 * torch.randn(p.shape, generator=torch.Generator().manual_seed(15)))
+        r.disc.train()
+        r.disc(x)
+    sd = r.trainable_state_dict()
+    assert any(k.startswith("extra.disc.") and k.endswith("._u") for k in sd)
+    rebuilt = build_recipe("strsr", CFG, "tiny", "cpu")
+    rebuilt.load_trainable_state_dict(sd)
+    r.disc.eval()
+    rebuilt.disc.eval()
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(r.disc(x), rebuilt.disc(x)))
+
+
+def test_only_the_discriminator_step_advances_the_spectral_norms():
+    """HYPIR/trainer/base.py: the generator step puts the discriminator in eval (no power iteration), the
+    discriminator step in train."""
+    r = build_recipe("strsr", CFG, "tiny", "cpu")
+    lr, hr = lr_hr_batch(2)
+    before = {k: v.clone() for k, v in r.disc.spectral_state().items()}
+    r.generator_loss(lr, hr, 0)
+    assert r.disc.training and all(torch.equal(before[k], v) for k, v in r.disc.spectral_state().items())
+    r.discriminator_loss(lr, hr, 0)
+    assert not all(torch.equal(before[k], v) for k, v in r.disc.spectral_state().items())
 
 
 def test_condition_ablations_vlm_text_and_none(recipe):
@@ -312,7 +425,7 @@ def test_flux2_one_step_is_the_pipelines_flow_match_euler_step_from_t1_to_zero()
     assert torch.allclose(got, stepped, atol=1e-5)
 
 
-def test_flux2_base_is_diffusers_flux2_klein_with_lora_in_its_blocks_and_paper_shape_on_meta():
+def test_flux2_base_is_diffusers_flux2_klein_with_the_releases_attention_lora_and_paper_shape_on_meta():
     from diffusers import AutoencoderKLFlux2, Flux2Transformer2DModel
 
     from srdistill.training import components as C
@@ -321,9 +434,11 @@ def test_flux2_base_is_diffusers_flux2_klein_with_lora_in_its_blocks_and_paper_s
     assert isinstance(r.dit, Flux2Transformer2DModel) and isinstance(r.codec.vae, AutoencoderKLFlux2)
     lora = {n.split(".lora_")[0] for n, _ in r.dit.named_parameters() if "lora_" in n}
     leaves = {n.split(".", 2)[2] for n in lora}
+    # configs/flux_train_stage1.yaml lora_modules: attention only, no feed-forward
     assert leaves == {"attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0", "attn.add_q_proj", "attn.add_k_proj",
-                      "attn.add_v_proj", "attn.to_add_out", "ff.linear_in", "ff.linear_out", "ff_context.linear_in",
-                      "ff_context.linear_out", "attn.to_qkv_mlp_proj", "attn.to_out"}
+                      "attn.add_v_proj", "attn.to_add_out", "attn.to_qkv_mlp_proj", "attn.to_out"}
+    single = {n.split(".", 2)[2] for n in lora if n.startswith("single_transformer_blocks.")}
+    assert single == {"attn.to_qkv_mlp_proj", "attn.to_out"}
     assert all(n.startswith(("transformer_blocks.", "single_transformer_blocks.")) for n in lora)
     with torch.device("meta"):
         dit, vae = C.build_dit("sd21", "flux2"), C.build_flux2_vae("sd21")

@@ -64,8 +64,8 @@ def test_global_batch_is_split_over_processes_and_a_per_process_batch_replaces_i
     with pytest.raises(UserError, match="global_batch 8 does not split over 3 processes"):
         load_run_config("d3sr")
     monkeypatch.setenv("WORLD_SIZE", "4")
-    t = load_run_config("strsr").trainer   # "4 GPUs with batchsize = 4", centre-cropped
-    assert (t.batch_size, t.crop, t.crop_policy, t.flips) == (1, 1024, "center", False)
+    t = load_run_config("strsr").trainer   # "4 GPUs with batchsize = 4", centre-cropped as the release crops
+    assert (t.batch_size, t.crop, t.crop_policy, t.flips) == (1, 1024, "resize_center", False)
 
 
 def test_cli_help_and_user_mistakes(shards, tmp_path, capsys):

@@ -299,13 +299,17 @@ DIT_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_pro
                     "ff.net.0.proj", "ff.net.2")
 
 
+FLUX2_LORA_SUFFIXES = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out",
+                       "to_out", "to_qkv_mlp_proj")
+
+
 def flux2_lora_targets(dit: nn.Module) -> list[str]:
-    """FLUX.2's LoRA scope: every projection inside its double- and single-stream blocks (image and context
-    attention, their feed-forwards, the single blocks' fused qkv+MLP and output); the shared modulation, the
-    embedders and the output head stay frozen. Full names: the single blocks' ``attn.to_out`` is a Linear
-    while the double blocks' is a list, so no suffix names both."""
-    return [n for n, m in dit.named_modules()
-            if isinstance(m, nn.Linear) and n.startswith(("transformer_blocks.", "single_transformer_blocks."))]
+    """FLUX.2's LoRA scope in StrSR's released code (configs/flux_train_stage*.yaml lora_modules, matched as name
+    suffixes on linear layers): the attention projections of both streams in the double-stream blocks and the
+    single blocks' fused qkv+MLP input and output; the feed-forwards, modulation, embedders and output head stay
+    frozen. Full names: the single blocks' ``attn.to_out`` is a Linear while the double blocks' is a list."""
+    return [n for n, m in dit.named_modules() if isinstance(m, nn.Linear) and n.endswith(FLUX2_LORA_SUFFIXES)
+            and n.startswith(("transformer_blocks.", "single_transformer_blocks."))]
 
 
 def add_lora(model: nn.Module, rank: int, alpha: float, targets, adapter_name: str = "default") -> None:

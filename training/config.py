@@ -47,7 +47,7 @@ class TrainerConfig:
     global_batch: int | None = None   # samples per optimizer step over all processes (the papers' "batch size")
     batch_size: int = 4               # samples per process per micro-batch (derived when global_batch is set)
     crop: int = 512                   # HR training crop (multiple of the scale); 0 = whole shard samples
-    crop_policy: str = "random"       # where the crop sits in a shard sample: "random" or "center"
+    crop_policy: str = "random"       # "random", "center" or "resize_center" (short side to crop first; needs online)
     lr_g: float = 5e-5                # AdamW learning rate of the generator's trainable parameters
     lr_d: float = 5e-5                # AdamW learning rate of the discriminator's trainable parameters
     adam_beta1: float = 0.9
@@ -343,8 +343,12 @@ def validate(cfg: TrainerConfig) -> None:
             raise UserError(f"trainer.{key} must not be negative, got {getattr(cfg, key)}.")
     if cfg.global_batch is not None and cfg.global_batch < 1:
         raise UserError(f"trainer.global_batch must be at least 1, got {cfg.global_batch}.")
-    if cfg.crop_policy not in ("random", "center"):
-        raise UserError(f"trainer.crop_policy must be random or center, got {cfg.crop_policy!r}.")
+    from srdistill.datasets.shard_loader import check_crop_policy
+
+    try:
+        check_crop_policy(cfg.crop_policy, cfg.crop, cfg.online)
+    except UserError as exc:
+        raise UserError(f"trainer.{exc}") from None
     for key in ("lr_g", "lr_d", "clip_grad", "weight_decay"):
         if getattr(cfg, key) < 0:
             raise UserError(f"trainer.{key} must not be negative, got {getattr(cfg, key)}.")

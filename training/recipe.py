@@ -156,8 +156,9 @@ class LatentCodec(nn.Module):
         up = F.interpolate(lr, scale_factor=self.scale, mode="bicubic", align_corners=False).clamp(0, 1)
         return self.encode(up)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return (self.vae.decode(z / self.sf + self.shift).sample.clamp(-1, 1) + 1) / 2
+    def decode(self, z: torch.Tensor, clamp: bool = True) -> torch.Tensor:
+        x = self.vae.decode(z / self.sf + self.shift).sample
+        return ((x.clamp(-1, 1) if clamp else x) + 1) / 2
 
 
 def build_recipe(name: str, cfg: dict, components: str, device, *, student_only: bool = False) -> Recipe:

@@ -2,8 +2,9 @@
 
 Generator (Eq. 2-6): rectified flow z_t = t z_1 + (1 - t) z_0 (Eq. 2) with G predicting dz/dt = z_1 - z_0
 (Eq. 3-4); the LR latent z_LR = E_VAE(x_LR) is the state at t = t1 (Eq. 6), and one Euler step from t1 to 0
-gives z0_hat = z_t1 - t1 G(z_t1, t1, c). The paper writes z_t1 - G(z_t1, t1, c) (Sec. 3.1), the same step at
-its t1 = 1; for t1 < 1 only the Euler step keeps G's meaning (a velocity), so that is what runs.
+gives z0_hat = z_t1 - t1 G(z_t1, t1, c). The paper writes z_t1 - G(z_t1, t1, c) (Sec. 3.1) and gives no t1;
+StrSR's released code runs t1 = 0.8 (model_t = coeff_t = 800): the DiT reads the flow time 0.8 (Z-Image its
+1 - 0.8) and the step is z_LR - 0.8 G (HYPIR/trainer/zimage_vlm.py, flux_vlm.py, base.py forward_generator).
 c (Eq. 5) is ``condition``: ``vlm`` = f_adapt(E_VLM(x_LR)) (a frozen encoder and a trainable adaptive MLP;
 ``semantic_encoder``: ``qwen3vl``, the paper's Qwen3-VL-4B-Instruct run whole on the LR image and a fixed prompt,
 its language model's last hidden states as tokens; ``qwen3vl_vision``, its vision tower alone, an ablation; or
@@ -12,13 +13,15 @@ encoder's fixed embedding (the paper's "w/o VLM" ablation) or ``none`` (its "w/o
 ``base``: ``zimage`` (Z-Image-Turbo, the paper's StrSR-Z, diffusers' ZImageTransformer2DModel), ``flux2``
 (FLUX.2 [klein] 4B, its StrSR-F, diffusers' Flux2Transformer2DModel on AutoencoderKLFlux2's normalised,
 patchified latent) or ``sd3`` (SD3's transformer, a stand-in).
-Discriminator: frozen CLIP-ConvNeXt, features of every stage and the pooled output, trainable conv heads giving
-patch logits; RaGAN (Eq. 7) plus the approximated R1 on Gaussian-noised reals (Eq. 8-9), each averaged over the
-five logit maps. Generator loss Eq. 11: L1 + lambda1 LPIPS + lambda2 RaGAN_G + lambda3 FDL (Eq. 10), lambda3 = 0
-in stage one.
+Discriminator (StrSR's released HYPIR/model/D.py): frozen CLIP-ConvNeXt, its first three stages and the pooled
+output into trainable spectral-normalised heads giving four logit maps; RaGAN (Eq. 7, clean reals) plus the
+approximated R1 on Gaussian-noised reals (Eq. 8-9), each summed over the maps (as the release sums them).
+Generator loss Eq. 11: L1 + lambda1 LPIPS + lambda2 RaGAN_G + lambda3 FDL (Eq. 10), lambda3 = 0 in stage one;
+L1 on [-1, 1] pixels (the release's range; LPIPS reads [-1, 1] either way).
 """
 from __future__ import annotations
 
+import contextlib
 from typing import ClassVar
 
 import torch
@@ -64,17 +67,52 @@ class AdaptiveCondition(nn.Module):
         return tokens, pooled
 
 
+class BlurPool(nn.Module):
+    """Anti-aliasing blur at stride 1: a depthwise normalised 4x4 binomial filter ([1, 3, 3, 1] outer itself) on a
+    zero-padded map, 1 + ``pad_off`` before and 2 + ``pad_off`` after on each axis (vision_aided_loss' BlurPool,
+    as StrSR's released discriminator configures it); the map grows by 2 ``pad_off``."""
+
+    def __init__(self, channels: int, pad_off: int = 0):
+        super().__init__()
+        a = torch.tensor([1.0, 3.0, 3.0, 1.0])
+        k = a[:, None] * a[None, :]
+        self.register_buffer("kernel", (k / k.sum()).expand(channels, 1, 4, 4).clone(), persistent=False)
+        self.pad = (1 + pad_off, 2 + pad_off, 1 + pad_off, 2 + pad_off)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.pad(x, self.pad), self.kernel.to(x.dtype), groups=x.shape[1])
+
+
+def _sn(layer: nn.Module) -> nn.Module:
+    return nn.utils.parametrizations.spectral_norm(layer)
+
+
 class ConvNeXtDiscriminator(nn.Module):
-    """Frozen CLIP-ConvNeXt trunk; a trainable conv head per stage (patch logits) and one on the pooled output."""
+    """Frozen CLIP-ConvNeXt trunk and trainable spectral-normalised heads, as StrSR's released discriminator
+    (HYPIR/model/D.py, MultiLevelDConv(level=4, down=2)): on each of the first three stages' maps, blur, 3x3 conv
+    (stride 2) to ``head_channels``, LeakyReLU(0.2), blur, 1x1 conv (stride 2) to one patch logit; on the pooled
+    embedding, Linear to ``head_channels``, LeakyReLU(0.2), Linear to one logit. Four logit maps."""
+
+    STAGES = 3
 
     def __init__(self, clip: nn.Module, head_channels: int):
         super().__init__()
         self.clip = clip
-        widths = [s.blocks[-1].conv_dw.out_channels for s in clip.visual.trunk.stages]
+        widths = [s.blocks[-1].conv_dw.out_channels for s in clip.visual.trunk.stages][:self.STAGES]
         self.heads = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(w, head_channels, 3, padding=1), nn.LeakyReLU(0.2), nn.Conv2d(head_channels, 1, 1))
+            nn.Sequential(BlurPool(w, pad_off=1), _sn(nn.Conv2d(w, head_channels, 3, stride=2)), nn.LeakyReLU(0.2),
+                          BlurPool(head_channels), _sn(nn.Conv2d(head_channels, 1, 1, stride=2)))
             for w in widths)
-        self.pooled_head = nn.Linear(C.clip_embed_dim(clip), 1)
+        self.pooled_head = nn.Sequential(_sn(nn.Linear(C.clip_embed_dim(clip), head_channels)), nn.LeakyReLU(0.2),
+                                         _sn(nn.Linear(head_channels, 1)))
+
+    def train(self, mode: bool = True) -> ConvNeXtDiscriminator:
+        """Only the heads change mode: the frozen trunk stays in eval (as the released discriminator keeps it)."""
+        self.training = mode
+        self.heads.train(mode)
+        self.pooled_head.train(mode)
+        self.clip.eval()
+        return self
 
     def forward(self, x01: torch.Tensor) -> list[torch.Tensor]:
         trunk = self.clip.visual.trunk
@@ -83,6 +121,22 @@ class ConvNeXtDiscriminator(nn.Module):
         pooled = self.clip.visual.head(trunk.forward_head(final))
         logits = [head(f).flatten(1) for head, f in zip(self.heads, stages)]
         return logits + [self.pooled_head(pooled)]
+
+    def spectral_state(self) -> dict[str, torch.Tensor]:
+        """The spectral norms' power-iteration vectors (buffers, not parameters): a resume needs them."""
+        return {n: b for n, b in self.named_buffers() if n.endswith(("._u", "._v"))}
+
+
+@contextlib.contextmanager
+def _eval_mode(module: nn.Module):
+    """The generator step reads the discriminator in eval mode, as the release's does: its spectral norms use their
+    current estimate, and only the discriminator step runs their power iteration."""
+    mode = module.training
+    module.train(False)
+    try:
+        yield
+    finally:
+        module.train(mode)
 
 
 def _sd_codec(components: str, dit: nn.Module, scale: int) -> LatentCodec:
@@ -200,9 +254,10 @@ class Flux2Codec(nn.Module):
         up = F.interpolate(lr, scale_factor=self.scale, mode="bicubic", align_corners=False).clamp(0, 1)
         return self.encode(up)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, clamp: bool = True) -> torch.Tensor:
         mean, std = self._stats(z)
-        return (self.vae.decode(flux2_unpatchify(z * std + mean)).sample.clamp(-1, 1) + 1) / 2
+        x = self.vae.decode(flux2_unpatchify(z * std + mean)).sample
+        return ((x.clamp(-1, 1) if clamp else x) + 1) / 2
 
 
 class Flux2Flow(_DiTFlow):
@@ -274,10 +329,10 @@ def text_condition(components: str, tokens: int, joint_dim: int, pooled_dim: int
 class StrSRRecipe(Recipe):
     name = "strsr"
     DEFAULTS: ClassVar[dict] = {
-        "init_seed": 0, "base": "zimage", "t1": 1.0, "lora_rank": 256, "lora_alpha": 256, "condition": "vlm",
+        "init_seed": 0, "base": "zimage", "t1": 0.8, "lora_rank": 256, "lora_alpha": 256, "condition": "vlm",
         "semantic_encoder": "qwen3vl", "vlm_prompt": VLM_PROMPT, "cond_tokens": 4,
-        "cond_hidden": 0, "disc_head_channels": 64, "lambda_lpips": 3.0, "lambda_gan": 0.1, "lambda_fdl": 0.002,
-        "lambda_r1": 10.0, "r1_sigma": 0.01, "stage1_steps": 40000, "lpips_net": "vgg", "fdl_num_proj": 256,
+        "cond_hidden": 0, "disc_head_channels": 512, "lambda_lpips": 3.0, "lambda_gan": 0.1, "lambda_fdl": 0.002,
+        "lambda_r1": 10.0, "r1_sigma": 0.005, "stage1_steps": 40000, "lpips_net": "vgg", "fdl_num_proj": 256,
         "fdl_patch": 5, "fdl_phase_weight": 1.0,
     }
 
@@ -343,16 +398,25 @@ class StrSRRecipe(Recipe):
             projs.append(self._fdl_proj[key].to(f.device))
         return losses.fdl_loss(fh, fp, projs, self.cfg["fdl_phase_weight"])
 
+    def extra_trainable_state(self) -> dict[str, torch.Tensor]:
+        return {f"disc.{n}": b for n, b in self.disc.spectral_state().items()} if self.disc is not None else {}
+
+    def load_extra_trainable_state(self, sd: dict[str, torch.Tensor]) -> None:
+        if self.disc is not None:
+            for n, b in self.disc.spectral_state().items():
+                if f"disc.{n}" in sd:
+                    b.copy_(sd[f"disc.{n}"])
+
     def generator_loss(self, lr, hr, step):
         c = self.cfg
-        x_pred = self.student()(lr)
-        l1 = (x_pred - hr).abs().mean()
+        x_pred = self.student().training_image(lr)
+        l1 = 2 * (x_pred - hr).abs().mean()   # L1 of [-1, 1] pixels (the release's range) from [0, 1] ones
         lp = self.lpips(x_pred, hr).mean()
-        with frozen_params(self.discriminator_parameters()):
+        with frozen_params(self.discriminator_parameters()), _eval_mode(self.disc):
             c_fake = self.disc(x_pred)
             with torch.no_grad():
                 c_real = self.disc(hr)
-        gan = torch.stack([losses.ragan_generator_loss(f, r) for f, r in zip(c_fake, c_real)]).mean()
+        gan = torch.stack([losses.ragan_generator_loss(f, r) for f, r in zip(c_fake, c_real)]).sum()
         lam_fdl = c["lambda_fdl"] if step >= c["stage1_steps"] else 0.0
         out = {"l1": l1, "lpips": lp, "ragan_g": gan}
         total = l1 + c["lambda_lpips"] * lp + c["lambda_gan"] * gan
@@ -363,15 +427,18 @@ class StrSRRecipe(Recipe):
         return out
 
     def discriminator_loss(self, lr, hr, step, r1_noise: torch.Tensor | None = None):
-        """Eq. 9: L_D = RaGAN_D (reals noised with N(0, sigma^2)) + lambda_R1 * approximated R1 (Eq. 8)."""
+        """Eq. 9: L_D = RaGAN_D (clean reals) + lambda_R1 * approximated R1 (Eq. 8, the reals noised by a Gaussian
+        of std r1_sigma in [-1, 1] pixel units, i.e. r1_sigma / 2 on the [0, 1] images here); each term summed
+        over the logit maps."""
         with torch.no_grad():
-            x_pred = self.student()(lr)
-        noisy = hr + self.cfg["r1_sigma"] * (torch.randn_like(hr) if r1_noise is None else r1_noise)
+            x_pred = self.student().training_image(lr)
+        noise = torch.randn_like(hr) if r1_noise is None else r1_noise
+        noisy = hr + 0.5 * self.cfg["r1_sigma"] * noise
+        c_real = self.disc(hr)
         c_fake = self.disc(x_pred)
         c_noisy = self.disc(noisy)
-        c_real = self.disc(hr)
-        ragan = torch.stack([losses.ragan_discriminator_loss(r, f) for r, f in zip(c_noisy, c_fake)]).mean()
-        r1 = torch.stack([losses.approx_r1_loss(a, b) for a, b in zip(c_real, c_noisy)]).mean()
+        ragan = torch.stack([losses.ragan_discriminator_loss(r, f) for r, f in zip(c_real, c_fake)]).sum()
+        r1 = torch.stack([losses.approx_r1_loss(a, b) for a, b in zip(c_real, c_noisy)]).sum()
         return {"loss": ragan + self.cfg["lambda_r1"] * r1, "ragan_d": ragan, "r1": r1}
 
 
@@ -399,3 +466,8 @@ class StrSRStudent(nn.Module):
 
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
         return self.codec.decode(self.predict_latent(lr))
+
+    def training_image(self, lr: torch.Tensor) -> torch.Tensor:
+        """x_pred as the losses read it: the decoding unclamped (the release clamps only for viewing), so pixels
+        just outside the range keep their gradients."""
+        return self.codec.decode(self.predict_latent(lr), clamp=False)
