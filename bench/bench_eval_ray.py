@@ -5,7 +5,7 @@ metrics psnry, ssim and niqe (all ready offline). Every run writes into a fresh 
 Prints images/s (method x image per wall second) for:
 - the single-process path (no Ray; one torch/OpenCV thread, as each Ray worker has), timed after a warm-up run
   on other images has imported pyiqa and built the metrics;
-- Ray with 1 and 2 workers on one embedded cluster, timed after a warm-up run has started the worker processes
+- Ray with 1 and 2 workers on one embedded cluster, timed after a warm-up run has started the runner actors
   and built their metrics (the cluster's start-up and that warm-up are printed apart);
 and images per CPU-second of this process and its Ray worker processes together (load-insensitive: on a busy
 machine the wall clock also counts time the workers waited for a core); then the scaling efficiency (2-worker
@@ -99,7 +99,7 @@ def main() -> None:
         ray.init(num_cpus=max(args.workers), include_dashboard=False, log_to_driver=False, logging_level="ERROR")
         started = time.perf_counter() - t0
         warm_s, _, _ = timed(warm, root / "warmup", workers=max(args.workers))
-        print(f"ray start-up {started:.1f} s, warm-up run (worker processes, imports, metric builds) {warm_s:.1f} s")
+        print(f"ray start-up {started:.1f} s, warm-up run (runner actors, imports, metric builds) {warm_s:.1f} s")
         rates, per_cpu = {}, {}
         try:
             for n in args.workers:

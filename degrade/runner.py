@@ -22,7 +22,7 @@ def shard_task(url: str, options: dict, spec, seed: int, name: str, jobs: list[S
     """One unit: reuse the shard if its bytes still match `expected`, else (re)write it."""
     import cv2
 
-    cv2.setNumThreads(1)  # one core per task: Ray schedules one task per CPU
+    cv2.setNumThreads(1)  # one core per runner: each holds one CPU
     storage = Storage(url, options)
     if (expected is not None and storage.exists(name) and storage.size(name) == expected["bytes"]
             and storage.sha256(name) == expected["sha256"]):

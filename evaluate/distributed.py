@@ -3,8 +3,8 @@
 The units are fixed before any work starts: one per (method, set, chunk of CHUNK_IMAGES images) that still lacks
 an SR output or a row, then one per (method, set, folder-level metric) such as FID, run after every image of the
 set exists. A unit generates its images' SR outputs and scores them with the same code as the single-process
-path (harness.py), in a worker process that keeps each method's network and each built metric for the next unit
-(Ray reuses a worker process across tasks). Its rows come back to the driver, which writes them through
+path (harness.py), on one of `srdistill.cluster`'s runner actors, whose process keeps each method's network and
+each built metric for every later unit it runs. Its rows come back to the driver, which writes them through
 ResultStore as one part file per unit, so N workers give the rows one gives, and a unit lost with its node is run
 again without its rows being written twice.
 
@@ -67,7 +67,7 @@ class UnitOutcome:
     summary: EvalSummary
 
 
-# Per worker process: methods with their loaded networks, and built metrics, kept across units.
+# Per runner process: methods with their loaded networks, and built metrics, kept across units.
 _WORKER: dict[str, dict] = {"methods": {}, "pools": {}, "configured": {}}
 
 
@@ -82,7 +82,7 @@ def _worker_pool(settings: UnitSettings) -> MetricPool:
     if env not in _WORKER["configured"]:
         import cv2
 
-        cv2.setNumThreads(1)  # one core per task: Ray schedules one task per CPU
+        cv2.setNumThreads(1)  # one core per runner: each holds one CPU
         download.configure()
         weights.configure_weights_dir(None)  # from the forwarded SRDISTILL_WEIGHTS, if any
         weights.install_shipped_weights()

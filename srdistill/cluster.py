@@ -1,13 +1,16 @@
 """Ray for every distributed command: join or start a cluster, then run a fixed list of work units on it.
 
-A command is a task function and a list of `Unit`s: `run_units` keeps at most one task per worker slot in
-flight, lets Ray retry a unit whose worker or node died, draws one progress bar (with steps inside running
-units when the task reports them) and hands each finished unit's result to the caller as it arrives, so the
-caller can record it (and a killed run resumes from those records). Each unit must write its own output
-atomically: a retried or resumed unit then gives the same result as one that ran once.
+A command is a task function and a list of `Unit`s: `run_units` runs them on one Ray actor per worker slot
+(so exactly `workers` run at once on any cluster, and what a task caches in its process, such as a loaded
+network or a built metric, serves every later unit that actor runs), keeps a second unit queued on each actor
+so none idles while this process takes in a result, replaces an actor whose process or node died and re-runs
+its units, draws one progress bar (with steps inside running units when the task reports them) and hands
+each finished unit's result to the caller as it arrives, so the caller can record it (and a killed run resumes
+from those records). Each unit must write its own output atomically: a retried or resumed unit then gives the
+same result as one that ran once.
 
 On a multi-node cluster (`address`) every node must reach the unit's inputs and outputs (a shared folder or
-an fsspec URL such as s3://bucket/prefix): tasks run wherever Ray places them.
+an fsspec URL such as s3://bucket/prefix): actors run wherever Ray places them.
 """
 
 from __future__ import annotations
@@ -27,20 +30,9 @@ from srdistill.errors import UserError
 # Ray's own notices (token-auth warnings, gRPC retries) go to the driver's file descriptors from C++ and from
 # the `ray` logger; both stay off the user's console.
 _RAY_LOGGING = dict(logging_level=logging.ERROR, log_to_driver=False)
-# A unit queued behind the running one on each worker hides the round trip of handing in a result (measured:
-# with one in flight, a 1-worker evaluation ran ~50% slower than the single-process path). Only where the
-# cluster itself cannot run more than `slots` units at once, so that the queued unit cannot start beside them.
+# A unit queued behind the running one on each actor hides the round trip of handing in a result (measured:
+# with one in flight, a 1-worker evaluation ran ~50% slower than the single-process path).
 IN_FLIGHT_PER_SLOT = 2
-
-
-def _in_flight(slots: int, num_gpus: float) -> int:
-    import ray
-
-    res = ray.cluster_resources()
-    concurrent = int(res.get("CPU", 0))
-    if num_gpus:
-        concurrent = min(concurrent, int(res.get("GPU", 0) / num_gpus))
-    return IN_FLIGHT_PER_SLOT * slots if concurrent <= slots else slots
 
 
 @dataclass(frozen=True)
@@ -138,6 +130,58 @@ def _run_unit(task: Callable, name: str, shared: tuple, args: tuple, board) -> A
     return task(*shared, *args, report=report)
 
 
+class _Runner:
+    """A Ray actor running units one after another in one worker process."""
+
+    def run(self, task: Callable, name: str, shared: tuple, args: tuple, board) -> Any:
+        return _run_unit(task, name, shared, args, board)
+
+
+# The runners of this driver, kept between run_units calls on the same cluster (a command's phases, a
+# benchmark's repeated runs) so that their caches stay warm; replaced when the settings or the cluster change.
+_RUNNERS: dict[str, Any] = {"key": None, "actors": []}
+
+
+def _runner_pool(slots: int, num_gpus: float, runtime_env: dict | None) -> list:
+    import ray
+
+    context = ray.get_runtime_context()
+    key = (context.get_node_id(), context.get_job_id(), num_gpus, repr(runtime_env))
+    if _RUNNERS["key"] != key:
+        drop_runners()
+        options = {"runtime_env": runtime_env} if runtime_env else {}
+        _RUNNERS.update(key=key, cls=ray.remote(num_cpus=1, num_gpus=num_gpus, max_restarts=0, **options)(_Runner))
+    actors = _RUNNERS["actors"]
+    while len(actors) < slots:
+        actors.append(_RUNNERS["cls"].remote())
+    return actors[:slots]
+
+
+def _replace_runner(runners: list, i: int):
+    """A new runner in place of runner i, whose process or node is gone; returns the ref that says it is up."""
+    import ray
+
+    with contextlib.suppress(ray.exceptions.RayError, ValueError):
+        ray.kill(runners[i], no_restart=True)
+    runners[i] = _RUNNERS["actors"][i] = _RUNNERS["cls"].remote()
+    return runners[i].__ray_ready__.remote()
+
+
+def drop_runners() -> None:
+    """Stop this driver's runner actors (they hold a CPU each); a no-op when the cluster they ran on is gone."""
+    import ray
+
+    key, actors = _RUNNERS["key"], _RUNNERS["actors"]
+    _RUNNERS.update(key=None, actors=[])
+    if not actors or not ray.is_initialized():
+        return
+    context = ray.get_runtime_context()
+    if key[:2] != (context.get_node_id(), context.get_job_id()):
+        return
+    for actor in actors:
+        ray.kill(actor)
+
+
 def _show_progress(bar, board, finished: int, running: set[str]):
     """Move the bar to finished steps + steps reported by running units; returns the board, or None once lost."""
     import ray
@@ -160,11 +204,10 @@ def run_units(task: Callable, units: Sequence[Unit], *, shared: tuple = (), work
     """Run `task(*shared, *u.args, report=...)` for every unit on Ray and return the results by unit name.
 
     Joins the Ray this process is connected to, else `address`, else an embedded cluster (shut down again at
-    the end). At most `workers` tasks run at once; where the cluster has no room for more, a second task per
-worker waits queued on it, so no worker idles while this process takes in a result; a task whose worker or node is lost is re-run up
-    to `max_retries` times. `on_done(unit, result)` runs in this process as each unit finishes; an exception
+    the end). The units run on `workers` runner actors, each with one unit running and one queued; a runner whose
+    process or node is lost is replaced, and its units are re-run, each up to `max_retries` times. `on_done(unit, result)` runs in this process as each unit finishes; an exception
     it raises stops the run. A task's own exception reaches the caller as itself (the Ray wrapper is its cause)
-    after the units still running are cancelled. Each task holds one CPU and `num_gpus` GPUs, and runs under
+    after the runners are stopped. Each runner holds one CPU and `num_gpus` GPUs, and runs under
     `runtime_env` (e.g. {"env_vars": {...}}: settings every worker must see, on any node).
     """
     import ray
@@ -175,38 +218,70 @@ worker waits queued on it, so no worker idles while this process takes in a resu
     if len(set(names)) != len(names):
         raise ValueError("unit names must be unique")
     started, slots = connect(workers, address)
-    bound = _in_flight(slots, num_gpus)
-    options = {"runtime_env": runtime_env} if runtime_env else {}
-    remote = ray.remote(num_cpus=1, num_gpus=num_gpus, max_retries=max_retries, **options)(_run_unit)
+    runners = _runner_pool(slots, num_gpus, runtime_env)
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
     board = ray.remote(num_cpus=0)(_Board).options(scheduling_strategy=here).remote() if progress else None
     results: dict[str, Any] = {}
-    pending: dict = {}
+    pending: dict = {}  # ref -> (unit, runner index, runner)
+    starting: dict = {}  # ready ref -> index of a replaced runner, not given units until it is up
+    load = [0] * slots
+    lost: dict[str, int] = {}
     t0 = time.perf_counter()
     finished = 0
+    queue = list(units)
+
+    def fill() -> None:
+        busy = set(starting.values())
+        for depth in range(1, IN_FLIGHT_PER_SLOT + 1):  # every runner gets a unit before any gets a second
+            for i, runner in enumerate(runners):
+                if queue and load[i] < depth and i not in busy:
+                    u = queue.pop(0)
+                    pending[runner.run.remote(task, u.name, shared, u.args, board)] = (u, i, runner)
+                    load[i] += 1
+
+    ok = False
     try:
-        queue = list(units)
         bar = tqdm(total=sum(u.size for u in units), unit=unit, desc=desc, disable=not progress, dynamic_ncols=True)
         while queue or pending:
-            while queue and len(pending) < bound:
-                u = queue.pop(0)
-                pending[remote.remote(task, u.name, shared, u.args, board)] = u
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+            fill()
+            ready, _ = ray.wait([*pending, *starting], num_returns=1, timeout=1.0)
             for ref in ready:
-                u = pending.pop(ref)
+                if ref in starting:
+                    i = starting.pop(ref)
+                    try:
+                        ray.get(ref)
+                    except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
+                        starting[_replace_runner(runners, i)] = i
+                    continue
+                u, i, runner = pending.pop(ref)
+                load[i] -= 1
                 try:
                     result = ray.get(ref)
                 except ray.exceptions.RayTaskError as exc:
                     raise (exc.cause if isinstance(exc.cause, BaseException) else exc) from exc
+                except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
+                    # The runner's process or node went away: a new runner takes its place (where the cluster has
+                    # room) and the unit runs again.
+                    lost[u.name] = lost.get(u.name, 0) + 1
+                    if lost[u.name] > max_retries:
+                        raise
+                    queue.insert(0, u)
+                    if runners[i] is runner:
+                        starting[_replace_runner(runners, i)] = i
+                    continue
                 results[u.name] = result
                 finished += u.size
                 if on_done is not None:
                     on_done(u, result)
-            board = _show_progress(bar, board, finished, {u.name for u in pending.values()})
+            board = _show_progress(bar, board, finished, {u.name for u, _, _ in pending.values()})
         bar.close()
+        ok = True
     finally:
-        for ref in pending:
-            ray.cancel(ref)
+        if not ok or started:  # stops the units still running; a cluster started here goes with its runners
+            drop_runners()
+        if not ok and pending:
+            # A killed runner's calls fail once its process is gone: only then can nothing more reach the outputs.
+            ray.wait(list(pending), num_returns=len(pending), timeout=30)
         if started:
             ray.shutdown()
     return UnitRun(results, time.perf_counter() - t0, slots)

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ import ray
 
 from helpers.images import good_folder
 from helpers.shards import shard_bytes
-from srdistill.cluster import Unit, _in_flight, run_units
+from srdistill.cluster import Unit, run_units
 from srdistill.degrade.build import build
 from srdistill.degrade.regen import regen
 from srdistill.errors import UserError
@@ -50,12 +51,39 @@ def test_every_unit_runs_once_with_at_most_workers_in_flight(ray_cluster, tmp_pa
     assert sorted(p.name for p in tmp_path.glob("seen-*")) == [f"seen-{x}-1" for x in range(5)]
 
 
-def test_units_queue_ahead_only_where_the_cluster_has_no_room_for_them(ray_cluster):
-    # The fixture's cluster has 2 CPUs and no GPU: 2 slots fill it, so a second unit per slot may wait queued;
-    # 1 slot does not, so a queued unit would start beside the first and break the --workers bound.
-    assert _in_flight(2, 0) == 4
-    assert _in_flight(1, 0) == 1
-    assert _in_flight(2, 1) == 4  # no GPU at all: nothing can run beside the bound either
+def pid_of(x: int, *, report) -> int:
+    return os.getpid()
+
+
+def test_one_worker_runs_every_unit_in_one_process_that_stays_warm(ray_cluster):
+    # One runner actor per worker: a second unit waits queued on it instead of starting in another process of
+    # the 2-CPU cluster, and the process (with whatever a task cached in it) serves the next call too.
+    first = run_units(pid_of, [Unit(f"u{x}", (x,)) for x in range(6)], workers=1, progress=False)
+    again = run_units(pid_of, [Unit(f"v{x}", (x,)) for x in range(3)], workers=1, progress=False)
+    assert len(set(first.results.values()) | set(again.results.values())) == 1
+    assert os.getpid() not in first.results.values()
+
+
+def mark_after(folder: str, x: int, *, report) -> int:
+    import time
+
+    time.sleep(0.6)
+    (Path(folder) / f"done-{x}").touch()
+    return x
+
+
+def test_a_stopped_run_leaves_no_unit_running(ray_cluster, tmp_path):
+    # The caller stops at the first result; the unit queued behind it on the runner has started by then and
+    # must not reach its output afterwards.
+    def stop(unit, result):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_units(mark_after, [Unit(f"u{x}", (x,)) for x in range(4)], shared=(str(tmp_path),), workers=1,
+                  progress=False, on_done=stop)
+    at_stop = sorted(p.name for p in tmp_path.iterdir())
+    time.sleep(1.5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == at_stop == ["done-0"]
 
 
 def test_progress_bar_counts_unit_sizes(ray_cluster, tmp_path, capsys):

@@ -103,12 +103,12 @@ def test_interrupted_build_resumes_to_identical_bytes(source, reference, tmp_pat
         build(str(source), str(out), "bicubic", workers=1, on_shard=crash_after_two, **OPTS)
     assert not (out / MANIFEST_NAME).exists() and (out / PLAN_NAME).exists()
     done = sorted(p.name for p in out.glob("*.tar"))
-    assert len(done) == 2
+    assert 2 <= len(done) <= 3  # the unit queued behind the second may have finished its shard before the stop
     # A half-written shard under its temporary name, and a finished one damaged after the fact.
     (out / ".train-000002.tar.0badc0de.tmp").write_bytes(b"partial")
     (out / done[0]).write_bytes((out / done[0]).read_bytes()[:1000])
     summary = build(str(source), str(out), "bicubic", workers=2, **OPTS)
-    assert (summary.shards_reused, summary.shards_built) == (1, 3)
+    assert (summary.shards_reused, summary.shards_built) == (len(done) - 1, 5 - len(done))
     assert shard_bytes(out) == shard_bytes(ref)
     assert not list(out.glob(".*.tmp")) and not (out / BUILD_DIR).exists()
     again = build(str(source), str(out), "bicubic", workers=2, **OPTS)
