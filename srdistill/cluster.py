@@ -133,13 +133,19 @@ def _run_unit(task: Callable, name: str, shared: tuple, args: tuple, board) -> A
 class _Runner:
     """A Ray actor running units one after another in one worker process."""
 
+    def where(self) -> tuple[str, int]:
+        import ray
+
+        return ray.get_runtime_context().get_node_id(), os.getpid()
+
     def run(self, task: Callable, name: str, shared: tuple, args: tuple, board) -> Any:
         return _run_unit(task, name, shared, args, board)
 
 
 # The runners of this driver, kept between run_units calls on the same cluster (a command's phases, a
 # benchmark's repeated runs) so that their caches stay warm; replaced when the settings or the cluster change.
-_RUNNERS: dict[str, Any] = {"key": None, "actors": []}
+_RUNNERS: dict[str, Any] = {"key": None, "actors": [], "where": {}}
+_STOP_WAIT_S = 10.0  # how long drop_runners waits for a killed runner's process to be gone
 
 
 def _runner_pool(slots: int, num_gpus: float, runtime_env: dict | None) -> list:
@@ -153,8 +159,14 @@ def _runner_pool(slots: int, num_gpus: float, runtime_env: dict | None) -> list:
         _RUNNERS.update(key=key, cls=ray.remote(num_cpus=1, num_gpus=num_gpus, max_restarts=0, **options)(_Runner))
     actors = _RUNNERS["actors"]
     while len(actors) < slots:
-        actors.append(_RUNNERS["cls"].remote())
+        actors.append(_new_runner())
     return actors[:slots]
+
+
+def _new_runner():
+    actor = _RUNNERS["cls"].remote()
+    _RUNNERS["where"][actor] = actor.where.remote()  # first in its queue: known before any unit is done
+    return actor
 
 
 def _replace_runner(runners: list, i: int):
@@ -163,23 +175,37 @@ def _replace_runner(runners: list, i: int):
 
     with contextlib.suppress(ray.exceptions.RayError, ValueError):
         ray.kill(runners[i], no_restart=True)
-    runners[i] = _RUNNERS["actors"][i] = _RUNNERS["cls"].remote()
+    runners[i] = _RUNNERS["actors"][i] = _new_runner()
     return runners[i].__ray_ready__.remote()
 
 
 def drop_runners() -> None:
-    """Stop this driver's runner actors (they hold a CPU each); a no-op when the cluster they ran on is gone."""
+    """Stop this driver's runner actors (they hold a CPU each) and, for those on this machine, wait until their
+    processes are gone, so that nothing a stopped unit was doing reaches its outputs afterwards (Ray reports an
+    actor dead before its process has exited). A no-op when the cluster they ran on is gone."""
+    import psutil
     import ray
 
-    key, actors = _RUNNERS["key"], _RUNNERS["actors"]
-    _RUNNERS.update(key=None, actors=[])
+    key, actors, where = _RUNNERS["key"], _RUNNERS["actors"], _RUNNERS["where"]
+    _RUNNERS.update(key=None, actors=[], where={})
     if not actors or not ray.is_initialized():
         return
     context = ray.get_runtime_context()
     if key[:2] != (context.get_node_id(), context.get_job_id()):
         return
+    pids = []
     for actor in actors:
+        ref = where.get(actor)
+        if ref is not None and ray.wait([ref], timeout=0)[0]:
+            with contextlib.suppress(ray.exceptions.RayError):
+                node, pid = ray.get(ref)
+                if node == context.get_node_id():
+                    pids.append(pid)
         ray.kill(actor)
+    deadline = time.monotonic() + _STOP_WAIT_S
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            psutil.Process(pid).wait(timeout=max(0.0, deadline - time.monotonic()))
 
 
 def _show_progress(bar, board, finished: int, running: set[str]):
@@ -279,9 +305,6 @@ def run_units(task: Callable, units: Sequence[Unit], *, shared: tuple = (), work
     finally:
         if not ok or started:  # stops the units still running; a cluster started here goes with its runners
             drop_runners()
-        if not ok and pending:
-            # A killed runner's calls fail once its process is gone: only then can nothing more reach the outputs.
-            ray.wait(list(pending), num_returns=len(pending), timeout=30)
         if started:
             ray.shutdown()
     return UnitRun(results, time.perf_counter() - t0, slots)
