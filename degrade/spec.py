@@ -463,8 +463,10 @@ def _replace(steps: list, ident: str, new: dict, options: bool = False) -> bool:
         if not isinstance(s, dict):
             continue
         if s.get("id") == ident or s.get("stage") == ident:
-            # the new step keeps the old one's id and (as a one_of option) weight unless it gives its own
-            keep = {k: s[k] for k in (("weight", "id") if options else ("id",)) if k in s and "stage" not in new}
+            # the new step keeps the old one's id (a stage has its name instead) and, as a one_of option, its
+            # weight, unless it gives its own
+            keep = {k: s[k] for k in (("weight", "id") if options else ("id",))
+                    if k in s and not (k == "id" and "stage" in new)}
             steps[i] = {**keep, **new}
             return True
         for key in ("steps", "one_of", "shuffle"):

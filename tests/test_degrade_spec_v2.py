@@ -255,6 +255,19 @@ def test_replace_swaps_a_step_by_id_keeping_its_weight_and_id():
     assert d["pipeline"][0] == b["pipeline"][0] and d["pipeline"][1]["steps"][:2] == b["pipeline"][1]["steps"][:2]
 
 
+def test_replacing_a_stage_that_is_a_one_of_option_keeps_the_options_weight():
+    """bsrgan's x4 block is the stage shuffle_x4, the 0.75 option of x2_or_x4 (the reference's downsample1 runs with
+    probability 0.25): a new shuffle_x4 stage keeps 0.75 unless it gives its own weight."""
+    def weights(new):
+        doc = {"version": 2, "base": "bsrgan", "name": "mine", "replace": {"shuffle_x4": new}}
+        return spec_from_dict(resolve(doc, "f")).pipeline[0].weights
+
+    stage = {"stage": "shuffle_x4", "steps": [{"op": "bsrgan_resize_lr"}]}
+    assert weights(stage) == (0.25, 0.75)
+    assert weights({**stage, "weight": 3.0}) == (0.25, 3.0)
+    assert weights({"steps": [{"op": "bsrgan_resize_lr"}]}) == (0.25, 0.75)
+
+
 def test_version1_override_equals_the_version2_replace(tmp_path):
     v1 = tmp_path / "v1.yaml"
     v1.write_text("base: realesrgan\nname: lowq\nstage2: {jpeg_quality: [10, 20]}\n")
