@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(run_reference(args.ref_images, args.crop, args.warmup, args.seed)))
         return 0
 
-    print(f"Real-ESRGAN degradation, {args.crop}x{args.crop} crops, {args.preset} preset, 1 thread per process; "
+    print(f"Degradation, {args.crop}x{args.crop} crops, {args.preset} preset, 1 thread per process; "
           f"images/s/core = images per CPU-second of the process (wall-clock rate in brackets)", flush=True)
     ours = _child("ours", args)
     ours_ips = ours["images"] / ours["cpu_seconds"]

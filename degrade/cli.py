@@ -11,11 +11,13 @@ from srdistill.errors import UserError, run_command
 _DESCRIPTION = """\
 Turn a folder of photos (or a named data set) into degraded HR/LR training pairs.
 
-Each source image is cropped, degraded with a Real-ESRGAN style pipeline (or plain bicubic),
-and stored as {key}.hr.png / {key}.lr.png / {key}.json in WebDataset tar shards beside a
-manifest.json. The same source, spec and seed always give byte-identical shards.
+Each source image is cropped, degraded by a spec's pipeline of ops (a shipped preset such as
+realesrgan, bsrgan or realesrgan-codecs, or your own YAML file), and stored as {key}.hr.png /
+{key}.lr.png / {key}.json in WebDataset tar shards beside a manifest.json. The same source, spec and seed always give
+byte-identical shards.
 
   degrade build --src sample --out shards/        # the embedded sample photos
+  degrade build --src sample --preset bsrgan --out bsrgan/    # another preset (or --spec my.yaml)
   degrade curate --src photos/ --out scores.parquet           # score HR images before building
   degrade build --src photos/ --out shards/ --curation scores.parquet --select 'laplacian_var >= 50'
   degrade preview shards/ --out grid.png          # look at some pairs

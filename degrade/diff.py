@@ -468,7 +468,7 @@ def add_diff_parser(subparsers) -> argparse.ArgumentParser:
         "diff",
         help="compare two builds, or a build with the Real-ESRGAN reference: spec, parameter distributions and "
         "LR statistics (markdown + PNG)",
-        description="Show how build B differs from build A before training on it: spec fields that differ, "
+        description="Show how build B differs from build A before training on it: the spec steps and parameters that differ (op by op), "
         "the distribution of every recorded degradation parameter, and statistics measured on the LR images "
         "(strength against bicubic and area downscales of the HR, colour, high frequencies, noise level, JPEG "
         "blockiness). With --reference instead of B, compare A's LR statistics with the reference "

@@ -295,11 +295,17 @@ def _ids(steps: tuple[Step, ...], path: str, seen: dict[str, str]) -> None:
             _ids(children, sub, seen)
         if isinstance(s, Shuffle):
             members = {getattr(c, "id", None) if not isinstance(c, Stage) else c.name for c in s.steps}
+            paired: set[str] = set()
             for j, pair in enumerate(s.keep_order):
                 for x in pair:
                     if x not in members:
                         raise UserError(f"{here}.keep_order[{j}] names {x!r}, which is not the id of a step of "
                                         f"this shuffle.")
+                    # each pair is put in order by swapping its two steps, which can undo another pair's order
+                    if x in paired:
+                        raise UserError(f"{here}.keep_order[{j}] names {x!r} again; a step may be in one "
+                                        f"keep_order pair only.")
+                    paired.add(x)
 
 
 def _children(s: Step, here: str) -> list[tuple[str, tuple[Step, ...]]]:
@@ -463,8 +469,10 @@ def _replace(steps: list, ident: str, new: dict, options: bool = False) -> bool:
         if not isinstance(s, dict):
             continue
         if s.get("id") == ident or s.get("stage") == ident:
-            # the new step keeps the old one's id and (as a one_of option) weight unless it gives its own
-            keep = {k: s[k] for k in (("weight", "id") if options else ("id",)) if k in s and "stage" not in new}
+            # the new step keeps the old one's id (a stage has its name instead) and, as a one_of option, its
+            # weight, unless it gives its own
+            keep = {k: s[k] for k in (("weight", "id") if options else ("id",))
+                    if k in s and not (k == "id" and "stage" in new)}
             steps[i] = {**keep, **new}
             return True
         for key in ("steps", "one_of", "shuffle"):

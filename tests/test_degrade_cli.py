@@ -17,6 +17,7 @@ def test_help_texts(argv, capsys):
     assert text.startswith("usage: degrade")
     if argv == ["--help"]:
         assert all(cmd in text for cmd in ("build", "preview", "verify", "replay", "regen", "diff")) and "byte-identical" in text
+        assert "--preset bsrgan" in text and "Real-ESRGAN style" not in text  # any preset or YAML, not one pipeline
     if argv[0] == "build":
         for opt in ("--src", "--out", "--preset", "--spec", "--scale", "--crop", "--crops-per-image", "--shard-samples",
                     "--seed", "--workers", "--address", "--limit", "--data-root", "--split"):

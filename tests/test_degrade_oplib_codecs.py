@@ -53,6 +53,8 @@ def test_avif_is_an_av1_still_that_ffmpeg_decodes_like_the_op(img):
         stream = box.streams.video[0]
         assert stream.codec_context.name in ("libdav1d", "av1", "libaom-av1")
         frame = next(box.decode(stream))
+    # what the op's summary promises: 4:2:0 chroma, full range (AVCOL_RANGE_JPEG = 2)
+    assert frame.format.name == "yuv420p" and frame.color_range == 2
     dec = frame.to_ndarray(format="rgb24")
     out = quantize(REGISTRY["avif"].apply(img, {"quality": 60, "speed": 6}, CTX))
     assert dec.shape == out.shape

@@ -144,6 +144,20 @@ def test_dithering_keeps_the_local_mean_where_plain_quantisation_does_not():
     assert len(np.unique(fs)) == 2  # only the two neighbouring levels are used
 
 
+def test_ordered_dither_is_unbiased_at_every_fraction_of_a_level():
+    """Bayer's thresholds sit at the centres (i + 0.5) / 64 of the 64 sub-levels, so an 8x8 tile of any flat
+    value averages to it within half a sub-level (1/128 of a level), and the error has no sign bias; thresholds
+    i / 64 would round every value down by half a sub-level on average."""
+    bits, n = 3, 8
+    step = 1 / (n - 1)
+    fractions = (np.arange(512) + 0.37) / 512
+    flat = np.broadcast_to(((2 + fractions) * step).astype(np.float32)[:, None, None, None], (512, 8, 8, 3))
+    out = np.stack([_cq(np.ascontiguousarray(f), bits, "ordered") for f in flat]).astype(np.float64)
+    err = (out.mean(axis=(1, 2, 3)) - flat[:, 0, 0, 0].astype(np.float64)) / step
+    assert np.abs(err).max() <= 1 / 128 + 1e-6
+    assert abs(err.mean()) < 1 / 1024
+
+
 def _fs_sequential(img: np.ndarray, n: int) -> np.ndarray:
     """Floyd & Steinberg's algorithm as published: raster order, one pixel at a time."""
     x = img.astype(np.float64).copy()

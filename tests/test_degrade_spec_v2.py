@@ -255,6 +255,30 @@ def test_replace_swaps_a_step_by_id_keeping_its_weight_and_id():
     assert d["pipeline"][0] == b["pipeline"][0] and d["pipeline"][1]["steps"][:2] == b["pipeline"][1]["steps"][:2]
 
 
+@pytest.mark.parametrize("pairs", [[["a", "b"], ["b", "c"]], [["a", "b"], ["a", "c"]], [["a", "a"]]])
+def test_a_step_in_two_keep_order_pairs_is_refused(pairs):
+    """The swap rule orders one pair at a time: with [a, b], [b, c] the order c b a becomes c a b, then b a c,
+    which breaks a before b again, so chained pairs cannot be kept and are one sentence naming the path."""
+    doc = {"version": 2, "name": "x", "scale": 4, "pipeline": [
+        {"shuffle": [{"op": "sinc", "id": "a"}, {"op": "usm", "id": "b"}, {"op": "defocus", "id": "c"}],
+         "keep_order": pairs}, {"op": "bicubic_downsample"}]}
+    with pytest.raises(UserError, match=r"spec\.pipeline\[0\]\.keep_order\[\d\] names '\w' again"):
+        spec_from_dict(doc)
+
+
+def test_replacing_a_stage_that_is_a_one_of_option_keeps_the_options_weight():
+    """bsrgan's x4 block is the stage shuffle_x4, the 0.75 option of x2_or_x4 (the reference's downsample1 runs with
+    probability 0.25): a new shuffle_x4 stage keeps 0.75 unless it gives its own weight."""
+    def weights(new):
+        doc = {"version": 2, "base": "bsrgan", "name": "mine", "replace": {"shuffle_x4": new}}
+        return spec_from_dict(resolve(doc, "f")).pipeline[0].weights
+
+    stage = {"stage": "shuffle_x4", "steps": [{"op": "bsrgan_resize_lr"}]}
+    assert weights(stage) == (0.25, 0.75)
+    assert weights({**stage, "weight": 3.0}) == (0.25, 3.0)
+    assert weights({"steps": [{"op": "bsrgan_resize_lr"}]}) == (0.25, 0.75)
+
+
 def test_version1_override_equals_the_version2_replace(tmp_path):
     v1 = tmp_path / "v1.yaml"
     v1.write_text("base: realesrgan\nname: lowq\nstage2: {jpeg_quality: [10, 20]}\n")
