@@ -16,7 +16,7 @@ and a STEP is one of (each may carry `p:` (a gate: one rng.random() < p, drawn o
     {stage: NAME, steps: [...]}       a named group: records and `degrade preview` show the image after it
     {steps: [...]}                    a plain sequence (e.g. one option of a one_of)
     {one_of: [STEP + weight, ...]}    one option, by weight (default 1; one rng.random(), opdef.choose); an
-                                      op's own `weight` parameter keeps its default inside an option
+                                      op with its own `weight` parameter is nested in {steps: [...]} there
     {shuffle: [...], keep_order: [[A, B], ...]}   the steps in a random order (one rng.permutation(n)); for
                                       each pair of step ids, A is moved before B (their places are swapped)
     {draw: {NAME: VALUE, ...}}        draws values here (in the order written) for later {var: NAME}
@@ -197,6 +197,10 @@ def _step(d: Any, path: str, option: bool = False) -> Step:
             raise UserError(f"{path}.one_of must be a non-empty list of options, got {opts!r}.")
         weights = []
         for i, o in enumerate(opts):
+            if isinstance(o, dict) and "weight" in o and _has_own_weight(o.get("op")):
+                raise UserError(f"{path}.one_of[{i}].weight is ambiguous: op {o['op']} has a weight parameter of its "
+                                f"own; give the option's weight beside a nested list, e.g. "
+                                f"{{weight: 2, steps: [{{op: {o['op']}, weight: 0.8}}]}}.")
             w = o.get("weight", 1.0) if isinstance(o, dict) else 1.0
             if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
                 raise UserError(f"{path}.one_of[{i}].weight must be a number >= 0, got {w!r}.")
@@ -397,6 +401,18 @@ def _gated(d: dict, s: Step) -> dict:
     return d
 
 
+def _has_own_weight(op: Any) -> bool:
+    return isinstance(op, str) and op in _library() and any(p.name == "weight" for p in _library()[op].params)
+
+
+def _option_to_dict(o: Step, weight: float) -> dict:
+    """A one_of option with its weight; an op with a `weight` of its own goes in a nested list, so neither weight
+    overwrites the other."""
+    if isinstance(o, OpStep) and _has_own_weight(o.op):
+        return {"steps": [step_to_dict(o)], "weight": weight}
+    return {**step_to_dict(o), "weight": weight}
+
+
 def step_to_dict(s: Step) -> dict:
     """A step in canonical document form (what spec_from_dict reads back to the same step)."""
     if isinstance(s, OpStep):
@@ -406,7 +422,7 @@ def step_to_dict(s: Step) -> dict:
     if isinstance(s, Sequence):
         return _gated({"steps": [step_to_dict(c) for c in s.steps]}, s)
     if isinstance(s, OneOf):
-        return _gated({"one_of": [{**step_to_dict(o), "weight": w} for o, w in zip(s.options, s.weights)]}, s)
+        return _gated({"one_of": [_option_to_dict(o, w) for o, w in zip(s.options, s.weights)]}, s)
     if isinstance(s, Shuffle):
         d = {"shuffle": [step_to_dict(c) for c in s.steps]}
         if s.keep_order:

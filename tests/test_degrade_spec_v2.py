@@ -38,7 +38,8 @@ ERRORS = [
     ("[{shuffle: []}]", "spec.pipeline[0].shuffle", "non-empty"),
     ("[{stage: s, steps: []}]", "spec.pipeline[0].steps", "non-empty"),
     ("[{one_of: [{op: sinc, weight: -1}, {op: usm}]}]", "spec.pipeline[0].one_of[0].weight", ">= 0"),
-    ("[{one_of: [{op: sinc, weight: 0}, {op: usm, weight: 0}]}]", "spec.pipeline[0].one_of", "all zero"),
+    ("[{one_of: [{op: sinc, weight: 0}, {op: defocus, weight: 0}]}]", "spec.pipeline[0].one_of", "all zero"),
+    ("[{one_of: [{op: sinc}, {op: usm, weight: 2}]}]", "spec.pipeline[0].one_of[1].weight", "is ambiguous"),
     ("[{op: jpeg, quality: {uniform: [60, 40]}}]", "spec.pipeline[0].quality.uniform", "low <= high"),
     ("[{op: gaussian_noise, sigma: {log_uniform: [0, 3]}}]", "spec.pipeline[0].sigma.log_uniform", "low > 0"),
     ("[{op: resize, mode: {choice: []}}]", "spec.pipeline[0].mode.choice", "non-empty"),
@@ -172,7 +173,7 @@ def test_one_of_frequencies_follow_the_normalised_weights():
     s = spec("""
       - one_of:
           - {weight: 1, op: sinc, id: a}
-          - {weight: 2, op: usm, id: b}
+          - {weight: 2, op: defocus, id: b}
           - {weight: 0, op: jpeg, id: never}
           - {weight: 5, op: blur, id: c}
     """)
@@ -180,6 +181,15 @@ def test_one_of_frequencies_follow_the_normalised_weights():
     assert "never" not in got
     obs = [got["a"], got["b"], got["c"]]
     assert stats.chisquare(obs, np.array([1, 2, 5]) / 8 * 8000).pvalue > P_MIN, obs
+
+
+def test_an_option_whose_op_has_its_own_weight_keeps_both_weights_through_the_canonical_form():
+    # usm's sharpening weight 0.8 and the option's weight 3 must not overwrite each other in a manifest's copy.
+    s = spec("[{one_of: [{op: sinc}, {weight: 3, steps: [{op: usm, weight: 0.8}]}]}]")
+    again = spec_from_dict(spec_to_dict(s))
+    assert spec_hash(again) == spec_hash(s)
+    option = again.pipeline[0].options[1]
+    assert again.pipeline[0].weights == (1.0, 3.0) and option.steps[0].params["weight"] == 0.8
 
 
 def test_gate_frequency_and_pick_frequencies():
