@@ -137,6 +137,10 @@ def _library() -> dict[str, opdef.Op]:
     return opdef.REGISTRY
 
 
+def _has_own_weight(op: Any) -> bool:
+    return isinstance(op, str) and op in _library() and any(p.name == "weight" for p in _library()[op].params)
+
+
 def _gate(d: dict, path: str) -> float | None:
     if "p" not in d:
         return None
@@ -401,18 +405,6 @@ def _gated(d: dict, s: Step) -> dict:
     return d
 
 
-def _has_own_weight(op: Any) -> bool:
-    return isinstance(op, str) and op in _library() and any(p.name == "weight" for p in _library()[op].params)
-
-
-def _option_to_dict(o: Step, weight: float) -> dict:
-    """A one_of option with its weight; an op with a `weight` of its own goes in a nested list, so neither weight
-    overwrites the other."""
-    if isinstance(o, OpStep) and _has_own_weight(o.op):
-        return {"steps": [step_to_dict(o)], "weight": weight}
-    return {**step_to_dict(o), "weight": weight}
-
-
 def step_to_dict(s: Step) -> dict:
     """A step in canonical document form (what spec_from_dict reads back to the same step)."""
     if isinstance(s, OpStep):
@@ -422,7 +414,7 @@ def step_to_dict(s: Step) -> dict:
     if isinstance(s, Sequence):
         return _gated({"steps": [step_to_dict(c) for c in s.steps]}, s)
     if isinstance(s, OneOf):
-        return _gated({"one_of": [_option_to_dict(o, w) for o, w in zip(s.options, s.weights)]}, s)
+        return _gated({"one_of": [{**step_to_dict(o), "weight": w} for o, w in zip(s.options, s.weights)]}, s)
     if isinstance(s, Shuffle):
         d = {"shuffle": [step_to_dict(c) for c in s.steps]}
         if s.keep_order:
