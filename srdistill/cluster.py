@@ -175,6 +175,7 @@ def _replace_runner(runners: list, i: int):
 
     with contextlib.suppress(ray.exceptions.RayError, ValueError):
         ray.kill(runners[i], no_restart=True)
+    _RUNNERS["where"].pop(runners[i], None)
     runners[i] = _RUNNERS["actors"][i] = _new_runner()
     return runners[i].__ray_ready__.remote()
 
