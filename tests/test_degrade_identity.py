@@ -145,9 +145,12 @@ def test_an_interrupted_build_whose_source_changed_redoes_that_shard(tmp_path, r
     with pytest.raises(Crash):
         build(str(src), str(out), "bicubic", workers=1, on_shard=crash_after_two, **OPTS)
     assert not (out / MANIFEST_NAME).exists() and (out / PLAN_NAME).exists()
+    done = sorted(p.name for p in out.glob("*.tar"))
+    assert 2 <= len(done) <= 3  # the unit queued behind the second may have finished its shard before the stop
     edit_in_place(src / "img0.png", seed=42)  # its shard (train-000000) is among the finished ones
     resumed = build(str(src), str(out), "bicubic", workers=2, **OPTS)
-    assert resumed.sources_changed == ["train-000000.tar"] and (resumed.shards_reused, resumed.shards_built) == (1, 2)
+    assert resumed.sources_changed == ["train-000000.tar"]
+    assert (resumed.shards_reused, resumed.shards_built) == (len(done) - 1, 4 - len(done))
     build(str(src), str(tmp_path / "fresh"), "bicubic", workers=2, **OPTS)
     assert shard_bytes(out) == shard_bytes(tmp_path / "fresh")
 
