@@ -20,7 +20,7 @@ import time
 
 import psutil
 
-from srdistill.degrade.build import build
+from srdistill.degrade.build.builder import build
 
 
 class WorkerMemory:
@@ -62,7 +62,7 @@ def _warm(workers: int) -> None:
     def warm() -> int:
         import os
 
-        import srdistill.degrade.build  # noqa: F401
+        import srdistill.degrade.build.builder  # noqa: F401
         import srdistill.degrade.pipeline  # noqa: F401
 
         time.sleep(1.0)  # hold the slot so each warm-up lands in its own worker process

@@ -23,8 +23,8 @@ import numpy as np
 from PIL import Image
 
 from srdistill.datasets.sources import SAMPLE_PHOTOS, sample_dir
-from srdistill.degrade.curate import curate
-from srdistill.degrade.curate_scores import weight_free_scores
+from srdistill.degrade.curate.run import curate
+from srdistill.degrade.curate.scores import weight_free_scores
 
 SIDE = 1024
 
@@ -52,7 +52,7 @@ def _warm(workers: int) -> None:
 
     @ray.remote(num_cpus=1)
     def warm() -> None:
-        import srdistill.degrade.curate  # noqa: F401
+        import srdistill.degrade.curate.run  # noqa: F401
 
         time.sleep(1.0)  # hold the slot so each warm-up lands in its own worker process
 

@@ -4,12 +4,12 @@ realesrgan on the CPU), one image at a time on one core.
 Each side runs in its own subprocess pinned to one thread (clean peak-RSS figures, no shared imports).
 The reference side is RealESRGANDataset.__getitem__ (kernel sampling) + RealESRGANModel.feed_data
 (the degradation), as in Real-ESRGAN training, with the model's GPU-only training-pair pool turned off
-(srdistill.degrade.reference.ReferenceDegrader).
+(srdistill.degrade.inspect.reference.ReferenceDegrader).
 
     .venv/bin/python bench/bench_degrade.py --images 60 --ref-images 8
     .venv/bin/python bench/bench_degrade.py --per-op --images 8     # ms per 512x512 image for every op
 
-`--per-op` times each op of the library (degrade/library/) alone, in this process on one thread, with values
+`--per-op` times each op of the library (degrade/ops/library/) alone, in this process on one thread, with values
 drawn from its defaults (a spec of the one step `{op: NAME}`), on float32 crops.
 """
 
@@ -54,7 +54,7 @@ def _crops(n: int, size: int) -> list[np.ndarray]:
 def _psnr_to_bicubic(hr: np.ndarray, lr: np.ndarray) -> float:
     """PSNR (dB) of an LR against the plain bicubic x4 downsample of its HR: a coarse degradation-strength
     figure, comparable between the two implementations over many random draws."""
-    from srdistill.degrade.ops import bicubic_downsample, quantize, to_float
+    from srdistill.degrade.ops.primitives import bicubic_downsample, quantize, to_float
 
     ref = quantize(bicubic_downsample(to_float(hr), 4)).astype(np.float64)
     mse = float(np.mean((lr.astype(np.float64) - ref) ** 2))
@@ -78,7 +78,7 @@ def _peak_rss_mib() -> float:
 def run_ours(n: int, size: int, warmup: int, seed: int, preset: str = "realesrgan") -> dict:
     import cv2
     from srdistill.degrade.pipeline import degrade_image
-    from srdistill.degrade.spec import load_spec
+    from srdistill.degrade.spec.schema import load_spec
 
     cv2.setNumThreads(1)
     spec = load_spec(preset)
@@ -101,8 +101,8 @@ def run_ours(n: int, size: int, warmup: int, seed: int, preset: str = "realesrga
 def run_reference(n: int, size: int, warmup: int, seed: int) -> dict:
     import cv2
     import torch
-    from srdistill.degrade.reference import ReferenceDegrader, import_reference
-    from srdistill.degrade.spec import load_spec
+    from srdistill.degrade.inspect.reference import ReferenceDegrader, import_reference
+    from srdistill.degrade.spec.schema import load_spec
 
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
@@ -137,10 +137,10 @@ def run_reference(n: int, size: int, warmup: int, seed: int) -> dict:
 def run_per_op(n: int, size: int, warmup: int, seed: int, names: list[str] | None) -> list[tuple[str, float, float]]:
     """(op, median ms, max ms) per op over n crops, each op applied alone with values drawn from its defaults."""
     import cv2
-    from srdistill.degrade.opdef import REGISTRY, OpContext
-    from srdistill.degrade.ops import to_float
+    from srdistill.degrade.ops.opdef import REGISTRY, OpContext
+    from srdistill.degrade.ops.primitives import to_float
     from srdistill.degrade.pipeline import op_values, sample_params, sample_rng
-    from srdistill.degrade.spec import spec_from_dict
+    from srdistill.degrade.spec.schema import spec_from_dict
 
     cv2.setNumThreads(1)
     crops = [to_float(c) for c in _crops(n, size)]

@@ -19,11 +19,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import webdataset as wds
-from srdistill.datasets.shard_loader import make_loader, shard_urls
+from srdistill.training.loader import make_loader, shard_urls
 
 
 def build_shards(out: Path, crop: int, per_image: int) -> Path:
-    from srdistill.degrade.build import build
+    from srdistill.degrade.build.builder import build
 
     build("sample", str(out), "bicubic", crop=crop, crops_per_image=per_image, shard_samples=8, seed=0, workers=2,
           address="local", progress=False, command="bench_loader")

@@ -24,7 +24,7 @@ RECIPES = ("strsr", "d3sr", "ctsr", "vpdsr")
 
 
 def build_shards(out: Path, crop: int) -> Path:
-    from srdistill.degrade.build import build
+    from srdistill.degrade.build.builder import build
 
     build("sample", str(out), "bicubic", crop=crop, crops_per_image=4, shard_samples=8, seed=0, workers=2,
           address="local", progress=False, command="bench_train")
@@ -32,10 +32,10 @@ def build_shards(out: Path, crop: int) -> Path:
 
 
 def worker(args) -> dict:
-    from srdistill.datasets.shard_loader import BatchStream
+    from srdistill.training.loader import BatchStream
     from srdistill.training import distributed as dd
     from srdistill.training.config import load_run_config
-    from srdistill.training.recipe import build_recipe
+    from srdistill.training.recipes.base import build_recipe
     from srdistill.training.trainer import Trainer, resolve_device
 
     sets = [f"crop={args.crop}", f"num_workers={args.loader_workers}", "ckpt_every=0", "shuffle_buffer=32",

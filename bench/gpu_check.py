@@ -145,7 +145,7 @@ def make_shards(folder: Path, size: int, n: int, scale: int = 4) -> Path:
     import torch
     import torch.nn.functional as F
     from srdistill.datasets.images import encode_png
-    from srdistill.degrade.shards import Sample, ShardWriter, shard_name
+    from srdistill.datasets.shards.format import Sample, ShardWriter, shard_name
 
     folder.mkdir(parents=True, exist_ok=True)
     per_shard, images = 4, photos(n, size)
@@ -196,7 +196,7 @@ def _free(device) -> None:
 
 def _build(name: str, cfg: dict, components: str, device):
     import torch
-    from srdistill.training.recipe import build_recipe
+    from srdistill.training.recipes.base import build_recipe
 
     if device.type == "cuda":
         with torch.device(device):   # random init on the GPU: seconds instead of minutes for ~3B parameters
@@ -215,7 +215,7 @@ def recipe_section(name: str, args, device, work: Path) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
     from srdistill.training import perf
-    from srdistill.training.checkpoint import CKPT_DIR, checkpoint_name
+    from srdistill.training.run.checkpoint import CKPT_DIR, checkpoint_name
     from srdistill.training.config import load_run_config
     from srdistill.training.trainer import Trainer
 
@@ -322,7 +322,7 @@ def metrics_section(args, device) -> dict:
     import numpy as np
     import torch
     import torch.nn.functional as F
-    from srdistill.evaluate.metrics import DEFAULT_METRICS, MetricUnavailable, Scorer
+    from srdistill.core.metrics import DEFAULT_METRICS, MetricUnavailable, Scorer
 
     hrs = photos(args.metric_images, args.metric_size)
     srs = []
@@ -361,7 +361,7 @@ def metrics_section(args, device) -> dict:
 
 def esrgan_section(args, device) -> dict:
     import torch
-    from srdistill.evaluate.realesrgan_torch import RRDBNet
+    from srdistill.evaluate.methods.realesrgan_torch import RRDBNet
 
     torch.manual_seed(0)
     net = RRDBNet(num_block=args.esrgan_blocks).to(device).eval()   # random weights: the cost of the real ones

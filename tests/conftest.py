@@ -55,7 +55,7 @@ def ray_cluster() -> str:
     it. Yields its GCS address (token authentication on, see _SESSION_ENV)."""
     import ray
 
-    from srdistill.cluster import connect
+    from srdistill.core.cluster import connect
 
     connect(workers=2, address="local")
     try:
@@ -68,7 +68,7 @@ def ray_cluster() -> str:
 def shards(ray_cluster, tmp_path_factory) -> Path:
     """The embedded sample built once by `degrade build`: 16 samples (8 photos x 2 crops of 128), 4 per shard,
     x4 bicubic, seed 0."""
-    from srdistill.degrade.build import build
+    from srdistill.degrade.build.builder import build
 
     out = tmp_path_factory.mktemp("sample-shards") / "shards"
     build("sample", str(out), "bicubic", crop=128, crops_per_image=2, shard_samples=4, seed=0, workers=2,
@@ -126,7 +126,7 @@ def offline_weights(tmp_path, monkeypatch) -> Path:
     for var, value in (("SRDISTILL_WEIGHTS", str(root)), ("TORCH_HOME", str(root / "torch")),
                        ("HF_HOME", str(root / "huggingface")), ("SRDISTILL_CACHE", str(tmp_path / "cache"))):
         monkeypatch.setenv(var, value)
-    from srdistill.evaluate import weights
+    from srdistill.core import weights
 
     weights.configure_weights_dir(root)
     yield root

@@ -1,4 +1,4 @@
-"""`srdistill.cluster`: work units on Ray (bounded, retried, reported) and joining a cluster; and `degrade build`'s use
+"""`srdistill.core.cluster`: work units on Ray (bounded, retried, reported) and joining a cluster; and `degrade build`'s use
 of it: options checked before Ray starts, a full disk as one sentence with the finished shards kept."""
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import ray
 
 from helpers.images import good_folder
 from helpers.shards import shard_bytes
-from srdistill.cluster import Unit, run_units
-from srdistill.degrade.build import build
-from srdistill.degrade.regen import regen
-from srdistill.errors import UserError
+from srdistill.core.cluster import Unit, run_units
+from srdistill.degrade.build.builder import build
+from srdistill.degrade.build.regen import regen
+from srdistill.core.errors import UserError
 
 pytestmark = pytest.mark.slow
 

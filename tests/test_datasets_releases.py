@@ -22,7 +22,7 @@ from srdistill.datasets.benchmarks import LAYOUTS, Benchmark, MissingBenchmark, 
 from srdistill.datasets.images import encode_png, read_rgb
 from srdistill.datasets.parquet import read_parquet_image
 from srdistill.datasets.sources import SOURCES, resolve_source
-from srdistill.errors import UserError
+from srdistill.core.errors import UserError
 
 HR, LR = smooth_image(16, 16, 1), smooth_image(4, 4, 2)
 CROP_HR, CROP_LR = smooth_image(512, 512, 3), smooth_image(128, 128, 4)
@@ -338,8 +338,8 @@ def test_joined_sources_are_one_source_with_keys_unique_across_the_sets(tmp_path
 
 
 def test_a_joined_build_plan_records_both_sets_and_how_to_list_them_again(tmp_path, monkeypatch):
-    from srdistill.degrade.plan import make_plan
-    from srdistill.degrade.spec import load_spec
+    from srdistill.degrade.build.plan import make_plan
+    from srdistill.degrade.spec.schema import load_spec
 
     put(tmp_path / "data", lsdir_rels("LSDIR/HR/train/"), HR)
     aesthetic_4k(tmp_path / "data")

@@ -13,7 +13,7 @@ from helpers.images import bad_folder, png16, save, smooth_image
 from srdistill.datasets import sources
 from srdistill.datasets.images import BadImage, decode_png, encode_png, image_size, read_rgb
 from srdistill.datasets.sources import DATA_ROOT_ENV, SAMPLE_PHOTOS, SOURCES, resolve_source, sample_dir, unique_keys
-from srdistill.errors import UserError
+from srdistill.core.errors import UserError
 
 LAYOUT_FILES = {
     "LSDIR": ["LSDIR/HR/train/0001000/0000001.png", "LSDIR/HR/train/0001000/0000002.png", "LSDIR/HR/train/0002000/0001001.png"],

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from srdistill.degrade.pipeline import degrade_image
-from srdistill.degrade.spec import PRESET_DIR, load_spec, read_document, resolve, spec_from_dict, spec_hash
+from srdistill.degrade.spec.schema import PRESET_DIR, load_spec, read_document, resolve, spec_from_dict, spec_hash
 
 DATA = Path(__file__).parent / "data"
 

@@ -1,4 +1,4 @@
-"""BSRGAN's ops (degrade/library/bsrgan.py) against the formulas of cszn/BSRGAN utils/utils_blindsr.py @ ea4e5ef,
+"""BSRGAN's ops (degrade/ops/library/bsrgan.py) against the formulas of cszn/BSRGAN utils/utils_blindsr.py @ ea4e5ef,
 written out here: kernel covariances, fspecial's truncation, shift_pixel's sub-pixel shift, mirror convolution,
 decimation alignment, cv2 resize flags, MATLAB x2 bicubic taps, the three noise modes' covariances; the draw
 distributions over many draws; replay (same values, same bytes, any OpenCV thread count)."""
@@ -11,10 +11,10 @@ from collections import Counter
 import cv2
 import numpy as np
 import pytest
-import srdistill.degrade.library  # noqa: F401  (registers the ops)
+import srdistill.degrade.ops.library  # noqa: F401  (registers the ops)
 from scipy import ndimage, stats
-from srdistill.degrade.library import bsrgan
-from srdistill.degrade.opdef import REGISTRY, OpContext, draw
+from srdistill.degrade.ops.library import bsrgan
+from srdistill.degrade.ops.opdef import REGISTRY, OpContext, draw
 
 P_MIN = 1e-4  # fixed seeds make these deterministic; a wrong distribution fails them by orders of magnitude
 SOURCE_COMMIT = "ea4e5efb5edb630bbcc2501ca2242d94a4c5aeea"
@@ -318,9 +318,9 @@ def test_every_op_documents_its_params_and_names_the_source_commit():
 
 @pytest.mark.parametrize("ksize", [24, {"choice": [25, 24]}, {"randint": [3, 9]}])
 def test_an_even_shifted_kernel_size_is_one_sentence_naming_the_path(ksize):
-    from srdistill.degrade.spec import spec_from_dict
+    from srdistill.degrade.spec.schema import spec_from_dict
 
-    from srdistill.errors import UserError
+    from srdistill.core.errors import UserError
 
     doc = {"version": 2, "name": "t", "scale": 4,
            "pipeline": [{"op": "bsrgan_shift_decimate", "ksize": ksize}, {"op": "bsrgan_resize_lr"}]}

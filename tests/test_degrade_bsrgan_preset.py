@@ -1,4 +1,4 @@
-"""The `bsrgan` preset (degrade/presets/bsrgan.yaml) against degradation_bsrgan of cszn/BSRGAN
+"""The `bsrgan` preset (degrade/spec/presets/bsrgan.yaml) against degradation_bsrgan of cszn/BSRGAN
 utils/utils_blindsr.py @ ea4e5ef: its order statistics over many draws (downsample1 at 0.25, downsample2 always
 before downsample3 and every other order uniform, the in-shuffle JPEG at 0.9, a final JPEG always), its
 sf-dependent ranges, its JPEG being the reference's cv2 round trip; and that it builds, verifies and replays bit
@@ -16,12 +16,12 @@ import pytest
 from helpers.images import good_folder
 from helpers.shards import shard_bytes
 from scipy import stats
-from srdistill.degrade.build import build
+from srdistill.degrade.build.builder import build
 from srdistill.degrade.cli import main as degrade_main
-from srdistill.degrade.opdef import REGISTRY, OpContext
+from srdistill.degrade.ops.opdef import REGISTRY, OpContext
 from srdistill.degrade.pipeline import apply_params, sample_params, sample_rng
-from srdistill.degrade.spec import PRESETS, load_spec, preset_infos
-from srdistill.degrade.verify import replay, verify
+from srdistill.degrade.spec.schema import PRESETS, load_spec, preset_infos
+from srdistill.degrade.inspect.verify import replay, verify
 
 P_MIN = 1e-4  # fixed seeds make these deterministic; a wrong sampler fails them by orders of magnitude
 N = 20000

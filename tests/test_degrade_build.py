@@ -11,11 +11,11 @@ import webdataset as wds
 
 from helpers.images import bad_folder, good_folder
 from helpers.shards import shard_bytes
-from srdistill.degrade.build import build
-from srdistill.degrade.manifest import BUILD_DIR, MANIFEST_NAME, PLAN_NAME, read_manifest
-from srdistill.degrade.spec import spec_hash, load_spec
-from srdistill.degrade.verify import replay, verify
-from srdistill.errors import UserError
+from srdistill.degrade.build.builder import build
+from srdistill.datasets.shards.manifest import BUILD_DIR, MANIFEST_NAME, PLAN_NAME, read_manifest
+from srdistill.degrade.spec.schema import spec_hash, load_spec
+from srdistill.degrade.inspect.verify import replay, verify
+from srdistill.core.errors import UserError
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
 

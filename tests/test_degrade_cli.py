@@ -73,7 +73,7 @@ def test_build_verify_replay_preview_end_to_end(tmp_path, capsys, ray_cluster):
 
 
 def test_presets_lists_every_preset_with_description_and_source(capsys):
-    from srdistill.degrade.spec import PRESETS, load_spec
+    from srdistill.degrade.spec.schema import PRESETS, load_spec
 
     assert main(["presets"]) == 0
     out = capsys.readouterr().out

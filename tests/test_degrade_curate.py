@@ -20,13 +20,13 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from srdistill.degrade.build import build
+from srdistill.degrade.build.builder import build
 from srdistill.degrade.cli import main
-from srdistill.degrade.curate import curate
-from srdistill.degrade.curate_scores import hamming
-from srdistill.degrade.curate_select import Curation
-from srdistill.degrade.verify import verify
-from srdistill.errors import UserError
+from srdistill.degrade.curate.run import curate
+from srdistill.degrade.curate.scores import hamming
+from srdistill.degrade.curate.select import Curation
+from srdistill.degrade.inspect.verify import verify
+from srdistill.core.errors import UserError
 
 SELECT = "laplacian_var >= 50 and blockiness <= 1.5 and noise_sigma <= 8"
 ORIGINALS = ("astronaut.png", "chelsea.png", "coffee.png")
@@ -163,7 +163,7 @@ def test_bad_input_is_one_sentence_and_writes_nothing(case, photos, scores, ray_
 def test_select_flags_need_a_curation_file(photos, capsys):
     assert main(["build", "--src", str(photos), "--out", "x", "--select", "complexity > 0.3"]) != 0
     assert "need --curation" in capsys.readouterr().err
-    from srdistill.degrade.curate_select import parse_dedup
+    from srdistill.degrade.curate.select import parse_dedup
 
     assert parse_dedup("phash:12") == ("phash", 12) and parse_dedup("embed:0.9") == ("embed", 0.9)
     for bad in ("md5:3", "phash:65", "embed:2", "embed:x"):
@@ -185,7 +185,7 @@ def test_a_named_pyiqa_metric_becomes_a_column(photos, ray_cluster, tmp_path, of
     import pyiqa
     import torch
 
-    from srdistill.evaluate.weights import install_shipped_weights
+    from srdistill.core.weights import install_shipped_weights
 
     if not install_shipped_weights() and not (offline_weights / "torch" / "pyiqa" / "niqe_modelparameters.mat").exists():
         pytest.skip("basicsr (which ships NIQE's parameters) is not installed")
@@ -200,7 +200,7 @@ def test_a_named_pyiqa_metric_becomes_a_column(photos, ray_cluster, tmp_path, of
 
 
 def test_report_marks_the_thresholds_and_shows_lowest_and_highest(photos, scores, tmp_path, capsys):
-    from srdistill.degrade.curate_report import thresholds, write_report
+    from srdistill.degrade.curate.report import thresholds, write_report
 
     assert thresholds(SELECT) == {"laplacian_var": [50.0], "blockiness": [1.5], "noise_sigma": [8.0]}
     assert thresholds("3 < complexity and (a > 1 or b > 2)") == {"complexity": [3.0]}
@@ -218,7 +218,7 @@ def test_report_marks_the_thresholds_and_shows_lowest_and_highest(photos, scores
 @pytest.mark.slow
 def test_embedding_dedup_through_a_real_timm_model_with_random_weights(photos, scores, ray_cluster, tmp_path):
     plain_scores = scores  # made without --embed
-    from srdistill.degrade.curate_embed import cosine
+    from srdistill.degrade.curate.embed import cosine
 
     scores = tmp_path / "emb.parquet"
     curate(str(photos), str(scores), workers=2, progress=False, embed="timm:vit_tiny_patch16_224",
@@ -241,7 +241,7 @@ def test_embedding_dedup_through_a_real_timm_model_with_random_weights(photos, s
 
 
 def test_dedup_links_chains_and_keeps_the_largest_then_the_most_complex():
-    from srdistill.degrade.curate_select import dedup_groups
+    from srdistill.degrade.curate.select import dedup_groups
 
     frame = pd.DataFrame({
         "key": ["a", "b", "c", "d", "e"],
@@ -261,7 +261,7 @@ def test_dedup_links_chains_and_keeps_the_largest_then_the_most_complex():
 
 
 def test_a_killed_run_resumes_from_its_part_files(photos, ray_cluster, tmp_path, monkeypatch):
-    from srdistill.parts import PartsStore
+    from srdistill.core.parts import PartsStore
 
     out = tmp_path / "s.parquet"
     real_merge = PartsStore.merge

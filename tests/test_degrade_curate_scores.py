@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from scipy import fft, ndimage
 
-from srdistill.degrade import curate_scores as cs
+from srdistill.degrade.curate import scores as cs
 
 
 def _grey(photo: np.ndarray) -> np.ndarray:

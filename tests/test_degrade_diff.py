@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from srdistill.degrade.build import build
-from srdistill.degrade.diff import add_diff_parser, blockiness, compare_params, flatten, lr_statistics, noise_sigma
-from srdistill.degrade.regen import regen
-from srdistill.errors import UserError
+from srdistill.degrade.build.builder import build
+from srdistill.degrade.inspect.diff import add_diff_parser, blockiness, compare_params, flatten, lr_statistics, noise_sigma
+from srdistill.degrade.build.regen import regen
+from srdistill.core.errors import UserError
 
 pytestmark = pytest.mark.slow
 

@@ -14,11 +14,11 @@ from helpers.images import good_folder, save, smooth_image
 from helpers.shards import shard_bytes
 from srdistill.datasets.images import encode_png
 from srdistill.datasets.sources import resolve_source
-from srdistill.degrade.build import build
-from srdistill.degrade.manifest import MANIFEST_NAME, PLAN_NAME, read_manifest
-from srdistill.degrade.plan import make_plan
-from srdistill.degrade.spec import load_spec
-from srdistill.degrade.verify import verify
+from srdistill.degrade.build.builder import build
+from srdistill.datasets.shards.manifest import MANIFEST_NAME, PLAN_NAME, read_manifest
+from srdistill.degrade.build.plan import make_plan
+from srdistill.degrade.spec.schema import load_spec
+from srdistill.degrade.inspect.verify import verify
 
 OPTS = dict(crop=32, crops_per_image=1, shard_samples=2, seed=3, progress=False)
 PLAN_OPTS = dict(crop=32, crops_per_image=1, shard_samples=2, seed=3, limit=None, data_root=None, split="train",

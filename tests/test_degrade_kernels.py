@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 from scipy import integrate, special
-from srdistill.degrade import kernels
-from srdistill.degrade.spec import iter_steps, load_spec
+from srdistill.degrade.ops import kernels
+from srdistill.degrade.spec.schema import iter_steps, load_spec
 
 SHAPED = ["iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso"]
 

@@ -6,10 +6,10 @@ import math
 import numpy as np
 import pytest
 from helpers.images import real_photo
-from srdistill.degrade import library  # noqa: F401  (registers the ops)
-from srdistill.degrade.library import blur
-from srdistill.degrade.opdef import REGISTRY, OpContext
-from srdistill.degrade.ops import to_float
+from srdistill.degrade.ops import library  # noqa: F401  (registers the ops)
+from srdistill.degrade.ops.library import blur
+from srdistill.degrade.ops.opdef import REGISTRY, OpContext
+from srdistill.degrade.ops.primitives import to_float
 
 CTX = OpContext(scale=4, hr_shape=(64, 64))
 

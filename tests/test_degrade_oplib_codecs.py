@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from helpers.images import real_photo
 from PIL import Image
-from srdistill.degrade import library  # noqa: F401  (registers the ops)
-from srdistill.degrade.library import codecs
-from srdistill.degrade.opdef import REGISTRY, OpContext
-from srdistill.degrade.ops import quantize, to_float
+from srdistill.degrade.ops import library  # noqa: F401  (registers the ops)
+from srdistill.degrade.ops.library import codecs
+from srdistill.degrade.ops.opdef import REGISTRY, OpContext
+from srdistill.degrade.ops.primitives import quantize, to_float
 
 CTX = OpContext(scale=4, hr_shape=(256, 256))
 VIDEO = ["h264", "hevc", "mpeg2"]
@@ -129,7 +129,7 @@ def test_values_outside_the_unit_range_are_clamped_before_encoding(img):
 _HASHES = """
 import hashlib, json, sys
 import numpy as np
-from srdistill.degrade.library import codecs
+from srdistill.degrade.ops.library import codecs
 img = np.load(sys.argv[1])
 out = {"webp": codecs.webp_bytes(img, 57.5, 4), "avif": codecs.avif_bytes(img, 55, 6)}
 for c in ("h264", "hevc", "mpeg2"):

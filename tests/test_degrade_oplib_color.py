@@ -5,10 +5,10 @@ import cv2
 import numpy as np
 import pytest
 from helpers.images import real_photo
-from srdistill.degrade import library  # noqa: F401  (registers the ops)
-from srdistill.degrade.library import color
-from srdistill.degrade.opdef import REGISTRY, OpContext
-from srdistill.degrade.ops import quantize, to_float
+from srdistill.degrade.ops import library  # noqa: F401  (registers the ops)
+from srdistill.degrade.ops.library import color
+from srdistill.degrade.ops.opdef import REGISTRY, OpContext
+from srdistill.degrade.ops.primitives import quantize, to_float
 
 CTX = OpContext(scale=4, hr_shape=(64, 64))
 BT601 = (0.299, 0.587, 0.114)

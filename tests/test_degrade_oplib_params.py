@@ -3,8 +3,8 @@ range and choices allow, and the op's summary and source naming what it follows.
 
 import numpy as np
 import pytest
-from srdistill.degrade import library  # noqa: F401  (registers the ops)
-from srdistill.degrade.opdef import REGISTRY, OpContext, draw, draw_seed, is_distribution
+from srdistill.degrade.ops import library  # noqa: F401  (registers the ops)
+from srdistill.degrade.ops.opdef import REGISTRY, OpContext, draw, draw_seed, is_distribution
 
 OPLIB = ["webp", "avif", "video_frame", "chroma_subsample", "color_quantize", "defocus", "motion_blur", "sensor_noise"]
 SPECIAL_DEFAULTS = {("sensor_noise", "read"): "from_shot"}  # drawn by the op's own draw from `shot`

@@ -14,8 +14,8 @@ from helpers.images import real_photo
 from helpers.shards import shard_bytes
 from srdistill.degrade.cli import main
 from srdistill.degrade.pipeline import apply_record, degrade_image, sample_params, sample_rng
-from srdistill.degrade.spec import load_spec, preset_infos
-from srdistill.errors import UserError
+from srdistill.degrade.spec.schema import load_spec, preset_infos
+from srdistill.core.errors import UserError
 
 FINAL_CODECS = ("jpeg", "webp", "video_frame")
 

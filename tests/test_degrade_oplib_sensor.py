@@ -5,8 +5,8 @@ import math
 
 import numpy as np
 import pytest
-from srdistill.degrade import library  # noqa: F401  (registers the ops)
-from srdistill.degrade.opdef import REGISTRY, OpContext
+from srdistill.degrade.ops import library  # noqa: F401  (registers the ops)
+from srdistill.degrade.ops.opdef import REGISTRY, OpContext
 
 CTX = OpContext(scale=4, hr_shape=(64, 64))
 OP = REGISTRY["sensor_noise"]
@@ -67,8 +67,8 @@ def test_sensor_noise_replays_from_its_seed_and_differs_between_seeds():
 
 
 def test_a_distribution_for_read_is_refused_naming_the_path():
-    from srdistill.degrade.spec import spec_from_dict
-    from srdistill.errors import UserError
+    from srdistill.degrade.spec.schema import spec_from_dict
+    from srdistill.core.errors import UserError
 
     doc = {"version": 2, "name": "x", "scale": 4,
            "pipeline": [{"op": "sensor_noise", "read": {"uniform": [0, 0.1]}}, {"op": "bicubic_downsample"}]}

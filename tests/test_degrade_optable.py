@@ -2,15 +2,15 @@
 
 from pathlib import Path
 
-from srdistill.degrade.opdef import REGISTRY
-from srdistill.degrade.optable import END, START, op_table_markdown, with_table
+from srdistill.degrade.ops.opdef import REGISTRY
+from srdistill.degrade.ops.table import END, START, op_table_markdown, with_table
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def test_readme_holds_the_rendered_op_table():
     text = README.read_text()
-    assert with_table(text) == text, "README's op table is stale: run `python -m srdistill.degrade.optable --write`"
+    assert with_table(text) == text, "README's op table is stale: run `python -m srdistill.degrade.ops.table --write`"
 
 
 def test_every_op_and_parameter_is_documented():

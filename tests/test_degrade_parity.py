@@ -24,17 +24,18 @@ import torch
 import torch.nn.functional as F
 from scipy import stats
 from skimage import data
-from srdistill.degrade import kernels, ops
-from srdistill.degrade.diff import lr_statistics
+from srdistill.degrade.ops import kernels
+from srdistill.degrade.ops import primitives as ops
+from srdistill.degrade.inspect.diff import lr_statistics
 from srdistill.degrade.pipeline import apply_params, degrade_image, sample_params, sample_rng
-from srdistill.degrade.spec import load_spec
+from srdistill.degrade.spec.schema import load_spec
 
 P_MIN = 0.01  # the issue's bar for "the same distribution"
 
 
 @pytest.fixture(scope="module")
 def ref(one_torch_thread):
-    from srdistill.degrade.reference import import_reference
+    from srdistill.degrade.inspect.reference import import_reference
 
     return import_reference()
 
@@ -137,7 +138,7 @@ def test_sized_resize_matches_interpolate_size(mode):
 
 @pytest.fixture(scope="module")
 def diffjpeg_module():
-    from srdistill.degrade import diffjpeg
+    from srdistill.degrade.ops import diffjpeg
 
     return diffjpeg
 
@@ -199,8 +200,8 @@ def test_poisson_noise_matches_in_distribution(ref, photo, gray):
 
 
 def test_reference_options_carry_the_spec_numbers_and_refuse_what_it_hard_codes(tmp_path):
-    from srdistill.degrade.reference import reference_options
-    from srdistill.errors import UserError
+    from srdistill.degrade.inspect.reference import reference_options
+    from srdistill.core.errors import UserError
 
     data_opt, model_opt = reference_options(load_spec("realesrgan"))
     # options/train_realesrgan_x4plus.yml, typed in here from the reference's config
@@ -229,7 +230,7 @@ def test_diffjpeg_does_not_depend_on_the_blas_thread_count(tmp_path):
     """Its block products run through BLAS, which may thread them; the bytes must not change with the count."""
     script = ("import hashlib, numpy as np\n"
               "from skimage import data\n"
-              "from srdistill.degrade.diffjpeg import diffjpeg\n"
+              "from srdistill.degrade.ops.diffjpeg import diffjpeg\n"
               "x = np.tile(data.astronaut(), (2, 2, 1)).astype(np.float32) / 255\n"
               "print(hashlib.sha256(diffjpeg(x, 37.3).tobytes()).hexdigest())\n")
     digests = set()
@@ -251,7 +252,7 @@ def _kernel_shape_stats(k: np.ndarray) -> tuple[float, float]:
 def test_kernel_sampling_matches_the_reference_dataset(ref):
     """Kernels drawn by RealESRGANDataset and by sample_params have the same distribution of spread and peak,
     for stage 1, stage 2 (when it blurs) and the final sinc (a unit pulse when none is drawn)."""
-    from srdistill.degrade.reference import ReferenceDegrader
+    from srdistill.degrade.inspect.reference import ReferenceDegrader
 
     spec = load_spec("realesrgan")
     degrader = ReferenceDegrader(spec, seed=1)
@@ -349,7 +350,7 @@ def _photos(side: int) -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def reference_stats(ref):
-    from srdistill.degrade.reference import ReferenceDegrader
+    from srdistill.degrade.inspect.reference import ReferenceDegrader
 
     degrader = ReferenceDegrader(load_spec("realesrgan"), seed=0)
     try:

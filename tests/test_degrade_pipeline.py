@@ -19,9 +19,11 @@ import torch.nn.functional as F
 from PIL import Image
 from scipy import ndimage, stats
 from skimage import data
-from srdistill.degrade import kernels, ops, spec_v1
+from srdistill.degrade.ops import kernels
+from srdistill.degrade.ops import primitives as ops
+from srdistill.degrade.spec import v1 as spec_v1
 from srdistill.degrade.pipeline import apply_params, degrade_image, sample_params, sample_rng
-from srdistill.degrade.spec import load_spec
+from srdistill.degrade.spec.schema import load_spec
 
 P_MIN = 1e-4  # fixed seeds make these deterministic; a wrong sampler fails them by many orders of magnitude
 
@@ -136,7 +138,7 @@ def test_resize_frequencies_and_sizes(numbers, draws):
 
 def test_resize_output_sizes(photo):
     """Stage 1's size is floor(H * s) (F.interpolate(scale_factor=s)), stage 2's int(H / scale * s), at least 1."""
-    from srdistill.degrade.opdef import REGISTRY, OpContext
+    from srdistill.degrade.ops.opdef import REGISTRY, OpContext
 
     resize = REGISTRY["resize"].apply
     ctx = OpContext(scale=4, hr_shape=(96, 128))
@@ -265,7 +267,7 @@ def test_same_seed_and_key_give_identical_bytes_in_another_process(spec, photo, 
     script = (
         "import json, sys, hashlib, numpy as np\n"
         "from skimage import data\n"
-        "from srdistill.degrade.spec import load_spec\n"
+        "from srdistill.degrade.spec.schema import load_spec\n"
         "from srdistill.degrade.pipeline import degrade_image\n"
         "photo = np.ascontiguousarray(data.astronaut()[100:196, 150:278])\n"
         "out = []\n"

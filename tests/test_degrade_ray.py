@@ -13,10 +13,10 @@ import pytest
 from helpers import node_loss
 from helpers.images import good_folder
 from helpers.shards import shard_bytes
-from srdistill.degrade.plan import make_plan
-from srdistill.degrade.spec import load_spec
-from srdistill.degrade.storage import Storage
-from srdistill.degrade.writer import write_shard
+from srdistill.degrade.build.plan import make_plan
+from srdistill.degrade.spec.schema import load_spec
+from srdistill.core.storage import Storage
+from srdistill.degrade.build.writer import write_shard
 
 pytestmark = pytest.mark.slow
 

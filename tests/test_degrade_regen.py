@@ -5,13 +5,13 @@ import json
 
 import pytest
 
-from srdistill.degrade.build import build
-from srdistill.degrade.manifest import read_manifest
-from srdistill.degrade.regen import add_regen_parser, regen
-from srdistill.degrade.shards import read_samples
-from srdistill.degrade.spec import load_spec, spec_hash
-from srdistill.degrade.verify import replay, verify
-from srdistill.errors import UserError
+from srdistill.degrade.build.builder import build
+from srdistill.datasets.shards.manifest import read_manifest
+from srdistill.degrade.build.regen import add_regen_parser, regen
+from srdistill.datasets.shards.format import read_samples
+from srdistill.degrade.spec.schema import load_spec, spec_hash
+from srdistill.degrade.inspect.verify import replay, verify
+from srdistill.core.errors import UserError
 
 pytestmark = pytest.mark.slow
 

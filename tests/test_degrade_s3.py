@@ -6,10 +6,10 @@ import pytest
 
 from helpers.images import good_folder
 from helpers.shards import shard_bytes
-from srdistill.degrade.build import build
-from srdistill.degrade.manifest import read_manifest
-from srdistill.degrade.preview import preview
-from srdistill.degrade.verify import verify
+from srdistill.degrade.build.builder import build
+from srdistill.datasets.shards.manifest import read_manifest
+from srdistill.degrade.inspect.preview import preview
+from srdistill.degrade.inspect.verify import verify
 
 pytestmark = pytest.mark.slow
 

@@ -14,14 +14,14 @@ from helpers.images import bad_folder, save, smooth_image
 from helpers.shards import tar_members
 from srdistill.datasets.images import decode_png
 from srdistill.datasets.sources import resolve_source
-from srdistill.degrade.plan import SampleJob
-from srdistill.degrade.providers import CropPolicy, SourceImage
-from srdistill.degrade.writer import write_shard
-from srdistill.degrade.manifest import part_name
+from srdistill.degrade.build.plan import SampleJob
+from srdistill.degrade.build.providers import CropPolicy, SourceImage
+from srdistill.degrade.build.writer import write_shard
+from srdistill.datasets.shards.manifest import part_name
 from srdistill.degrade.pipeline import apply_params, sample_rng
-from srdistill.degrade.shards import Sample, ShardWriter, iter_shard, meta_bytes, read_samples, shard_name
-from srdistill.degrade.spec import load_spec, spec_hash
-from srdistill.degrade.storage import Storage
+from srdistill.datasets.shards.format import Sample, ShardWriter, iter_shard, meta_bytes, read_samples, shard_name
+from srdistill.degrade.spec.schema import load_spec, spec_hash
+from srdistill.core.storage import Storage
 
 
 def _tar(samples) -> bytes:

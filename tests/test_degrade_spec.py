@@ -12,7 +12,7 @@ from dataclasses import replace
 
 import pytest
 import yaml
-from srdistill.degrade.spec import (
+from srdistill.degrade.spec.schema import (
     PRESETS,
     DegradationSpec,
     load_spec,
@@ -21,8 +21,8 @@ from srdistill.degrade.spec import (
     spec_to_dict,
 )
 
-from srdistill.degrade import spec_v1
-from srdistill.errors import UserError
+from srdistill.degrade.spec import v1 as spec_v1
+from srdistill.core.errors import UserError
 
 
 def v1(name: str) -> spec_v1.SpecV1:

@@ -11,8 +11,8 @@ import pytest
 import yaml
 from scipy import stats
 from srdistill.degrade.pipeline import apply_record, degrade_image, sample_params, sample_rng
-from srdistill.degrade.spec import PRESETS, load_spec, resolve, spec_from_dict, spec_hash, spec_to_dict
-from srdistill.errors import UserError
+from srdistill.degrade.spec.schema import PRESETS, load_spec, resolve, spec_from_dict, spec_hash, spec_to_dict
+from srdistill.core.errors import UserError
 
 P_MIN = 1e-4  # fixed seeds: deterministic; a wrong sampler misses by many orders of magnitude
 

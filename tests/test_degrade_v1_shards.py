@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from srdistill.datasets.images import decode_png
-from srdistill.degrade.diff import diff_builds
-from srdistill.degrade.manifest import read_manifest
+from srdistill.degrade.inspect.diff import diff_builds
+from srdistill.datasets.shards.manifest import read_manifest
 from srdistill.degrade.pipeline import degrade_image
-from srdistill.degrade.shards import read_samples
-from srdistill.degrade.spec import load_spec
-from srdistill.degrade.spec_v1 import record_from_v1
-from srdistill.degrade.verify import replay, verify
+from srdistill.datasets.shards.format import read_samples
+from srdistill.degrade.spec.schema import load_spec
+from srdistill.degrade.spec.v1 import record_from_v1
+from srdistill.degrade.inspect.verify import replay, verify
 
 FIXTURE = Path(__file__).parent / "data" / "v1_shards"
 
@@ -62,7 +62,7 @@ def test_version1_params_convert_to_the_record_the_v2_preset_draws(v1_build):
 def test_regen_and_diff_from_a_version1_parent(v1_build, tmp_path, ray_cluster):
     """Regenerating a v1 build under the v2 realesrgan preset gives the same LRs, and `diff` sees no spec step and
     no parameter that differs."""
-    from srdistill.degrade.regen import regen
+    from srdistill.degrade.build.regen import regen
 
     out = tmp_path / "v2"
     summary = regen(str(v1_build), str(out), "realesrgan", progress=False, command="test")

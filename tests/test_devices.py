@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from srdistill.devices import user_device
-from srdistill.errors import UserError
+from srdistill.core.devices import user_device
+from srdistill.core.errors import UserError
 from srdistill.evaluate.cli import main as evaluate_main
 
 

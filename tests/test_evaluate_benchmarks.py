@@ -19,7 +19,7 @@ from srdistill.datasets.benchmarks import (
 )
 from srdistill.datasets.images import read_rgb
 
-from srdistill.errors import UserError
+from srdistill.core.errors import UserError
 
 
 def make_realsr(root):

@@ -11,13 +11,13 @@ import torch
 import torchvision
 from helpers.images import real_photo, write_png
 from srdistill.datasets.images import read_rgb
-from srdistill.evaluate import metrics as metrics_mod
-from srdistill.evaluate import weights
+from srdistill.core import metrics as metrics_mod
+from srdistill.core import weights
 from srdistill.evaluate.cli import main
 from srdistill.evaluate.harness import run_evaluation
 from srdistill.evaluate.results import PARTS_DIR, RESULTS_NAME
 
-from srdistill.errors import UserError
+from srdistill.core.errors import UserError
 
 METRICS = "psnry,ssim,niqe,lpips"
 RANDOM_LPIPS = {"lpips": {"net": "squeeze", "pretrained": False, "pnet_rand": True}}
@@ -175,7 +175,7 @@ def test_patch_fid_is_the_folder_fid_of_the_grid_patches_of_sr_and_hr(tmp_path, 
     ({"fid": {"patch_stride": 8}}, "patch_stride needs patch_size"),
 ])
 def test_bad_patch_options_are_one_sentence(options, words):
-    from srdistill.errors import UserError
+    from srdistill.core.errors import UserError
     from srdistill.evaluate.protocol import protocol_from_dict
 
     with pytest.raises(UserError, match=re.escape(words)):

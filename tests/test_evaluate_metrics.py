@@ -8,8 +8,8 @@ import pytest
 import torch
 from helpers.images import downscale, real_photo
 from skimage.metrics import structural_similarity
-from srdistill.evaluate import weights
-from srdistill.evaluate.metrics import (
+from srdistill.core import weights
+from srdistill.core.metrics import (
     MetricUnavailable,
     Scorer,
     metric_info,
@@ -17,7 +17,7 @@ from srdistill.evaluate.metrics import (
     parse_metrics,
 )
 
-from srdistill.errors import UserError
+from srdistill.core.errors import UserError
 
 
 def y_channel(img: np.ndarray) -> np.ndarray:

@@ -11,11 +11,11 @@ from helpers.images import downscale, real_photo, write_png
 from srdistill.datasets.images import read_rgb
 from srdistill.evaluate.cli import main
 from srdistill.evaluate.harness import run_evaluation
-from srdistill.evaluate.metrics import DEFAULT_METRICS, METRIC_OPTS
+from srdistill.core.metrics import DEFAULT_METRICS, METRIC_OPTS
 from srdistill.evaluate.prepare import center_box, random_boxes
 from srdistill.evaluate.protocol import PRESETS, load_protocol, protocol_from_dict
 
-from srdistill.errors import UserError
+from srdistill.core.errors import UserError
 
 
 def write_yaml(path, doc):
@@ -144,7 +144,7 @@ def test_crop_larger_than_the_image_is_one_sentence(tmp_path, data_root, offline
 
 def test_random_crops_are_seeded_and_their_lr_is_synthesized_from_each_crop(tmp_path, data_root, offline_weights):
     from srdistill.degrade.pipeline import degrade_image
-    from srdistill.degrade.spec import load_spec
+    from srdistill.degrade.spec.schema import load_spec
 
     doc = {"name": "crops", "datasets": {"DIV2K-val": {"images": "random-crops", "count": 3, "hr_size": 32, "crop_seed": 7,
                                                        "lr": "synthesized", "spec": "realesrgan", "seed": 5}},

@@ -20,7 +20,7 @@ from srdistill.evaluate.harness import run_evaluation
 from srdistill.evaluate.results import KEY, PARTS_DIR, RESULTS_NAME, ResultStore
 from test_evaluate_harness import write_random_fid_inception
 
-from srdistill.cluster import Unit, run_units
+from srdistill.core.cluster import Unit, run_units
 
 METHODS = "bicubic,lanczos"
 METRICS = "psnry,ssim,niqe"

@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import torch
 from helpers.images import real_photo
-from srdistill.evaluate.methods import RealESRGANNcnn, RealESRGANTorch
-from srdistill.evaluate.realesrgan_torch import (
+from srdistill.evaluate.methods.registry import RealESRGANNcnn, RealESRGANTorch
+from srdistill.evaluate.methods.realesrgan_torch import (
     ncnn_model_files,
     parse_ncnn_convs,
     read_ncnn_conv_blobs,
 )
-from srdistill.evaluate.tiling import tiled_forward
+from srdistill.evaluate.methods.tiling import tiled_forward
 
 
 @pytest.fixture(scope="module")

@@ -154,7 +154,7 @@ def test_one_model_under_two_protocols_stays_two_rows():
 def test_a_trained_student_reproduces_its_recipes_paper_method(tmp_path, recipe, name, expected):
     import json
 
-    from srdistill.evaluate.methods import TrainedStudent, builtin_method
+    from srdistill.evaluate.methods.registry import TrainedStudent, builtin_method
 
     (tmp_path / "export").mkdir()
     (tmp_path / "export" / "student.json").write_text(json.dumps({"recipe": recipe}))

@@ -6,10 +6,10 @@ import pytest
 import torch
 from srdistill.datasets.images import read_rgb
 from srdistill.evaluate.harness import run_evaluation
-from srdistill.evaluate.methods import resolve_methods, to_input, to_uint8
+from srdistill.evaluate.methods.registry import resolve_methods, to_input, to_uint8
 from srdistill.training.config import load_run_config
 from srdistill.training.export import export_student, load_student
-from srdistill.training.recipe import build_recipe
+from srdistill.training.recipes.base import build_recipe
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,11 @@ import pandas as pd
 import pytest
 import torch
 from helpers.mirror import dead_url, serve, upstream_path
-from srdistill.evaluate import cli, weights
-from srdistill.evaluate.metrics import MetricUnavailable, Scorer
+from srdistill.core import weights
+from srdistill.evaluate import cli
+from srdistill.core.metrics import MetricUnavailable, Scorer
 
-from srdistill import download
+from srdistill.core import download
 
 
 @pytest.fixture

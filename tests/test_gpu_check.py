@@ -149,4 +149,4 @@ def test_source_tree_is_importable_without_an_install(tmp_path):
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.strip().splitlines()
-    assert lines[0] == "source tree" and lines[1] == str(ROOT / "training" / "config.py") and int(lines[2]) > 0
+    assert lines[0] == "source tree" and lines[1] == str(ROOT / "srdistill" / "training" / "config.py") and int(lines[2]) > 0

@@ -12,11 +12,11 @@ import pytest
 import torch
 from helpers.mirror import HubHandler, dead_url, serve
 from srdistill.training import cli as train_cli
-from srdistill.training import components as C
+from srdistill.training.components import builders as C
 from srdistill.training.config import load_run_config
 
-from srdistill import hub
-from srdistill.errors import UserError
+from srdistill.core import hub
+from srdistill.core.errors import UserError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -13,9 +13,9 @@ SUBPACKAGES = ["degrade", "datasets", "evaluate", "training", "reports"]
 
 
 @pytest.mark.parametrize("name", SUBPACKAGES)
-def test_subpackage_maps_to_top_level_folder(name):
+def test_subpackage_file_path_is_its_import_path(name):
     module = importlib.import_module(f"srdistill.{name}")
-    assert Path(module.__file__).resolve().parent == ROOT / name
+    assert Path(module.__file__).resolve().parent == ROOT / "srdistill" / name
 
 
 def test_hugging_face_datasets_is_not_shadowed():

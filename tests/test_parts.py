@@ -1,4 +1,4 @@
-"""`srdistill.parts`: a keyed parquet table of atomic part files (local and S3), merged, indexed, and robust to a
+"""`srdistill.core.parts`: a keyed parquet table of atomic part files (local and S3), merged, indexed, and robust to a
 damaged part or a foreign table; `evaluate`'s ResultStore is its instance and writes the same bytes as before."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pandas as pd
 
 from srdistill.evaluate.harness import run_evaluation
 from srdistill.evaluate.results import COLUMNS, KEY, PARTS_DIR, RESULTS_NAME, ResultStore
-from srdistill.parts import PartsStore, TableSchema
+from srdistill.core.parts import PartsStore, TableSchema
 
 SCHEMA = TableSchema(columns={"item": "object", "score": "float64", "model": "object", "state": "object"},
                      key=("item",), fingerprint=("model",), usable=lambda f: f["state"] == "ok")

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from helpers.images import good_folder
 from srdistill.datasets.images import BadImage, read_rgb
-from srdistill.degrade.build import build
+from srdistill.degrade.build.builder import build
 from srdistill.degrade.cli import main
-from srdistill.degrade.verify import replay, verify
+from srdistill.degrade.inspect.verify import replay, verify
 
-from srdistill.errors import UserError
+from srdistill.core.errors import UserError
 
 
 @pytest.fixture(scope="module")

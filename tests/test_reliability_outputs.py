@@ -1,4 +1,4 @@
-"""The one output check the four tools share (srdistill/outputs.py), and `evaluate --out` through it."""
+"""The one output check the four tools share (srdistill/core/outputs.py), and `evaluate --out` through it."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import os
 import pytest
 from srdistill.evaluate.cli import main as evaluate_main
 
-from srdistill.errors import UserError
-from srdistill.outputs import check_output_dir, check_output_file
+from srdistill.core.errors import UserError
+from srdistill.core.outputs import check_output_dir, check_output_file
 
 
 def test_a_creatable_folder_passes_and_nothing_is_created(tmp_path):
@@ -60,7 +60,7 @@ def test_evaluate_out_that_is_a_file_or_read_only_is_one_sentence(tmp_path, read
 
 
 def test_a_full_disk_anywhere_in_a_command_is_one_sentence(capsys):
-    from srdistill.errors import run_command
+    from srdistill.core.errors import run_command
 
     def write_to_full_device() -> int:
         with open("/dev/full", "w") as f:   # a real device whose every write fails with ENOSPC

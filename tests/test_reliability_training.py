@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from srdistill.training.checkpoint import (
+from srdistill.training.run.checkpoint import (
     CKPT_DIR,
     STATE,
     WEIGHTS,
@@ -21,10 +21,10 @@ from srdistill.training.checkpoint import (
 )
 from srdistill.training.cli import main as train_main
 from srdistill.training.config import TrainerConfig, load_run_config
-from srdistill.training.logging_jsonl import LOG_NAME, read_log
+from srdistill.training.run.log import LOG_NAME, read_log
 from srdistill.training.trainer import RUN_RECORD, run_training
 
-from srdistill.errors import UserError
+from srdistill.core.errors import UserError
 
 FAST = ["crop=32", "batch_size=1", "num_workers=0", "shuffle_buffer=4", "ckpt_every=1", "keep_ckpts=5", "seed=1"]
 

@@ -6,7 +6,7 @@ import pandas as pd
 import pyarrow.dataset as pads
 import pytest
 
-from srdistill.errors import UserError
+from srdistill.core.errors import UserError
 from srdistill.reports import history as h
 
 

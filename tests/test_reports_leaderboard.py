@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from srdistill.evaluate.leaderboard import build_leaderboard
 from srdistill.evaluate.reported import load_reported
-from srdistill.reports.leaderboard_md import render_leaderboard_md
-from srdistill.reports.reproduction import render_reproduction_md, reproduction_table
+from srdistill.evaluate.render.leaderboard_md import render_leaderboard_md
+from srdistill.evaluate.render.reproduction import render_reproduction_md, reproduction_table
 
 
 def results_frame(rows, protocol="p1"):

@@ -84,7 +84,7 @@ def test_nights_on_sample_record_history_flag_a_planted_regression_and_plot_tren
 
 
 def test_training_job_student_is_evaluated_and_fingerprinted(tmp_path, ray_cluster):
-    from srdistill.degrade.build import build
+    from srdistill.degrade.build.builder import build
 
     shards = tmp_path / "shards"
     build("sample", str(shards), "bicubic", crop=64, limit=2, shard_samples=4, seed=0, workers=1, address="local",

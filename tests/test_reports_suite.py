@@ -2,7 +2,7 @@
 
 import pytest
 
-from srdistill.errors import UserError
+from srdistill.core.errors import UserError
 from srdistill.reports.suite import load_suite
 
 GOOD = """

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from srdistill.errors import UserError
-from srdistill.training import components as C
+from srdistill.core.errors import UserError
+from srdistill.training.components import builders as C
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

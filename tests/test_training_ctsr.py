@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from srdistill.training import components as C
-from srdistill.training.recipe import build_recipe
-from srdistill.training.recipe_ctsr import Stage1Draws, Stage2Draws, build_fidelity_teacher
+from srdistill.training.components import builders as C
+from srdistill.training.recipes.base import build_recipe
+from srdistill.training.recipes.ctsr import Stage1Draws, Stage2Draws, build_fidelity_teacher
 from helpers.training import lr_hr_batch, sd_alphas_cumprod
 from test_training_resshift import OFFICIAL_UNET, _random_state, official_sqrt_etas, official_vq_keys, official_unet_keys
 

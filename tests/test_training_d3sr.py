@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from srdistill.training import components as C
-from srdistill.training.recipe import build_recipe
-from srdistill.training.recipe_d3sr import SD21_FALLBACK, Noising
+from srdistill.training.components import builders as C
+from srdistill.training.recipes.base import build_recipe
+from srdistill.training.recipes.d3sr import SD21_FALLBACK, Noising
 from helpers.training import lr_hr_batch, sd_alphas_cumprod
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -6,13 +6,13 @@ import json
 
 import pytest
 import torch
-from srdistill.datasets.shard_loader import make_loader
+from srdistill.training.loader import make_loader
 from srdistill.training.config import load_run_config
 from srdistill.training.export import file_fingerprint, find_runs, load_student
-from srdistill.training.recipe import build_recipe
+from srdistill.training.recipes.base import build_recipe
 from srdistill.training.trainer import Trainer
 
-from srdistill.errors import UserError
+from srdistill.core.errors import UserError
 
 
 @pytest.fixture(scope="module")

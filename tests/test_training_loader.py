@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from helpers.images import to_uint8
-from srdistill.datasets.shard_loader import (
+from srdistill.training.loader import (
     BatchStream,
     LoaderPosition,
     iter_samples,
@@ -18,7 +18,7 @@ from srdistill.datasets.shard_loader import (
     shard_urls,
 )
 
-from srdistill.errors import UserError
+from srdistill.core.errors import UserError
 
 
 def _digest(batches) -> list[tuple]:
@@ -65,7 +65,7 @@ def test_resume_with_another_worker_count_is_refused(shards):
 
 def test_lr_crop_is_the_bicubic_degradation_of_the_hr_crop(shards):
     from srdistill.degrade.pipeline import degrade_image
-    from srdistill.degrade.spec import load_spec
+    from srdistill.degrade.spec.schema import load_spec
 
     spec = load_spec("bicubic")
     batch = next(iter(make_loader(shards, batch_size=8, crop=64, seed=3, num_workers=0, flips=True)))
@@ -90,7 +90,7 @@ def test_ranks_read_disjoint_shards_that_cover_the_epoch(shards):
 
 def test_online_mode_redegrades_deterministically_per_epoch(shards):
     from srdistill.degrade.pipeline import degrade_image
-    from srdistill.degrade.spec import load_spec
+    from srdistill.degrade.spec.schema import load_spec
 
     spec = load_spec("realesrgan")
     kw = {"batch_size": 2, "crop": 64, "seed": 7, "num_workers": 2, "shuffle_buffer": 1, "flips": False,
@@ -152,7 +152,7 @@ def test_resize_center_policy_scales_crops_the_middle_and_degrades_the_crop(shar
     from PIL import Image
 
     from srdistill.degrade.pipeline import degrade_image
-    from srdistill.degrade.spec import load_spec
+    from srdistill.degrade.spec.schema import load_spec
 
     kw = {"batch_size": 2, "crop": 48, "seed": 3, "num_workers": 0, "shuffle_buffer": 1, "flips": False,
           "online_spec": "realesrgan", "crop_policy": "resize_center"}

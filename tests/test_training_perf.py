@@ -10,13 +10,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 from srdistill.training import perf
-from srdistill.training.checkpoint import latest_checkpoint
+from srdistill.training.run.checkpoint import latest_checkpoint
 from srdistill.training.cli import main as train_main
 from srdistill.training.config import TrainerConfig, load_run_config
-from srdistill.training.recipe import Recipe, build_recipe
+from srdistill.training.recipes.base import Recipe, build_recipe
 from srdistill.training.trainer import Trainer
 
-from srdistill.errors import run_command
+from srdistill.core.errors import run_command
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 CPU = torch.device("cpu")
@@ -291,7 +291,7 @@ def _reference_lora_count(model: torch.nn.Module, rank: int, targets) -> int:
 
 
 def test_tiny_counts_match_an_independent_count():
-    from srdistill.training.components import UNET_LORA_TARGETS, build_unet
+    from srdistill.training.components.builders import UNET_LORA_TARGETS, build_unet
     from srdistill.training.paramcount import count
 
     counts = count("d3sr", "tiny")

@@ -13,9 +13,9 @@ import pytest
 import torch
 import yaml
 
-from srdistill.errors import UserError
-from srdistill.training import components as C
-from srdistill.training.recipe import RECIPES, build_recipe
+from srdistill.core.errors import UserError
+from srdistill.training.components import builders as C
+from srdistill.training.recipes.base import RECIPES, build_recipe
 from helpers.training import lr_hr_batch
 
 
@@ -66,7 +66,7 @@ def _names(recipe, params):
 def test_registry_and_packaged_yaml_match_the_recipe_defaults():
     assert set(RECIPES) >= set(NAMES)
     for name in NAMES:
-        text = (resources.files("srdistill.training") / "configs" / f"{name}.yaml").read_text()
+        text = (resources.files("srdistill.training.recipes") / f"{name}.yaml").read_text()
         doc = yaml.safe_load(text)
         assert doc["recipe"] == RECIPES[name].DEFAULTS, name
         assert {"steps", "crop", "lr_g", "lr_d"} <= set(doc["trainer"])
@@ -75,7 +75,7 @@ def test_registry_and_packaged_yaml_match_the_recipe_defaults():
 
 @pytest.mark.parametrize("name", ["strsr", "d3sr", "ctsr"])
 def test_yaml_states_the_paper_batch_and_crop_and_lists_assumptions_and_stand_ins(name):
-    doc = yaml.safe_load((resources.files("srdistill.training") / "configs" / f"{name}.yaml").read_text())
+    doc = yaml.safe_load((resources.files("srdistill.training.recipes") / f"{name}.yaml").read_text())
     paper = {"strsr": (4, 1024, "resize_center"), "d3sr": (8, 512, "random"), "ctsr": (1, 512, "random")}[name]
     t = doc["trainer"]
     assert (t["global_batch"], t["crop"], t["crop_policy"]) == paper
@@ -99,7 +99,7 @@ def test_readme_recipe_table_matches_the_yamls():
     table = _readme_table()
     assert set(table) == set(NAMES)
     for name, cells in table.items():
-        doc = yaml.safe_load((resources.files("srdistill.training") / "configs" / f"{name}.yaml").read_text())
+        doc = yaml.safe_load((resources.files("srdistill.training.recipes") / f"{name}.yaml").read_text())
         t = doc["trainer"]
         batch = t.get("global_batch", t.get("batch_size"))
         crop = f"{t['crop']} {t.get('crop_policy', 'random')}"

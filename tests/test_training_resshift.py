@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from srdistill.errors import UserError
+from srdistill.core.errors import UserError
 from srdistill.training.nets.resshift_unet import ResShiftUNet, SwinUNetConfig, shifted_window_mask
 from srdistill.training.nets.vqgan import VQAutoencoder, VQConfig
-from srdistill.training.resshift import (ResShiftDenoiser, ResShiftDiffusion, ResShiftSchedule, build_resshift,
+from srdistill.training.recipes.resshift import (ResShiftDenoiser, ResShiftDiffusion, ResShiftSchedule, build_resshift,
                                          forward_marginal, sinsr_coefficients)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from srdistill.training.recipe import build_recipe
+from srdistill.training.recipes.base import build_recipe
 from helpers.training import lr_hr_batch
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -178,7 +178,7 @@ def _blur(f, pad_off):
 def test_discriminator_is_the_releases_four_spectral_normalised_heads():
     """HYPIR/model/D.py MultiLevelDConv(level=4, down=2): per stage blur(pad_off 1), SN conv3x3 stride 2,
     LeakyReLU 0.2, blur, SN conv1x1 stride 2; on the pooled embedding SN Linear, LeakyReLU, SN Linear."""
-    from srdistill.training import components as C
+    from srdistill.training.components import builders as C
 
     r = build_recipe("strsr", CFG, "tiny", "cpu")
     d = r.disc
@@ -366,7 +366,7 @@ def test_zimage_base_is_diffusers_z_image_transformer():
 def test_flux2_latent_layout_round_trips_and_is_the_pipelines():
     from diffusers import Flux2KleinPipeline as P
 
-    from srdistill.training.recipe_strsr import (flux2_image_ids, flux2_pack, flux2_patchify, flux2_text_ids,
+    from srdistill.training.recipes.strsr import (flux2_image_ids, flux2_pack, flux2_patchify, flux2_text_ids,
                                                  flux2_unpack, flux2_unpatchify)
 
     z = torch.randn(2, 3, 6, 10, generator=torch.Generator().manual_seed(8))   # h != w: a swapped axis shows
@@ -428,7 +428,7 @@ def test_flux2_one_step_is_the_pipelines_flow_match_euler_step_from_t1_to_zero()
 def test_flux2_base_is_diffusers_flux2_klein_with_the_releases_attention_lora_and_paper_shape_on_meta():
     from diffusers import AutoencoderKLFlux2, Flux2Transformer2DModel
 
-    from srdistill.training import components as C
+    from srdistill.training.components import builders as C
 
     r = build_recipe("strsr", {**CFG, "base": "flux2", "condition": "none"}, "tiny", "cpu", student_only=True)
     assert isinstance(r.dit, Flux2Transformer2DModel) and isinstance(r.codec.vae, AutoencoderKLFlux2)
@@ -482,8 +482,8 @@ def test_flux2_lora_gets_gradients_and_its_trainable_state_rebuilds_the_student(
 def test_text_condition_file_needs_no_pooled_vector_for_bases_without_one_and_must_fit_the_dit(tmp_path):
     from safetensors.torch import save_file
 
-    from srdistill.errors import UserError
-    from srdistill.training.recipe_strsr import TEXT_CONDITION_FILE, text_condition
+    from srdistill.core.errors import UserError
+    from srdistill.training.recipes.strsr import TEXT_CONDITION_FILE, text_condition
 
     embeds = torch.randn(1, 5, 32, generator=torch.Generator().manual_seed(12))
     save_file({"prompt_embeds": embeds}, str(tmp_path / TEXT_CONDITION_FILE))   # encode_prompt of Z-Image / FLUX.2
@@ -522,7 +522,7 @@ def test_prompt_ids_from_a_processor_expand_to_the_processors_own_input_ids():
     itself gives the model for the same image."""
     import numpy as np
 
-    from srdistill.training import components as C
+    from srdistill.training.components import builders as C
 
     proc = _tiny_qwen3vl_processor()
     image_id = proc.image_token_id

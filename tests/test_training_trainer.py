@@ -8,13 +8,13 @@ import shutil
 
 import pytest
 import torch
-from srdistill.training.checkpoint import CKPT_DIR, list_checkpoints
+from srdistill.training.run.checkpoint import CKPT_DIR, list_checkpoints
 from srdistill.training.cli import main as train_main
 from srdistill.training.config import TrainerConfig, load_run_config
-from srdistill.training.logging_jsonl import read_log
+from srdistill.training.run.log import read_log
 from srdistill.training.trainer import run_training
 
-from srdistill.errors import UserError
+from srdistill.core.errors import UserError
 
 FAST = ["crop=32", "batch_size=1", "num_workers=0", "shuffle_buffer=4"]
 

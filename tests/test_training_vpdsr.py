@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from srdistill.training.recipe import RECIPES, build_recipe
+from srdistill.training.recipes.base import RECIPES, build_recipe
 from helpers.training import lr_hr_batch
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -126,7 +126,7 @@ def test_student_output_is_one_pass_at_step_t_minus_1_decoded(recipe):
 
 
 def test_schedule_is_resshifts_in_the_recipe_and_its_yaml():
-    doc = yaml.safe_load((resources.files("srdistill.training") / "configs" / "vpdsr.yaml").read_text())
+    doc = yaml.safe_load((resources.files("srdistill.training.recipes") / "vpdsr.yaml").read_text())
     full = build_recipe("vpdsr", doc["recipe"], "tiny", "cpu")
     sch = full.teacher.schedule
     assert (sch.steps, sch.kappa) == (STEPS, KAPPA)
@@ -149,7 +149,7 @@ def test_paper_weights_student_initialisation_and_trainable_set(recipe):
 
 
 def test_yaml_lists_the_assumptions_and_names_the_stand_ins():
-    doc = yaml.safe_load((resources.files("srdistill.training") / "configs" / "vpdsr.yaml").read_text())
+    doc = yaml.safe_load((resources.files("srdistill.training.recipes") / "vpdsr.yaml").read_text())
     text = " ".join(doc["assumptions"])
     for needle in ("resshift_realsrx4_s15_v1.pth", "sqrt(eta_1) = 0.02", "step index T-1", "Haar", "CLIP",
                    "GroupNorm instead of BatchNorm", "random weights"):

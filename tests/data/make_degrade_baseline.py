@@ -85,7 +85,7 @@ def branches_v1(params: dict) -> list[str]:
 
 def run(preset: str) -> tuple[dict, Counter]:
     from srdistill.degrade.pipeline import degrade_image
-    from srdistill.degrade.spec import load_spec
+    from srdistill.degrade.spec.schema import load_spec
 
     spec = load_spec(preset)
     hashes, cov = {}, Counter()

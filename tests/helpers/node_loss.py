@@ -17,7 +17,7 @@ def main(src: str, out: str) -> dict:
     import ray
     from ray.cluster_utils import Cluster
 
-    from srdistill.degrade.build import build
+    from srdistill.degrade.build.builder import build
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     worker = cluster.add_node(num_cpus=1)

@@ -1,0 +1,137 @@
+"""`degrade regen`: re-degrade the HR of an existing build under a new spec, without the original source.
+
+Every sample keeps its key, its HR (decoded from the parent shard, written again with the same deterministic
+PNG encoder, so the bytes are the same) and its crop/source fields; only the LR, the params and the spec hash
+change. Parent shard ``train-000003.tar`` becomes regen shard ``train-000003.tar`` holding the same keys.
+
+It runs on the same machinery as `degrade build` (the `ParentShard` HR provider, `runner.run_shards` on `srdistill.core.cluster`, and the
+_build/ records, build-id check and manifest of `build.prepare_out`/`build.write_manifest`), so it is
+distributed and resumable the same way: re-running the same command keeps every finished shard whose bytes
+still match.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shlex
+import tarfile
+
+from srdistill.degrade.build.builder import BuildSummary, check_run_options, prepare_out, write_manifest
+from srdistill.datasets.shards.manifest import build_id, read_manifest
+from srdistill.degrade.build.plan import Plan, SampleJob
+from srdistill.degrade.build.providers import ParentShard
+from srdistill.degrade.build.runner import run_shards
+from srdistill.datasets.shards.format import SCHEMA_VERSION
+from srdistill.core.storage import Storage, default_storage_options
+from srdistill.core.errors import UserError
+
+
+def _parent_keys(storage: Storage, name: str) -> list[str]:
+    """Sample keys of a parent shard from its tar headers alone (member data is skipped by seeking)."""
+    try:
+        with storage.open(name) as fh, tarfile.open(fileobj=fh, mode="r:") as tar:
+            return [n.removesuffix(".json") for n in tar.getnames() if n.endswith(".json")]
+    except (OSError, tarfile.TarError) as exc:
+        raise UserError(f"parent shard {storage.display(name)} cannot be read ({exc}); check it with `degrade verify`.") from exc
+
+
+def make_regen_plan(parent: str, parent_manifest: dict, spec, seed: int, options: dict) -> Plan:
+    """One regen shard per parent shard, same names and keys; the identity names the parent build."""
+    from srdistill.degrade.spec.schema import spec_hash
+
+    parent_scale = int(parent_manifest["scale"])
+    crop = parent_manifest.get("crop_policy", {}).get("crop", 0)
+    if parent_scale % spec.scale and not (crop and crop % spec.scale == 0):
+        raise UserError(f"the parent's HR sizes are multiples of its scale {parent_scale}, not of the new spec's "
+                        f"scale {spec.scale}; use a spec with scale {parent_scale} or one of its divisors.")
+    storage = Storage(parent, options)
+    shards = []
+    for entry in parent_manifest["shards"]:
+        provider = ParentShard(parent, options, entry["name"])
+        shards.append((entry["name"], [SampleJob(k, provider) for k in _parent_keys(storage, entry["name"])]))
+    identity = {
+        "schema_version": SCHEMA_VERSION,
+        "regen_of": parent_manifest["build_id"],
+        "parent_shards": hashlib.sha256(
+            "\n".join(f"{s['name']}:{s['sha256']}" for s in parent_manifest["shards"]).encode()
+        ).hexdigest()[:16],
+        "spec_hash": spec_hash(spec),
+        "seed": seed,
+        "scale": spec.scale,
+        "split": parent_manifest.get("split", "train"),
+    }
+    images = sum(len(jobs) for _, jobs in shards)
+    return Plan(identity, build_id(identity), shards, [], parent, images)
+
+
+def regen(parent: str, out: str, spec, *, seed: int | None = None, workers: int | None = None,
+          address: str | None = None, progress: bool = True, command: str | None = None) -> BuildSummary:
+    """Re-degrade every HR of the build at ``parent`` with ``spec`` into ``out``; see the module docstring."""
+    from srdistill.degrade.spec.schema import load_spec
+
+    if isinstance(spec, (str, os.PathLike)):
+        spec = load_spec(spec)
+    check_run_options(seed=seed, workers=workers)
+    parent_options = default_storage_options(str(parent))
+    parent_manifest = read_manifest(str(parent))
+    if os.path.abspath(str(parent)) == os.path.abspath(str(out)):
+        raise UserError("--out must differ from --from: regen writes a new build beside its parent.")
+    seed = int(parent_manifest["seed"]) if seed is None else seed
+    plan = make_regen_plan(str(parent), parent_manifest, spec, seed, parent_options)
+    storage = Storage(str(out), default_storage_options(str(out)))
+    done = prepare_out(storage, plan)
+    run = run_shards(storage, plan.shards, spec, seed, done, workers=workers, address=address, progress=progress,
+                     desc="degrade regen")
+    extra = {
+        **{k: parent_manifest[k] for k in ("source", "crop_policy", "shard_samples") if k in parent_manifest},
+        "parent": {
+            "build": str(parent),
+            "build_id": parent_manifest["build_id"],
+            "spec_hash": parent_manifest["spec_hash"],
+            "seed": parent_manifest["seed"],
+        },
+    }
+    return write_manifest(storage, plan, run, spec, seed, images=parent_manifest["totals"].get("images"),
+                          command=command, extra=extra)
+
+
+def add_regen_parser(subparsers) -> argparse.ArgumentParser:
+    """Register `regen` on the `degrade` CLI's subparsers; the handler is ``args.func(args)`` -> exit code."""
+    p = subparsers.add_parser(
+        "regen",
+        help="re-degrade the HR of an existing build under a new spec (runs on Ray)",
+        description="Write a new build from the HR images of an existing one, degraded with a new spec: same keys, "
+        "same HR bytes, new LR, params and spec hash; its manifest names the parent build. Distributed and "
+        "resumable like `degrade build`: re-run the same command to finish an interrupted regen.",
+    )
+    p.add_argument("--from", dest="parent", required=True, metavar="SHARDS",
+                   help="the parent build: a folder or URL holding manifest.json and shards")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--spec", help="the new degradation spec file (YAML or JSON)")
+    group.add_argument("--preset", help="a shipped preset instead of a file (`degrade presets` lists them)")
+    p.add_argument("--out", required=True, help="output folder or fsspec URL for the new build")
+    p.add_argument("--seed", type=int, help="global seed (default: the parent's, so only the spec change shows)")
+    p.add_argument("--workers", type=int, help="parallel shard tasks (default: all CPUs of the cluster)")
+    p.add_argument("--address", help="join an existing Ray cluster instead of starting one here")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_regen)
+    return p
+
+
+def run_regen(args: argparse.Namespace) -> int:
+    from srdistill.core.outputs import check_output_dir
+
+    check_output_dir(args.out, "--out")
+    argv = getattr(args, "argv", None)
+    summary = regen(
+        args.parent, args.out, args.spec or args.preset, seed=args.seed, workers=args.workers,
+        address=args.address, progress=not args.quiet,
+        command=" ".join(shlex.quote(a) for a in ["degrade", *argv]) if argv is not None else None,
+    )
+    parent = summary.manifest["parent"]
+    print(summary.text())
+    print(f"spec {parent['spec_hash']} -> {summary.manifest['spec_hash']}; parent build {parent['build_id']}")
+    return 0
+

@@ -1,0 +1,1 @@
+"""Renderers of evaluation results: leaderboard markdown, plots, the reproduction table, visual grids."""

@@ -1,0 +1,1 @@
+"""Networks for every role of the recipes, built from real library classes."""

@@ -1,0 +1,1 @@
+"""A run folder's state: checkpoints, resume rules, the JSONL log."""
