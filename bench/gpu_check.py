@@ -41,7 +41,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ("strsr", "d3sr", "ctsr", "vpdsr")
-SUBPACKAGES = ("degrade", "datasets", "evaluate", "training", "reports")
 
 # Dense (no sparsity) bf16 tensor-core peaks in TFLOP/s from the vendors' data sheets, matched on the
 # lower-cased device name, most specific first.
@@ -77,7 +76,8 @@ def unpack_wheels(wheels: Path, target: Path) -> list[str]:
 
 
 def import_source_tree() -> str:
-    """Make `srdistill.*` importable from this checkout when it is not installed (the GPU machine's case)."""
+    """Make `srdistill.*` importable from this checkout when it is not installed (the GPU machine's case): the
+    package's file path is its import path, so the checkout's root on sys.path is all it takes."""
     try:
         import srdistill.training  # noqa: F401
         return "installed"
@@ -85,18 +85,8 @@ def import_source_tree() -> str:
         pass
     for name in [m for m in sys.modules if m == "srdistill" or m.startswith("srdistill.")]:
         del sys.modules[name]
-    spec = importlib.util.spec_from_file_location("srdistill", ROOT / "srdistill" / "__init__.py",
-                                                  submodule_search_locations=[str(ROOT / "srdistill")])
-    pkg = importlib.util.module_from_spec(spec)
-    sys.modules["srdistill"] = pkg
-    spec.loader.exec_module(pkg)
-    for sub in SUBPACKAGES:
-        sspec = importlib.util.spec_from_file_location(f"srdistill.{sub}", ROOT / sub / "__init__.py",
-                                                       submodule_search_locations=[str(ROOT / sub)])
-        mod = importlib.util.module_from_spec(sspec)
-        sys.modules[f"srdistill.{sub}"] = mod
-        setattr(pkg, sub, mod)
-        sspec.loader.exec_module(mod)
+    sys.path.insert(0, str(ROOT))
+    importlib.invalidate_caches()
     return "source tree"
 
 
