@@ -1,16 +1,16 @@
-"""The README's op table is the one the registry renders, and it documents every op and parameter."""
+"""The op table of docs/degrade.md is the one the registry renders, and it documents every op and parameter."""
 
 from pathlib import Path
 
 from srdistill.degrade.ops.opdef import REGISTRY
 from srdistill.degrade.ops.table import END, START, op_table_markdown, with_table
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+DOC = Path(__file__).resolve().parents[1] / "docs" / "degrade.md"
 
 
-def test_readme_holds_the_rendered_op_table():
-    text = README.read_text()
-    assert with_table(text) == text, "README's op table is stale: run `python -m srdistill.degrade.ops.table --write`"
+def test_the_page_holds_the_rendered_op_table():
+    text = DOC.read_text()
+    assert with_table(text) == text, "docs/degrade.md's op table is stale: run `python -m srdistill.degrade.ops.table --write`"
 
 
 def test_every_op_and_parameter_is_documented():
@@ -22,5 +22,5 @@ def test_every_op_and_parameter_is_documented():
         assert op.summary and op.source and op.source in row
         for p in op.params:
             assert p.doc and f"`{p.name}` = " in row, (name, p.name)
-    readme = README.read_text()
+    readme = DOC.read_text()
     assert readme.index(START) < readme.index(END)

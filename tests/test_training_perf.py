@@ -319,11 +319,11 @@ def test_readme_table_is_the_computed_sd21_counts():
 
     from srdistill.training.paramcount import RECIPE_ORDER, README_BEGIN, README_END, count, readme_block
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "figures.md").read_text()
     start, end = readme.index(README_BEGIN), readme.index(README_END) + len(README_END)
     counts = [count(r, "sd21") for r in RECIPE_ORDER]
     assert readme[start:end] == readme_block(counts), \
-        "README's parameter table is stale: run python -m srdistill.training.paramcount --readme README.md"
+        "docs/figures.md's parameter table is stale: run python -m srdistill.training.paramcount --readme docs/figures.md"
     vpdsr = counts[RECIPE_ORDER.index("vpdsr")]
     # VPD-SR trains the whole ResShift denoiser: the paper's 118.59 M within 1%
     assert abs(vpdsr.generator_trainable / 1e6 - 118.59) / 118.59 < 0.01

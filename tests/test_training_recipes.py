@@ -1,6 +1,6 @@
 """The four recipes on tiny random-weight components: finite losses, student I/O, gradient routing,
 trainable-state round trips, stage switches and knobs, student-only builds, the YAMLs' assumptions and the
-README's recipe table. Every test builds (or deep-copies) its own recipe, so none depends on another's order."""
+the recipe table of docs/training.md. Every test builds (or deep-copies) its own recipe, so none depends on another's order."""
 from __future__ import annotations
 
 import copy
@@ -89,7 +89,7 @@ def test_yaml_states_the_paper_batch_and_crop_and_lists_assumptions_and_stand_in
 
 
 def _readme_table() -> dict[str, list[str]]:
-    text = Path(__file__).resolve().parents[1].joinpath("README.md").read_text()
+    text = Path(__file__).resolve().parents[1].joinpath("docs", "training.md").read_text()
     block = text.split("<!-- recipe-table -->")[1]
     rows = [ln for ln in block.splitlines() if ln.startswith("| `")]
     return {re.search(r"`(\w+)`", r).group(1): [c.strip() for c in r.strip("|").split("|")] for r in rows}

@@ -461,7 +461,7 @@ def test_readme_states_the_flux2_parameter_counts_at_the_paper_shape():
     m = lambda n: f"{n / 1e6:,.2f} M"  # noqa: E731
     sentence = (f"trainable G {m(c.generator_trainable)}, trainable D\n{m(c.discriminator_trainable)}, frozen "
                 f"{m(c.frozen)}, student at inference {m(c.student_total)}")
-    assert sentence in (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert sentence in (Path(__file__).resolve().parents[1] / "docs" / "figures.md").read_text()
 
 
 def test_flux2_lora_gets_gradients_and_its_trainable_state_rebuilds_the_student():

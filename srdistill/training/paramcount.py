@@ -1,8 +1,8 @@
 """Trainable and frozen parameter counts of each recipe at a preset's shape, built on the `meta` device.
 
 On `meta` no weight is allocated or initialised, so the SD 2.1-shaped recipes are counted in seconds on any
-machine. `train --recipe R --components sd21 --dry-run` prints them; README.md's table beside the papers'
-own counts is this module's output (`python -m srdistill.training.paramcount --readme README.md` rewrites it,
+machine. `train --recipe R --components sd21 --dry-run` prints them; docs/figures.md's table beside the papers'
+own counts is this module's output (`python -m srdistill.training.paramcount --readme docs/figures.md` rewrites it,
 and a test keeps the two in step).
 """
 
@@ -18,7 +18,7 @@ import torch
 from srdistill.core.errors import UserError
 
 RECIPE_ORDER = ("strsr", "d3sr", "ctsr", "vpdsr")
-README_BEGIN = "<!-- paramcounts:begin (python -m srdistill.training.paramcount --readme README.md) -->"
+README_BEGIN = "<!-- paramcounts:begin (python -m srdistill.training.paramcount --readme docs/figures.md) -->"
 README_END = "<!-- paramcounts:end -->"
 
 # Every parameter count a paper states, verbatim in meaning, with where it says it (millions).
@@ -95,14 +95,14 @@ def readme_block(counts: list[ParamCounts]) -> str:
 def replace_readme_block(text: str, block: str) -> str:
     start, end = text.find(README_BEGIN), text.find(README_END)
     if start < 0 or end < start:
-        raise UserError(f"the README has no {README_BEGIN!r} ... {README_END!r} block to rewrite.")
+        raise UserError(f"the file has no {README_BEGIN!r} ... {README_END!r} block to rewrite.")
     return text[:start] + block + text[end + len(README_END):]
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Parameter counts of every recipe at the sd21 shape (meta device).")
     p.add_argument("--components", default="sd21", help="preset shape: sd21 (default) or tiny")
-    p.add_argument("--readme", default=None, help="rewrite the counts table between the markers of this README")
+    p.add_argument("--readme", default=None, help="rewrite the counts table between the markers of this Markdown file (docs/figures.md)")
     args = p.parse_args(argv)
     counts = [count(r, args.components) for r in RECIPE_ORDER]
     block = readme_block(counts)

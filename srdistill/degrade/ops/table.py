@@ -1,6 +1,6 @@
-"""The README's op table, rendered from the op registry: one row per op with its parameters and defaults,
+"""The op table of docs/degrade.md, rendered from the op registry: one row per op with its parameters and defaults,
 what it does and where it comes from. `python -m srdistill.degrade.ops.table --write` rewrites the table between
-the markers in README.md; tests/test_degrade_optable.py checks the README holds exactly this table."""
+the markers in docs/degrade.md; tests/test_degrade_optable.py checks the page holds exactly this table."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 from srdistill.degrade.ops.opdef import REGISTRY, REQUIRED, Op
 
 START, END = "<!-- op-table:start -->", "<!-- op-table:end -->"
-README = Path(__file__).resolve().parents[1] / "README.md"
+DOC = Path(__file__).resolve().parents[3] / "docs" / "degrade.md"
 
 
 def _cell(text: str) -> str:
@@ -48,9 +48,9 @@ def op_table_markdown() -> str:
 
 
 def with_table(readme: str) -> str:
-    """The README text with the table between the markers replaced by the rendered one."""
+    """The page's text with the table between the markers replaced by the rendered one."""
     if START not in readme or END not in readme:
-        raise ValueError(f"README.md lacks the markers {START} and {END}")
+        raise ValueError(f"docs/degrade.md lacks the markers {START} and {END}")
     head, rest = readme.split(START, 1)
     _, tail = rest.split(END, 1)
     return f"{head}{START}\n{op_table_markdown()}\n{END}{tail}"
@@ -58,11 +58,11 @@ def with_table(readme: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m srdistill.degrade.ops.table", description=__doc__)
-    p.add_argument("--write", action="store_true", help=f"rewrite the table in {README}")
+    p.add_argument("--write", action="store_true", help=f"rewrite the table in {DOC}")
     args = p.parse_args(argv)
     if args.write:
-        README.write_text(with_table(README.read_text()))
-        print(f"wrote the op table ({len(REGISTRY)} ops) to {README}")
+        DOC.write_text(with_table(DOC.read_text()))
+        print(f"wrote the op table ({len(REGISTRY)} ops) to {DOC}")
     else:
         print(op_table_markdown())
     return 0
