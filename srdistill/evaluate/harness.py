@@ -327,6 +327,17 @@ def _protocol_benchmarks(protocol: Protocol, dataset_spec: str, *, data_root, ca
     return found, missing
 
 
+def prepared_benchmark(out: Path, dataset: str, *, protocol: str | Path | Protocol | None = None, data_root=None,
+                       hr: str | None = None, lr: str | None = None, partial: bool = False) -> Benchmark:
+    """One set as `run_evaluation` prepared it under `protocol` into OUT (its SR outputs are in
+    sr_folder(out, method, sr_set_name(set))); cached HR/LR are reused, nothing is scored."""
+    proto = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
+    loaded, _ = resolve_benchmarks(dataset, data_root=data_root, cache=Path(out) / "cache", hr=hr, lr=lr, partial=partial)
+    if len(loaded) != 1:
+        raise UserError(f"name one data set (got {len(loaded)} from {dataset!r}).")
+    return prepare(loaded[0], proto.prep_for(loaded[0].name), proto, Path(out) / "cache")
+
+
 def run_evaluation(methods: list[str] | str, datasets: list[str] | str, metrics: list[str] | str | None, out: Path, *,
                    extra_methods: dict[str, str] | None = None, data_root: str | None = None, hr: str | None = None,
                    lr: str | None = None, runs_root: str | None = None, device: str = "cpu", tile: int = 0,
