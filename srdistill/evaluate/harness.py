@@ -67,6 +67,7 @@ class EvalSummary:
     protocol: Protocol | None = None
     failures: dict[tuple[str, str, str], int] = field(default_factory=dict)  # (method, dataset, status) -> rows
     sr_sets: dict[str, dict[str, Path | None]] = field(default_factory=dict)  # SR folder name -> stem -> HR path
+    lr_sets: dict[str, dict[str, Path]] = field(default_factory=dict)  # SR folder name -> stem -> LR path
     counterparts: dict[str, list[str]] = field(default_factory=dict)  # method -> reported method ids it reproduces
 
     def fail(self, method: str, dataset: str, status: str, rows: int = 1) -> None:
@@ -376,6 +377,7 @@ def run_evaluation(methods: list[str] | str, datasets: list[str] | str, metrics:
     summary = EvalSummary(out, [m.name for m in method_objs], [b.name for b in benches], metric_names, unavailable, missing,
                           protocol=proto)
     summary.sr_sets = {sr_set_name(b): {i.stem: i.hr for i in b.items} for b in benches}
+    summary.lr_sets = {sr_set_name(b): {i.stem: i.lr for i in b.items} for b in benches}
     summary.counterparts = {m.name: counterparts(m) for m in method_objs}
     store = ResultStore(out)
     pool_options = {m: {k: v for k, v in o.items() if v != UNSPECIFIED and k not in PATCH_OPTIONS} for m, o in stated.items()}

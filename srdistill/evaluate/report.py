@@ -85,7 +85,8 @@ def write_reports(out: Path, summary=None, *, include_reported: bool = True, lat
         from srdistill.evaluate.render.site import write_site
 
         written.append(write_site(Path(html), board, results, reported=reported, counterparts=counterparts,
-                                  protocols=protocols, sr_root=out / "sr", sr_sets=sets, plots=out / "plots"))
+                                  protocols=protocols, sr_root=out / "sr", sr_sets=sets, plots=out / "plots",
+                                  lr_sets=summary.lr_sets if summary is not None else None))
     return written
 
 

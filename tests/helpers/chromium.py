@@ -6,27 +6,14 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import subprocess
 import time
 import urllib.request
 from pathlib import Path
 
-import pytest
+from helpers.binaries import require_binary
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
-
-
-def require_binary(*names: str) -> str:
-    """The first of `names` on PATH; a missing binary skips the test, except under CI (CI=true), where it fails."""
-    for name in names:
-        path = shutil.which(name)
-        if path:
-            return path
-    message = f"{' or '.join(names)} is not installed (.ci/run installs it)"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message + "; CI must run this test")
-    pytest.skip(message)
 
 
 class Browser:

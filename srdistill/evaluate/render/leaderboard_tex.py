@@ -48,10 +48,11 @@ def _places(value: float) -> int:
     return len(text.split(".")[1]) if "." in text and "e" not in text else DEFAULT_DECIMALS
 
 
-def printed_places(values: pd.Series) -> int:
+def printed_places(metric: str, values: pd.Series) -> int:
     """The decimals a paper table prints a metric with: the most any of its values needs (a table of 24 values
-    has a non-zero last digit somewhere; 26.20 comes back as 26.2)."""
-    return max((_places(v) for v in values if not pd.isna(v)), default=DEFAULT_DECIMALS)
+    has a non-zero last digit somewhere; 26.20 comes back as 26.2), and at least 2, as every paper prints."""
+    needed = max((_places(v) for v in values if not pd.isna(v)), default=decimals(metric))
+    return max(needed, min(2, decimals(metric)))
 
 
 def column_header(metric: str) -> str:
@@ -103,7 +104,7 @@ def render_table(board: pd.DataFrame, protocol: str, reported: pd.DataFrame | No
             marks["star"] |= any(c.endswith("$^{*}$") for c in cells)
             body.append(escape(method) + " & " + " & ".join(cells) + r" \\")
         rep = reported_for(reported, dataset, protocol, metrics)
-        places = {key: printed_places(group["value"]) for key, group in _paper_tables(reported, rep)}
+        places = {key: printed_places(key[2], group["value"]) for key, group in _paper_tables(reported, rep)}
         for (paper, table, method), group in rep.groupby(["paper", "table", "method"], sort=True):
             values = group.set_index("metric")["value"]
             cells = [format_tex(m, float(values[m]), places[(paper, table, m)]) if m in values.index else "--"

@@ -82,9 +82,10 @@ def _copy(src: Path, dest: Path) -> None:
     shutil.copyfile(src, dest)
 
 
-def collect_images(dest: Path, sr_root: Path, sr_sets: dict[str, dict[str, Path | None]], methods: list[str]) -> dict:
-    """Copy each image with an HR into DEST/images/<set>/<panel>/<stem>.png; returns set -> stem -> {size, panels}
-    with paths relative to DEST. LR is the HR's sibling lr/ file when the set's cache has one."""
+def collect_images(dest: Path, sr_root: Path, sr_sets: dict[str, dict[str, Path | None]], methods: list[str],
+                   lr_sets: dict[str, dict[str, Path]] | None = None) -> dict:
+    """Copy each image with an HR into DEST/images/set<i>/p<j>/<stem>.<ext>; returns set -> stem -> {size, panels}
+    with paths relative to DEST. LR from `lr_sets`, else the HR's sibling lr/ file when the set's cache has one."""
     sets = {}
     for index, (name, stems) in enumerate(sorted(sr_sets.items())):
         found = {}
@@ -93,9 +94,11 @@ def collect_images(dest: Path, sr_root: Path, sr_sets: dict[str, dict[str, Path 
                 continue
             hr = Path(hr)
             sources = {"HR": hr}
-            lr = hr.parent.parent / "lr" / f"{stem}.png"
-            if hr.parent.name == "hr" and lr.is_file():
-                sources["LR"] = lr
+            lr = (lr_sets or {}).get(name, {}).get(stem)
+            if lr is None and hr.parent.name == "hr":
+                lr = hr.parent.parent / "lr" / f"{stem}.png"
+            if lr is not None and Path(lr).is_file():
+                sources["LR"] = Path(lr)
             for method in methods:
                 path = Path(sr_root) / method / name / f"{stem}.png"
                 if path.is_file():
@@ -126,7 +129,8 @@ def render_index(data: dict) -> str:
 
 def write_site(dest: Path, board: pd.DataFrame, results: pd.DataFrame, *, reported: pd.DataFrame | None = None,
                counterparts: dict | None = None, protocols: dict | None = None, sr_root: Path | None = None,
-               sr_sets: dict | None = None, plots: Path | None = None, title: str = "Leaderboard") -> Path:
+               sr_sets: dict | None = None, lr_sets: dict | None = None, plots: Path | None = None,
+               title: str = "Leaderboard") -> Path:
     """Write DEST/index.html with its images and plots copied under DEST; returns the index path."""
     dest = Path(dest)
     if dest.exists():
@@ -143,7 +147,7 @@ def write_site(dest: Path, board: pd.DataFrame, results: pd.DataFrame, *, report
         _copy(path, dest / "plots" / path.name)
         plot_files.append(f"plots/{path.name}")
     methods = sorted(board["method"].unique())
-    images = collect_images(dest, Path(sr_root), sr_sets or {}, methods) if sr_root is not None else {}
+    images = collect_images(dest, Path(sr_root), sr_sets or {}, methods, lr_sets) if sr_root is not None else {}
     data = {"title": title, "sections": sections, "plots": plot_files, "images": images}
     index = dest / "index.html"
     index.write_text(render_index(data))
