@@ -54,8 +54,9 @@ def test_figure_from_pair_folders_cuts_the_same_box_everywhere(tmp_path, pair_di
     for name, img in expected.items():
         assert np.array_equal(read_rgb(fig / name), _crop(img, 8, 16, 32, 24, zoom)), name
     over = read_rgb(fig / "overview.png")
-    assert over.shape == (20 + 256, 256, 3)
-    assert tuple(over[20 + 16 * 256 // 96, 8 * 256 // 96 + 12]) == (255, 0, 0)  # the box's top edge is drawn red
+    assert over.shape == (256, 256, 3)
+    assert tuple(over[16 * 256 // 96, 8 * 256 // 96 + 12]) == (255, 0, 0)  # the box's top edge is drawn red
+    assert read_rgb(fig / "figure.png").shape == (20 + 256, 5 * 256 + 4 * 4, 3)  # labelled overview + 4 crops
     tex = (fig / "figure.tex").read_text()
     assert tex.count(r"\begin{subfigure}") == 5 and r"\caption*{LR (nearest)}" in tex
     assert "crop x,y,w,h = 8,16,32,24" in tex

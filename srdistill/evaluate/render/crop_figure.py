@@ -88,14 +88,14 @@ def _label(tile: np.ndarray, text: str) -> np.ndarray:
     return np.concatenate([band, tile], 0)
 
 
-def overview(hr: np.ndarray, box: Box, name: str) -> np.ndarray:
-    """The HR image scaled to OVERVIEW_HEIGHT with the box outlined, labelled with the image name and box."""
+def overview(hr: np.ndarray, box: Box) -> np.ndarray:
+    """The HR image scaled to OVERVIEW_HEIGHT with the box outlined."""
     scale = OVERVIEW_HEIGHT / hr.shape[0]
     img = cv2.resize(hr, (max(1, round(hr.shape[1] * scale)), OVERVIEW_HEIGHT), interpolation=cv2.INTER_AREA)
     p0 = (int(box.x * scale), int(box.y * scale))
     p1 = (int((box.x + box.w) * scale) - 1, int((box.y + box.h) * scale) - 1)
     cv2.rectangle(img, p0, p1, BOX_COLOR, 2)
-    return _label(np.ascontiguousarray(img), f"{name} [{box.text()}]")
+    return img
 
 
 def crops(panels: dict[str, np.ndarray], box: Box) -> dict[str, np.ndarray]:
@@ -105,9 +105,9 @@ def crops(panels: dict[str, np.ndarray], box: Box) -> dict[str, np.ndarray]:
             for name, img in panels.items()}
 
 
-def compose(over: np.ndarray, cut: dict[str, np.ndarray]) -> np.ndarray:
-    """Overview, then every labelled crop, side by side on white with 4-px gaps, tops aligned."""
-    tiles = [over] + [_label(c, name) for name, c in cut.items()]
+def compose(over: np.ndarray, cut: dict[str, np.ndarray], title: str) -> np.ndarray:
+    """Overview labelled `title`, then every labelled crop, side by side on white with 4-px gaps, tops aligned."""
+    tiles = [_label(over, title)] + [_label(c, name) for name, c in cut.items()]
     height = max(t.shape[0] for t in tiles)
     row = []
     for tile in tiles:
@@ -148,11 +148,11 @@ def write_crop_figure(dest: Path, dataset: str, image: str, hr: np.ndarray, lr: 
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     panels = {"HR": hr, "LR (nearest)": upsample_nearest(lr, hr.shape), **outputs}
-    over = overview(hr, box, image)
+    over = overview(hr, box)
     cut = crops(panels, box)
     files = {}
     written = [dest / "figure.png", dest / "overview.png"]
-    written[0].write_bytes(encode_png(compose(over, cut)))
+    written[0].write_bytes(encode_png(compose(over, cut, f"{image} [{box.text()}]")))
     written[1].write_bytes(encode_png(over))
     for i, (name, img) in enumerate(cut.items()):
         path = dest / f"crop-{i}-{_safe(name)}.png"
