@@ -103,7 +103,7 @@ def test_chromium_sorts_drills_down_slides_and_zooms_from_file_without_network(s
         # the viewer: choose the two methods, move the slider, zoom with the wheel
         browser.js("{ const l = document.getElementById('v-left'); l.value = 'lanczos'; l.dispatchEvent(new Event('change'));"
                    "const r = document.getElementById('v-right'); r.value = 'bicubic'; r.dispatchEvent(new Event('change'));"
-                   "const s = document.getElementById('v-slider'); s.value = 30; s.dispatchEvent(new Event('input')) }")
+                   "const s = document.getElementById('v-slider'); s.value = 60; s.dispatchEvent(new Event('input')) }")
         state = browser.js("({a: document.getElementById('v-a').getAttribute('src'), b: document.getElementById('v-b').getAttribute('src'),"
                            " clip: document.getElementById('v-layer-b').style.clipPath,"
                            " divider: document.getElementById('v-divider').style.left,"
@@ -111,7 +111,7 @@ def test_chromium_sorts_drills_down_slides_and_zooms_from_file_without_network(s
         panels = json.loads(re.search(r'id="data">(.*?)</script>', (folder / "index.html").read_text(), re.S).group(1))["images"]["LR"]
         first = sorted(panels)[0]
         assert state["a"] == panels[first]["panels"]["lanczos"] and state["b"] == panels[first]["panels"]["bicubic"]
-        assert state["clip"] == "inset(0px 0px 0px 30%)" and state["divider"] == "30%"
+        assert state["clip"] == "inset(0px 0px 0px 60%)" and state["divider"] == "60%"
         browser.js("new Promise(done => { const imgs = [document.getElementById('v-a'), document.getElementById('v-b')];"
                    " const check = () => imgs.every(i => i.complete) ? done() : setTimeout(check, 20); check(); })")
         assert browser.js("[document.getElementById('v-a').naturalWidth, document.getElementById('v-b').naturalWidth]") == [96, 96]
@@ -119,13 +119,13 @@ def test_chromium_sorts_drills_down_slides_and_zooms_from_file_without_network(s
                " a: document.getElementById('v-a').style.transform, b: document.getElementById('v-b').style.transform})"
         before = browser.js(view)
         px, py = browser.js("(() => { const st = document.getElementById('v-stage'); const r = st.getBoundingClientRect();"
-                            " const x = Math.round(r.left) + 100, y = Math.round(r.top) + 80;"
+                            " const x = Math.round(r.left + 0.6 * r.width), y = Math.round(r.top + r.height / 2);"
                             " st.dispatchEvent(new WheelEvent('wheel', {deltaY: -250, clientX: x, clientY: y, bubbles: true,"
                             " cancelable: true})); return [x - r.left, y - r.top]; })()")
         after = browser.js(view)
         factor = 2.718281828459045 ** 0.5  # exp(250 / 500): the page's wheel step
         assert after["zoom"] == pytest.approx(before["zoom"] * factor)
-        # zoomed about the cursor: the image point under it stays there
+        # zoomed about the cursor (on the split): the image point under it stays there
         (x0, y0), (x1, y1) = ([float(v) for v in state.split(",")] for state in (before["pan"], after["pan"]))
         assert (x1, y1) == pytest.approx((px - (px - x0) * factor, py - (py - y0) * factor))
         # one transform on both layers: pan and zoom stay synchronised

@@ -105,6 +105,8 @@ def render_table(board: pd.DataFrame, protocol: str, reported: pd.DataFrame | No
             body.append(escape(method) + " & " + " & ".join(cells) + r" \\")
         rep = reported_for(reported, dataset, protocol, metrics)
         places = {key: printed_places(key[2], group["value"]) for key, group in _paper_tables(reported, rep)}
+        if not rep.empty:
+            body.append(r"\addlinespace")
         for (paper, table, method), group in rep.groupby(["paper", "table", "method"], sort=True):
             values = group.set_index("metric")["value"]
             cells = [format_tex(m, float(values[m]), places[(paper, table, m)]) if m in values.index else "--"
