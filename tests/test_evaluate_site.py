@@ -70,6 +70,13 @@ def test_the_folder_is_self_contained(site):
         assert set(item["panels"]) == {"HR", "LR", "bicubic", "lanczos"} and (item["w"], item["h"]) == (96, 96)
         assert all((folder / p).is_file() for p in item["panels"].values())
     assert data["plots"] and all((folder / p).is_file() for p in data["plots"])
+    # rewriting replaces the earlier site, but never a folder the command did not write
+    out = folder.parent / "o"
+    assert main(["leaderboard", "--methods", "bicubic", "--hr", str(folder.parent / "HR"), "--lr", str(folder.parent / "LR"),
+                 "--metrics", "psnry", "--out", str(out), "--quiet", "--html", str(folder)]) == 0
+    assert main(["leaderboard", "--methods", "bicubic", "--hr", str(folder.parent / "HR"), "--lr", str(folder.parent / "LR"),
+                 "--metrics", "psnry", "--out", str(out), "--quiet", "--html", str(out)]) == 2
+    assert (out / "results.parquet").is_file()
     # every src/href in the page is relative (no scheme, no //host)
     assert not re.search(r"""(src|href)=["']?(https?:|//)""", page) and "http://" not in page and "https://" not in page
 

@@ -98,6 +98,10 @@ def cmd_leaderboard(args) -> int:
     from srdistill.core.outputs import check_output_dir
 
     check_output_dir(args.out, "--out")
+    if args.html:
+        from srdistill.evaluate.render.site import check_site_dest
+
+        check_site_dest(args.html)  # before the run, not after it
     if not args.address:  # on a joined cluster the device is the workers' (the driver may have no GPU)
         user_device(args.device, "use --device cpu or another device")
     download.configure(offline=args.offline, mirror=args.mirror)

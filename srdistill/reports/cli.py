@@ -100,6 +100,10 @@ def _nightly(args) -> int:
     from srdistill.reports.suite import load_suite
 
     download.configure(offline=args.offline, mirror=args.mirror)
+    if args.html:
+        from srdistill.evaluate.render.site import check_site_dest
+
+        check_site_dest(args.html)  # before the suite runs, not after it
     suite = load_suite(args.suite)
     outcome = run_nightly(suite, args.history, args.date or _today(), args.out, baseline=args.baseline,
                           progress=not args.quiet, latex=args.latex, html=args.html)

@@ -17,12 +17,14 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
+from srdistill.core.errors import UserError
 from srdistill.core.metrics import metric_info
 from srdistill.datasets.images import read_rgb
 from srdistill.evaluate.render.leaderboard_md import DISPLAY, _metric_order, format_value, gaps, reported_for
 from srdistill.evaluate.results import OK
 
 _ASSETS = Path(__file__).with_name("site_assets")
+GENERATOR = '<meta name="generator" content="srdistill evaluate --html">'
 
 
 def _num(value) -> float | None:
@@ -117,6 +119,20 @@ def collect_images(dest: Path, sr_root: Path, sr_sets: dict[str, dict[str, Path 
     return sets
 
 
+def is_site(folder: Path) -> bool:
+    """FOLDER holds a site write_site wrote (its index carries GENERATOR), so replacing it loses nothing else."""
+    index = Path(folder) / "index.html"
+    return index.is_file() and GENERATOR in index.read_text(errors="replace")[:2000]
+
+
+def check_site_dest(dest: str | Path) -> None:
+    """Refuse a DEST that holds anything but an earlier site (it is emptied before writing)."""
+    dest = Path(dest)
+    if dest.exists() and not is_site(dest) and (not dest.is_dir() or any(dest.iterdir())):
+        raise UserError(f"--html {dest} exists and is not a site this command wrote; name a new or empty folder "
+                        "(an earlier site there is replaced).")
+
+
 def render_index(data: dict) -> str:
     """index.html: the page skeleton, the inline stylesheet and script, and the data as inline JSON."""
     payload = json.dumps(data, allow_nan=False, ensure_ascii=False).replace("</", "<\\/")
@@ -133,6 +149,7 @@ def write_site(dest: Path, board: pd.DataFrame, results: pd.DataFrame, *, report
                title: str = "Leaderboard") -> Path:
     """Write DEST/index.html with its images and plots copied under DEST; returns the index path."""
     dest = Path(dest)
+    check_site_dest(dest)
     if dest.exists():
         shutil.rmtree(dest)  # a stale image or plot of an earlier run must not stay linked
     dest.mkdir(parents=True)
