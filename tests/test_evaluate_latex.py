@@ -176,6 +176,7 @@ def test_the_paper_presets_tables_with_their_reported_rows_compile(tmp_path):
     results = raw_results()
     results["protocol"] = results["protocol"].map({"p1": "d3sr", "p2": "ctsr"})
     results["dataset"] = results["dataset"].map({"setA": "RealSR", "setB": "DRealSR"})
+    results["method"] = results["method"].replace({"my_net": "my_net&co #1 50% {x}~^<y>|\\ café"})  # LaTeX specials
     board = build_leaderboard(results)
     path = tmp_path / "board.tex"
     path.write_text(render_leaderboard_tex(board, load_reported(), protocols={p: load_protocol(p) for p in ("d3sr", "ctsr")}))

@@ -21,7 +21,8 @@ from srdistill.evaluate.render.leaderboard_md import DISPLAY, _metric_order, rep
 DECIMALS = {"psnry": 2, "psnr": 2, "fid": 2, "musiq": 2}
 DEFAULT_DECIMALS = 4
 _SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
-            "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+            "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\textless{}",
+            ">": r"\textgreater{}", "|": r"\textbar{}"}
 _UNICODE = {"²": r"$^2$", "−": "-", "–": "--", "Δ": r"$\Delta$"}
 
 
