@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import cv2
+import pandas as pd
 import pytest
 import yaml
 
@@ -35,9 +36,16 @@ def test_nights_on_sample_record_history_flag_a_planted_regression_and_plot_tren
     hist_dir, out = tmp_path / "history", tmp_path / "reports"
     common = ["--history", str(hist_dir), "--out", str(out), "--quiet"]
 
-    assert main(["nightly", "--suite", str(_suite(tmp_path, "s1.yaml", ["bicubic"])), "--date", "2026-01-01", *common]) == 0
+    assert main(["nightly", "--suite", str(_suite(tmp_path, "s1.yaml", ["bicubic"])), "--date", "2026-01-01", *common,
+                 "--latex", str(tmp_path / "night.tex"), "--html", str(tmp_path / "site")]) == 0
     first = (out / "2026-01-01" / "report.md").read_text()
     assert "First night" in first and "### sample" in first
+    # tonight's leaderboard as LaTeX and as a site: bicubic, alone, is the best on its one metric
+    tex = (tmp_path / "night.tex").read_text()
+    psnr = pd.read_parquet(out / "2026-01-01" / "eval" / "results.parquet")["value"].mean()
+    assert r"\textit{sample}" in tex and f"bicubic & \\textbf{{{psnr:.2f}}} \\\\" in tex
+    page = (tmp_path / "site" / "index.html").read_text()
+    assert "Nightly leaderboard" in page and len(list((tmp_path / "site" / "images").rglob("*.png"))) == 8 * 3
 
     # An "external" method whose SR outputs are bicubic's, then the same outputs brightened: a planted regression.
     good, bad = tmp_path / "good", tmp_path / "bad"

@@ -23,6 +23,9 @@ EPILOG = """examples:
   evaluate weights --download --mirror http://mirror.lan/weights   # same, from an internal mirror
   evaluate weights --import /media/usb/torch-hub
   evaluate leaderboard --offline ...    # fetch nothing: metrics without weights are skipped with file, path and URL
+  evaluate leaderboard ... --latex eval/tables.tex --html eval/site   # paper tables (pdflatex) and a static site
+  evaluate figure --out eval/ --dataset sample --image astronaut --box 200,40,64,64 --methods bicubic,lanczos
+  evaluate figure --out eval/ --dataset sample --image astronaut --box auto --methods bicubic,lanczos
 """
 
 
@@ -58,6 +61,10 @@ def _leaderboard_parser(sub) -> None:
                    help="evaluate a named set whose image count differs from its release (default: refuse it, since its "
                         "numbers would not be the published set's); the console notes each such set")
     p.add_argument("--no-reported", action="store_true", help="leave the papers' reported numbers out of leaderboard.md")
+    p.add_argument("--latex", metavar="FILE.tex", help="also write the leaderboard as booktabs tables, one per protocol, "
+                                                       "in a document pdflatex compiles (each table pastes into a paper)")
+    p.add_argument("--html", metavar="DIR", help="also write a self-contained static site to DIR: sortable tables, "
+                                                 "per-image values, the plots and an image comparison slider")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--workers", type=int, metavar="N", help="spread the work over N Ray workers, each loading its networks once "
                                                "(an embedded local cluster unless --address; default: one process, no Ray)")
@@ -91,6 +98,10 @@ def cmd_leaderboard(args) -> int:
     from srdistill.core.outputs import check_output_dir
 
     check_output_dir(args.out, "--out")
+    if args.html:
+        from srdistill.evaluate.render.site import check_site_dest
+
+        check_site_dest(args.html)  # before the run, not after it
     if not args.address:  # on a joined cluster the device is the workers' (the driver may have no GPU)
         user_device(args.device, "use --device cpu or another device")
     download.configure(offline=args.offline, mirror=args.mirror)
@@ -103,7 +114,8 @@ def cmd_leaderboard(args) -> int:
                              tile=args.tile, crop_to_match=args.crop_to_match, weights_dir=args.weights_dir,
                              progress=not args.quiet, protocol=args.protocol, partial_sets=args.partial_sets,
                              workers=args.workers, address=args.address, gpus_per_worker=args.gpus_per_worker)
-    written = write_reports(Path(args.out), summary, include_reported=not args.no_reported)
+    written = write_reports(Path(args.out), summary, include_reported=not args.no_reported, latex=args.latex,
+                            html=args.html)
     for line in summary.lines():
         print(line)
     for path in written:
@@ -157,6 +169,72 @@ def _download_weights(weights, names: list[str], metric_opts: dict, policy: down
     return 1 if failed else 0
 
 
+def _figure_parser(sub) -> None:
+    p = sub.add_parser("figure", help="the same zoomed crop from HR, LR and each method's SR output, as PNG and LaTeX",
+                       description="From an `evaluate leaderboard` output folder: cut one box from the HR image, the LR "
+                                   "image (upsampled nearest) and each method's kept SR output, next to an overview of "
+                                   "the HR with the box drawn. Writes DEST/figure.png, one PNG per panel and "
+                                   "DEST/figure.tex (a `figure` of subfigures in a document pdflatex compiles).",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
+    p.add_argument("--out", required=True, help="the folder `evaluate leaderboard --out` wrote (SR outputs under OUT/sr/)")
+    p.add_argument("--dataset", default="", help="the data set, as given to `evaluate leaderboard --datasets`")
+    p.add_argument("--hr", help="with --lr: the HR folder given to `evaluate leaderboard --hr` (instead of --dataset)")
+    p.add_argument("--lr", help="the LR folder given to `evaluate leaderboard --lr`")
+    p.add_argument("--image", required=True, help="the image's file stem, e.g. astronaut")
+    p.add_argument("--box", required=True, help="x,y,w,h in HR pixels, or 'auto': the --size window where the methods' "
+                                                "outputs differ most (largest summed per-pixel variance across methods)")
+    p.add_argument("--size", type=int, default=64, help="box side for --box auto, in HR pixels (default: 64)")
+    p.add_argument("--methods", required=True, help="comma list of methods evaluated into OUT, in panel order")
+    p.add_argument("--protocol", help="the protocol the leaderboard ran under (default: srdistill); it decides "
+                                      "which prepared images the crop is cut from")
+    p.add_argument("--data-root", help="folder holding the named benchmark sets (default: $SRDISTILL_DATA)")
+    p.add_argument("--dest", help="output folder (default: OUT/figures/DATASET-IMAGE)")
+
+
+def cmd_figure(args) -> int:
+    from srdistill.datasets.images import BadImage, read_rgb
+    from srdistill.evaluate.harness import prepared_benchmark, sr_folder, sr_set_name
+    from srdistill.evaluate.render.crop_figure import auto_box, parse_box, write_crop_figure
+
+    if not args.dataset and not args.hr:
+        raise UserError("name the data set with --dataset (or --hr and --lr, as given to `evaluate leaderboard`).")
+    if args.dataset and (args.hr or args.lr):
+        raise UserError("give either --dataset or --hr/--lr, not both.")
+    if args.size < 1:
+        raise UserError(f"--size {args.size} must be at least 1.")
+    box = parse_box(args.box)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods:
+        raise UserError("--methods is empty; name at least one method evaluated into --out.")
+    bench = prepared_benchmark(Path(args.out), args.dataset, protocol=args.protocol, data_root=args.data_root,
+                               hr=args.hr, lr=args.lr)
+    item = next((i for i in bench.items if i.stem == args.image), None)
+    if item is None:
+        stems = sorted(i.stem for i in bench.items)
+        raise UserError(f"{bench.name} has no image {args.image!r}; it has {', '.join(stems[:8])}"
+                        + (", ..." if len(stems) > 8 else "") + ".")
+    if item.hr is None:
+        raise UserError(f"{bench.name} has no HR images; a crop figure compares against HR.")
+    outputs = {}
+    for method in methods:
+        path = sr_folder(Path(args.out), method, sr_set_name(bench)) / f"{item.stem}.png"
+        if not path.is_file():
+            raise UserError(f"no SR output of {method} for {item.stem} at {path}; run `evaluate leaderboard` with "
+                            f"--methods {method} on this set and --out {args.out} first.")
+        outputs[method] = read_rgb(path)
+    try:
+        hr, lr = read_rgb(item.hr), read_rgb(item.lr)
+    except BadImage as exc:
+        raise UserError(f"cannot read {item.stem}'s HR or LR: {exc}") from exc
+    if box is None:
+        box = auto_box(hr, list(outputs.values()), args.size)
+        print(f"box auto: {box.text()} (the {box.w}x{box.h} window where the methods differ most)")
+    dest = Path(args.dest) if args.dest else Path(args.out) / "figures" / f"{bench.name}-{item.stem}"
+    for path in write_crop_figure(dest, bench.name, item.stem, hr, lr, outputs, box):
+        print(f"wrote {path}")
+    return 0
+
+
 def _protocols_parser(sub) -> None:
     p = sub.add_parser("protocols", help="list the evaluation protocols and what each fixes",
                        description="Each preset (or a protocol FILE given as argument): its hash, how each dataset is "
@@ -179,12 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
     _leaderboard_parser(sub)
     _weights_parser(sub)
     _protocols_parser(sub)
+    _figure_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler = {"leaderboard": cmd_leaderboard, "weights": cmd_weights, "protocols": cmd_protocols}[args.command]
+    handler = {"leaderboard": cmd_leaderboard, "weights": cmd_weights, "protocols": cmd_protocols, "figure": cmd_figure}[args.command]
     return run_command("evaluate", lambda: handler(args),
                        "interrupted; completed rows are saved, run the same command again to resume.")
 

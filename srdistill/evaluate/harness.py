@@ -67,6 +67,7 @@ class EvalSummary:
     protocol: Protocol | None = None
     failures: dict[tuple[str, str, str], int] = field(default_factory=dict)  # (method, dataset, status) -> rows
     sr_sets: dict[str, dict[str, Path | None]] = field(default_factory=dict)  # SR folder name -> stem -> HR path
+    lr_sets: dict[str, dict[str, Path]] = field(default_factory=dict)  # SR folder name -> stem -> LR path
     counterparts: dict[str, list[str]] = field(default_factory=dict)  # method -> reported method ids it reproduces
 
     def fail(self, method: str, dataset: str, status: str, rows: int = 1) -> None:
@@ -327,6 +328,17 @@ def _protocol_benchmarks(protocol: Protocol, dataset_spec: str, *, data_root, ca
     return found, missing
 
 
+def prepared_benchmark(out: Path, dataset: str, *, protocol: str | Path | Protocol | None = None, data_root=None,
+                       hr: str | None = None, lr: str | None = None, partial: bool = False) -> Benchmark:
+    """One set as `run_evaluation` prepared it under `protocol` into OUT (its SR outputs are in
+    sr_folder(out, method, sr_set_name(set))); cached HR/LR are reused, nothing is scored."""
+    proto = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
+    loaded, _ = resolve_benchmarks(dataset, data_root=data_root, cache=Path(out) / "cache", hr=hr, lr=lr, partial=partial)
+    if len(loaded) != 1:
+        raise UserError(f"name one data set (got {len(loaded)} from {dataset!r}).")
+    return prepare(loaded[0], proto.prep_for(loaded[0].name), proto, Path(out) / "cache")
+
+
 def run_evaluation(methods: list[str] | str, datasets: list[str] | str, metrics: list[str] | str | None, out: Path, *,
                    extra_methods: dict[str, str] | None = None, data_root: str | None = None, hr: str | None = None,
                    lr: str | None = None, runs_root: str | None = None, device: str = "cpu", tile: int = 0,
@@ -365,6 +377,7 @@ def run_evaluation(methods: list[str] | str, datasets: list[str] | str, metrics:
     summary = EvalSummary(out, [m.name for m in method_objs], [b.name for b in benches], metric_names, unavailable, missing,
                           protocol=proto)
     summary.sr_sets = {sr_set_name(b): {i.stem: i.hr for i in b.items} for b in benches}
+    summary.lr_sets = {sr_set_name(b): {i.stem: i.lr for i in b.items} for b in benches}
     summary.counterparts = {m.name: counterparts(m) for m in method_objs}
     store = ResultStore(out)
     pool_options = {m: {k: v for k, v in o.items() if v != UNSPECIFIED and k not in PATCH_OPTIONS} for m, o in stated.items()}

@@ -22,7 +22,7 @@ def _write_parquet(frame: pd.DataFrame, path: Path) -> Path:
     return path
 
 
-def _protocols(results: pd.DataFrame, summary) -> dict:
+def known_protocols(results: pd.DataFrame, summary) -> dict:
     """Protocol objects for the names in the results: this run's, and presets whose hash still matches."""
     found = {}
     for name, hashes in results.groupby("protocol")["protocol_hash"].unique().items():
@@ -35,8 +35,10 @@ def _protocols(results: pd.DataFrame, summary) -> dict:
     return found
 
 
-def write_reports(out: Path, summary=None, *, include_reported: bool = True) -> list[Path]:
-    """Write every report file under OUT for the methods and datasets of `summary` (all in results if None).
+def write_reports(out: Path, summary=None, *, include_reported: bool = True, latex: str | Path | None = None,
+                  html: str | Path | None = None) -> list[Path]:
+    """Write every report file under OUT for the methods and datasets of `summary` (all in results if None), plus
+    the LaTeX tables to `latex` and the static site to `html` when given.
 
     Rows of other protocols for the same methods and datasets stay in the report, each in its own section."""
     from srdistill.evaluate.render.leaderboard_md import render_leaderboard_md
@@ -58,8 +60,8 @@ def write_reports(out: Path, summary=None, *, include_reported: bool = True) -> 
     notes = [line for line in summary.lines()[1:] if not line.startswith("metric ")] if summary is not None else []
     reported = load_reported() if include_reported else None
     counterparts = summary.counterparts if summary is not None else None
-    md = render_leaderboard_md(board, reported, extra_notes=notes, counterparts=counterparts,
-                               protocols=_protocols(results, summary))
+    protocols = known_protocols(results, summary)
+    md = render_leaderboard_md(board, reported, extra_notes=notes, counterparts=counterparts, protocols=protocols)
     (out / "leaderboard.md").write_text(md)
     written.append(out / "leaderboard.md")
     if include_reported:
@@ -77,7 +79,23 @@ def write_reports(out: Path, summary=None, *, include_reported: bool = True) -> 
         grid = visual_grid(out / "sr", name, methods, hr, out / "grids")
         if grid is not None:
             written.append(grid)
+    if latex:
+        written.append(write_latex(Path(latex), board, reported, protocols))
+    if html:
+        from srdistill.evaluate.render.site import write_site
+
+        written.append(write_site(Path(html), board, results, reported=reported, counterparts=counterparts,
+                                  protocols=protocols, sr_root=out / "sr", sr_sets=sets, plots=out / "plots",
+                                  lr_sets=summary.lr_sets if summary is not None else None))
     return written
+
+
+def write_latex(path: Path, board: pd.DataFrame, reported: pd.DataFrame | None, protocols: dict) -> Path:
+    from srdistill.evaluate.render.leaderboard_tex import render_leaderboard_tex
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_leaderboard_tex(board, reported, protocols=protocols))
+    return path
 
 
 def _hr_paths(out: Path, dataset: str, rows: pd.DataFrame) -> dict[str, Path | None]:

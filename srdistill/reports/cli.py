@@ -78,6 +78,10 @@ def _parser() -> argparse.ArgumentParser:
     n.add_argument("--baseline", help="compare against this recorded night too (default: the one pinned "
                    "with `reports pin`, if any)")
     n.add_argument("--quiet", action="store_true", help="no progress bars")
+    n.add_argument("--latex", metavar="FILE.tex", help="also write tonight's leaderboard as booktabs tables (one per "
+                   "protocol) in a document pdflatex compiles")
+    n.add_argument("--html", metavar="DIR", help="also write tonight's leaderboard as a self-contained static site "
+                   "(sortable tables, per-image values, comparison slider) to DIR")
     download.add_flags(n)
 
     p = sub.add_parser("pin", help="pin a recorded night as the baseline",
@@ -96,9 +100,13 @@ def _nightly(args) -> int:
     from srdistill.reports.suite import load_suite
 
     download.configure(offline=args.offline, mirror=args.mirror)
+    if args.html:
+        from srdistill.evaluate.render.site import check_site_dest
+
+        check_site_dest(args.html)  # before the suite runs, not after it
     suite = load_suite(args.suite)
     outcome = run_nightly(suite, args.history, args.date or _today(), args.out, baseline=args.baseline,
-                          progress=not args.quiet)
+                          progress=not args.quiet, latex=args.latex, html=args.html)
     for line in outcome.eval_lines:
         print(line)
     if not outcome.comparisons:

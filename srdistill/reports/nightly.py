@@ -181,8 +181,8 @@ def measure_throughput(bench: ThroughputBenchmark, extra_methods: dict[str, str]
     return {"name": bench.name, "value": float(rate), "unit": unit, "items": bench.images, "seconds": float(seconds)}
 
 
-def evaluate_suite(suite: Suite, work: Path, extra_methods: dict[str, str], progress: bool) -> tuple[pd.DataFrame, list[str]]:
-    """Score the suite into a fresh WORK/eval; returns history-shaped rows and the harness's summary lines."""
+def evaluate_suite(suite: Suite, work: Path, extra_methods: dict[str, str], progress: bool):
+    """Score the suite into a fresh WORK/eval; returns history-shaped rows and the harness's summary."""
     from srdistill.evaluate.harness import run_evaluation
     from srdistill.core.metrics import metric_info
 
@@ -195,7 +195,7 @@ def evaluate_suite(suite: Suite, work: Path, extra_methods: dict[str, str], prog
     results = results[list(hist.RESULTS_SCHEMA.names)].copy()
     results["value"] = results["value"].astype("float64")
     results["seconds"] = results["seconds"].astype("float64")
-    return results.reset_index(drop=True), summary.lines()
+    return results.reset_index(drop=True), summary
 
 
 def _leaderboard_md(results: pd.DataFrame) -> str:
@@ -207,9 +207,27 @@ def _leaderboard_md(results: pd.DataFrame) -> str:
     return "\n".join("#" + line if line.startswith("#") else line for line in text.splitlines())
 
 
+def write_tables_and_site(eval_dir: Path, summary, latex: str | Path | None, html: str | Path | None) -> None:
+    """Tonight's leaderboard as LaTeX tables and as a static site (the papers' reported rows left out, as in
+    report.md), from the harness's own output folder."""
+    from srdistill.evaluate.leaderboard import build_leaderboard
+    from srdistill.evaluate.render.site import write_site
+    from srdistill.evaluate.report import known_protocols, write_latex
+
+    results = pd.read_parquet(eval_dir / "results.parquet")
+    board = build_leaderboard(results)
+    protocols = known_protocols(results, summary)
+    if latex:
+        write_latex(Path(latex), board, None, protocols)
+    if html:
+        write_site(Path(html), board, results, protocols=protocols, sr_root=eval_dir / "sr", sr_sets=summary.sr_sets,
+                   lr_sets=summary.lr_sets, title="Nightly leaderboard")
+
+
 def run_nightly(suite: Suite, history: str | Path, date: str, out: str | Path, *, baseline: str | None = None,
-                progress: bool = True) -> NightlyOutcome:
-    """Run ``suite`` as the night of ``date``; see the module docstring."""
+                progress: bool = True, latex: str | Path | None = None, html: str | Path | None = None) -> NightlyOutcome:
+    """Run ``suite`` as the night of ``date``; see the module docstring. `latex` and `html`: also write tonight's
+    leaderboard as LaTeX tables to that file and as a static site to that folder."""
     from srdistill.core.outputs import check_output_dir
 
     t0 = time.perf_counter()
@@ -231,7 +249,10 @@ def run_nightly(suite: Suite, history: str | Path, date: str, out: str | Path, *
     hashes = spec_hashes(suite)
 
     trained = run_training_jobs(suite, work, progress)
-    results, eval_lines = evaluate_suite(suite, work, trained, progress)
+    results, summary = evaluate_suite(suite, work, trained, progress)
+    eval_lines = summary.lines()
+    if latex or html:
+        write_tables_and_site(work / "eval", summary, latex, html)
     extra = {**suite.method_dirs, **trained}
     throughput = pd.DataFrame(
         [measure_throughput(b, extra, work) for b in suite.throughput],
