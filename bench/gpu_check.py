@@ -41,7 +41,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ("strsr", "d3sr", "ctsr", "vpdsr")
-SUBPACKAGES = ("degrade", "datasets", "evaluate", "training", "reports")
 
 # Dense (no sparsity) bf16 tensor-core peaks in TFLOP/s from the vendors' data sheets, matched on the
 # lower-cased device name, most specific first.
@@ -90,13 +89,6 @@ def import_source_tree() -> str:
     pkg = importlib.util.module_from_spec(spec)
     sys.modules["srdistill"] = pkg
     spec.loader.exec_module(pkg)
-    for sub in SUBPACKAGES:
-        sspec = importlib.util.spec_from_file_location(f"srdistill.{sub}", ROOT / sub / "__init__.py",
-                                                       submodule_search_locations=[str(ROOT / sub)])
-        mod = importlib.util.module_from_spec(sspec)
-        sys.modules[f"srdistill.{sub}"] = mod
-        setattr(pkg, sub, mod)
-        sspec.loader.exec_module(mod)
     return "source tree"
 
 
