@@ -18,7 +18,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from helpers.images import save, smooth_image
-from srdistill.datasets.benchmarks import LAYOUTS, Benchmark, MissingBenchmark, load_benchmark, resolve_benchmarks
+from srdistill.datasets.benchmarks import LAYOUTS, Benchmark, MissingBenchmark
+from srdistill.evaluate.benchmarks import load_benchmark, resolve_benchmarks
 from srdistill.datasets.images import encode_png, read_rgb
 from srdistill.datasets.parquet import read_parquet_image
 from srdistill.datasets.sources import SOURCES, resolve_source

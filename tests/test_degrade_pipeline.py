@@ -2,7 +2,7 @@
 determinism across processes and thread counts, exact LR shapes, and the ops against third-party maths.
 
 The realesrgan preset's frequencies are checked against its numbers as the version-1 view names them
-(spec_v1.from_v2), reading each sample's op record by stage."""
+(v1_view.from_v2), reading each sample's op record by stage."""
 
 import hashlib
 import json
@@ -21,7 +21,7 @@ from scipy import ndimage, stats
 from skimage import data
 from srdistill.degrade.ops import kernels
 from srdistill.degrade.ops import primitives as ops
-from srdistill.degrade.spec import v1 as spec_v1
+from srdistill.degrade.spec.v1_view import from_v2
 from srdistill.degrade.pipeline import apply_params, degrade_image, sample_params, sample_rng
 from srdistill.degrade.spec.schema import load_spec
 
@@ -35,7 +35,7 @@ def spec():
 
 @pytest.fixture(scope="module")
 def numbers(spec):
-    return spec_v1.from_v2(spec)
+    return from_v2(spec)
 
 
 def view(record: dict) -> dict:
@@ -169,7 +169,7 @@ def test_noise_and_jpeg_frequencies(numbers, draws):
 
 def test_libjpeg_qualities_are_uniform_integers():
     spec = load_spec("realesrgan-libjpeg")
-    lj = spec_v1.from_v2(spec)
+    lj = from_v2(spec)
     rng = sample_rng(0, "libjpeg-quality")
     draws = [view(sample_params(spec, rng, (64, 64))) for _ in range(5000)]
     for stage in ("stage1", "stage2"):

@@ -1,6 +1,6 @@
 """Degradation spec: shipped presets hold the Real-ESRGAN numbers, files load, bad files name the bad field.
 
-The preset numbers are read through the version-1 view (spec_v1.from_v2), which exists only when the v2
+The preset numbers are read through the version-1 view (v1_view.from_v2), which exists only when the v2
 pipeline has exactly the structure the version-1 conversion gives; version-1 files keep their meaning and
 their error messages. The version-2 syntax itself is tested in test_degrade_spec_v2.py.
 """
@@ -22,11 +22,12 @@ from srdistill.degrade.spec.schema import (
 )
 
 from srdistill.degrade.spec import v1 as spec_v1
+from srdistill.degrade.spec.v1_view import from_v2
 from srdistill.core.errors import UserError
 
 
 def v1(name: str) -> spec_v1.SpecV1:
-    view = spec_v1.from_v2(load_spec(name))
+    view = from_v2(load_spec(name))
     assert view is not None
     return view
 
@@ -89,7 +90,7 @@ def test_a_spec_from_before_the_parity_fields_keeps_its_behaviour():
         del d[st]["resize"]["coords"], d[st]["jpeg_codec"]
         d[st]["jpeg_quality"] = [30, 95]
     new = spec_from_dict(d)
-    old = spec_v1.from_v2(new)
+    old = from_v2(new)
     assert (old.stage1.jpeg_codec, old.stage2.jpeg_codec) == ("libjpeg", "libjpeg")
     assert (old.stage1.resize.coords, old.stage2.resize.coords) == ("size", "size")
     assert spec_hash(new) != spec_hash(load_spec("realesrgan"))  # the preset's change shows in its hash
@@ -135,12 +136,12 @@ def test_user_yaml_and_json_files(tmp_path):
 def test_user_file_can_override_a_preset(tmp_path):
     f = tmp_path / "light.yaml"
     f.write_text("base: realesrgan\nname: light\nstage2: {blur_prob: 0.5, noise: {sigma_range: [1, 5]}}\n")
-    s = spec_v1.from_v2(load_spec(f))
+    s = from_v2(load_spec(f))
     ref = v1("realesrgan")
     assert s.name == "light" and s.stage2.blur_prob == 0.5 and s.stage2.noise.sigma_range == (1.0, 5.0)
     assert s.stage2.noise.gray_prob == ref.stage2.noise.gray_prob and s.stage1 == ref.stage1
     f.write_text("base: realesrgan\nname: no-usm\nusm: null\n")
-    assert spec_v1.from_v2(load_spec(f)).usm is None
+    assert from_v2(load_spec(f)).usm is None
     assert [step.op for step in load_spec(f).pipeline if hasattr(step, "op")] == []
 
 

@@ -13,11 +13,10 @@ from srdistill.datasets.benchmarks import (
     MissingBenchmark,
     canonical_name,
     folder_benchmark,
-    load_benchmark,
     pairing_stem,
-    resolve_benchmarks,
 )
 from srdistill.datasets.images import read_rgb
+from srdistill.evaluate.benchmarks import load_benchmark, resolve_benchmarks
 
 from srdistill.core.errors import UserError
 

@@ -21,12 +21,13 @@ def test_tiny_roles_are_the_real_library_classes_and_frozen():
     from pyiqa.archs.lpips_arch import LPIPS
 
     from srdistill.training.nets.resshift_unet import ResShiftUNet
+    from srdistill.training.recipes.resshift import build_resshift_net
 
     built = {
         AutoencoderKL: C.build_vae("tiny"),
         UNet2DConditionModel: C.build_unet("tiny"),
         SD3Transformer2DModel: C.build_dit("tiny"),
-        ResShiftUNet: C.build_resshift_unet("tiny"),
+        ResShiftUNet: build_resshift_net("tiny", 4),
         CLIP: C.build_open_clip("tiny", "convnext"),
         LPIPS: C.build_lpips("tiny", "alex"),
     }

@@ -7,10 +7,10 @@ A folder whose pairs differ in number from the release, or whose sizes show it t
 128-px crops under the name of the full set, or the reverse), is refused with a sentence saying so: a named set
 never loads something else under its name. Names are case-insensitive.
 
-Sets without released LR images (DIV2K-val, the embedded `sample`) get their LR synthesized by our `degrade`
-pipeline with the `realesrgan` preset and a fixed seed, cached under the evaluation's cache folder and recorded
-in the results. StableSR's test sets (`StableSR-DIV2K`, `StableSR-RealSR`, `StableSR-DRealSR`) are separate sets
-with their released LR, so a paper's rows measured on them sit beside the set they were measured on.
+Sets without released LR images (DIV2K-val, the embedded `sample`) are found as their HR images (`ToSynthesize`):
+evaluation synthesizes their LR with `degrade` (srdistill.evaluate.synthesis), a layer above this one. StableSR's
+test sets (`StableSR-DIV2K`, `StableSR-RealSR`, `StableSR-DRealSR`) are separate sets with their released LR, so a
+paper's rows measured on them sit beside the set they were measured on.
 """
 
 from __future__ import annotations
@@ -24,13 +24,10 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from srdistill.datasets.images import BadImage, encode_png, read_rgb
 from srdistill.datasets.sources import DATA_ROOT_ENV, IMAGE_EXTENSIONS, sample_dir
 
 from srdistill.core.errors import UserError
 
-SYNTH_PRESET = "realesrgan"
-SYNTH_SEED = 0
 SCALE = 4
 SAMPLE_MAX_SIDE = 512  # the sample's HR is center-cropped to at most this, so the demo stays quick on a CPU
 CROP_LR, CROP_HR = (128, 128), (512, 512)  # StableSR's test crops: LR 128x128, HR 512x512 (width, height)
@@ -164,11 +161,11 @@ def _images(folder: Path, pattern: str) -> list[Path]:
     return sorted(p for p in folder.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
-def _fingerprint(parts: list[str]) -> str:
+def fingerprint(parts: list[str]) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
-def _file_token(path: Path) -> str:
+def file_token(path: Path) -> str:
     st = path.stat()
     return f"{path.name}:{st.st_size}"
 
@@ -176,10 +173,10 @@ def _file_token(path: Path) -> str:
 def pair_folders(name: str, hr_files: list[Path], lr_files: list[Path], hr_dir: Path | None) -> Benchmark:
     """Match LR to HR by pairing stem; UserError when an LR has no HR or a stem repeats; an HR with no LR is left
     out and noted."""
-    lr_by = _unique_by_stem(name, lr_files, "LR")
+    lr_by = unique_by_stem(name, lr_files, "LR")
     notes = []
     if hr_files:
-        hr_by = _unique_by_stem(name, hr_files, "HR")
+        hr_by = unique_by_stem(name, hr_files, "HR")
         unmatched = sorted(set(lr_by) - set(hr_by))
         if unmatched:
             raise UserError(f"benchmark {name}: {len(unmatched)} LR images have no HR with the same name (first: {lr_by[unmatched[0]]}).")
@@ -192,12 +189,12 @@ def pair_folders(name: str, hr_files: list[Path], lr_files: list[Path], hr_dir: 
         items = [BenchmarkItem(stem, lr_by[stem], None) for stem in sorted(lr_by)]
     if not items:
         raise UserError(f"benchmark {name} holds no LR images.")
-    tokens = [f"{i.stem}|{_file_token(i.lr)}|{_file_token(i.hr) if i.hr else ''}" for i in items]
-    return Benchmark(name, items, hr_dir if hr_files else None, _fingerprint(tokens),
+    tokens = [f"{i.stem}|{file_token(i.lr)}|{file_token(i.hr) if i.hr else ''}" for i in items]
+    return Benchmark(name, items, hr_dir if hr_files else None, fingerprint(tokens),
                      {"kind": "pairs" if hr_files else "lr-only"}, notes, [hr_by[s] for s in orphans] if hr_files else [])
 
 
-def _unique_by_stem(name: str, files: list[Path], what: str) -> dict[str, Path]:
+def unique_by_stem(name: str, files: list[Path], what: str) -> dict[str, Path]:
     out: dict[str, Path] = {}
     for path in files:
         stem = pairing_stem(path)
@@ -312,36 +309,6 @@ def _say(notes: list[str]) -> None:
         log.warning(note)
 
 
-def synthesize(name: str, hr_files: list[Path], cache: Path, *, max_side: int | None = None,
-               preset: str = SYNTH_PRESET, seed: int = SYNTH_SEED) -> Benchmark:
-    """HR (cut to a multiple of 4, center-cropped to max_side) and LR by `degrade`, cached; reruns reuse the cache."""
-    from srdistill.degrade.pipeline import degrade_image
-    from srdistill.degrade.spec.schema import load_spec, spec_hash
-
-    spec = load_spec(preset)
-    tag = f"{name}-{preset}-{spec_hash(spec)}-seed{seed}" + (f"-max{max_side}" if max_side else "")
-    hr_out, lr_out = cache / tag / "hr", cache / tag / "lr"
-    hr_out.mkdir(parents=True, exist_ok=True)
-    lr_out.mkdir(parents=True, exist_ok=True)
-    items, by_stem = [], _unique_by_stem(name, hr_files, "HR")
-    for stem, src in sorted(by_stem.items()):
-        hr_path, lr_path = hr_out / f"{stem}.png", lr_out / f"{stem}.png"
-        if not (hr_path.is_file() and lr_path.is_file()):
-            try:
-                hr = crop_for_scale(read_rgb(src), SCALE, max_side)
-            except BadImage as exc:
-                raise UserError(f"benchmark {name}: cannot read {src}: {exc}") from exc
-            lr, _ = degrade_image(hr, spec, seed, stem)
-            _write_atomic(hr_path, encode_png(hr))
-            _write_atomic(lr_path, encode_png(lr))
-        items.append(BenchmarkItem(stem, lr_path, hr_path))
-    tokens = [tag] + [f"{i.stem}|{_file_token(Path(by_stem[i.stem]))}" for i in items]
-    meta = {"kind": "synthesized", "preset": preset, "spec_hash": spec_hash(spec), "seed": seed, "scale": SCALE}
-    if max_side:
-        meta["max_side"] = max_side
-    return Benchmark(name, items, hr_out, _fingerprint(tokens), meta)
-
-
 def crop_for_scale(hr: np.ndarray, scale: int, max_side: int | None = None) -> np.ndarray:
     """Center crop to at most max_side per side, then cut bottom/right so both sides are multiples of scale."""
     h, w = hr.shape[:2]
@@ -354,18 +321,23 @@ def crop_for_scale(hr: np.ndarray, scale: int, max_side: int | None = None) -> n
     return np.ascontiguousarray(hr[: h - h % scale, : w - w % scale])
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+@dataclass(frozen=True)
+class ToSynthesize:
+    """A set found as HR images only, whose LR evaluation synthesizes: HR cut to a multiple of the scale after a
+    centre crop to at most `max_side`."""
+
+    name: str
+    hr: list[Path]
+    max_side: int | None = None
 
 
-def load_benchmark(name: str, *, data_root: str | os.PathLike | None, cache: Path,
-                   partial: bool = False) -> Benchmark | MissingBenchmark:
-    """A named set (any case, or `sample`), or why it cannot be loaded (`partial`: see _refusal)."""
+def find_benchmark(name: str, *, data_root: str | os.PathLike | None, cache: Path,
+                   partial: bool = False) -> Benchmark | ToSynthesize | MissingBenchmark:
+    """A named set (any case, or `sample`): its pairs, its HR images when its LR is to be synthesized, or why it
+    cannot be loaded (`partial`: see _refusal)."""
     name = canonical_name(name)
     if name == "sample":
-        return synthesize("sample", _images(sample_dir(), "*"), cache, max_side=SAMPLE_MAX_SIDE)
+        return ToSynthesize("sample", _images(sample_dir(), "*"), SAMPLE_MAX_SIDE)
     layout = LAYOUTS[name]
     found = locate(name, data_root)
     if isinstance(found, MissingBenchmark):
@@ -379,7 +351,7 @@ def load_benchmark(name: str, *, data_root: str | os.PathLike | None, cache: Pat
         if len(found.hr) != layout.count:
             _say([f"benchmark {name}: {layout.count} HR images expected, found {len(found.hr)} in {found.root}: "
                   f"evaluated as a partial copy (--partial-sets)."])
-        return synthesize(name, found.hr, cache)
+        return ToSynthesize(name, found.hr)
     bench = pair_folders(name, found.hr, found.lr, found.root)
     refusal = _refusal(layout, bench, found.root, partial)
     if refusal:
@@ -401,32 +373,3 @@ def _hr_folder(bench: Benchmark, cache: Path) -> Path:
         if not link.exists():
             os.symlink(item.hr.resolve(), link)
     return folder
-
-
-def resolve_benchmarks(spec: str, *, data_root: str | os.PathLike | None, cache: Path,
-                       hr: str | None = None, lr: str | None = None,
-                       partial: bool = False) -> tuple[list[Benchmark], list[MissingBenchmark]]:
-    """`all` -> every set found (missing ones reported); `a,b` -> exactly those (a missing one is a UserError).
-
-    `--hr/--lr` folders are added as one more set named after the LR folder.
-    """
-    found: list[Benchmark] = []
-    missing: list[MissingBenchmark] = []
-    every = (spec or "").strip().lower() == "all"
-    given = list(BENCHMARK_NAMES) if every else [s.strip() for s in (spec or "").split(",") if s.strip()]
-    names = list(dict.fromkeys(canonical_name(n) for n in given))  # any case; a set named twice is loaded once
-    for name in names:
-        result = load_benchmark(name, data_root=data_root, cache=cache, partial=partial)
-        if isinstance(result, MissingBenchmark):
-            if not every:
-                raise UserError(result.sentence())
-            missing.append(result)
-        else:
-            found.append(result)
-    if lr:
-        found.append(folder_benchmark(hr, lr))
-    elif hr:
-        raise UserError("--hr needs --lr: give the folder of LR inputs that pair with the HR images.")
-    if not found:
-        raise UserError("no benchmark to evaluate: " + ("; ".join(m.sentence() for m in missing) or "pass --datasets or --lr."))
-    return found, missing

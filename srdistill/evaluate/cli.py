@@ -193,7 +193,8 @@ def _figure_parser(sub) -> None:
 
 def cmd_figure(args) -> int:
     from srdistill.datasets.images import BadImage, read_rgb
-    from srdistill.evaluate.harness import prepared_benchmark, sr_folder, sr_set_name
+    from srdistill.evaluate.harness import prepared_benchmark
+    from srdistill.evaluate.scoring import sr_folder, sr_set_name
     from srdistill.evaluate.render.crop_figure import auto_box, parse_box, write_crop_figure
 
     if not args.dataset and not args.hr:

@@ -3,7 +3,7 @@
 The units are fixed before any work starts: one per (method, set, chunk of CHUNK_IMAGES images) that still lacks
 an SR output or a row, then one per (method, set, folder-level metric) such as FID, run after every image of the
 set exists. A unit generates its images' SR outputs and scores them with the same code as the single-process
-path (harness.py), on one of `srdistill.core.cluster`'s runner actors, whose process keeps each method's network and
+path (scoring.py), on one of `srdistill.core.cluster`'s runner actors, whose process keeps each method's network and
 each built metric for every later unit it runs. Its rows come back to the driver, which writes them through
 ResultStore as one part file per unit, so N workers give the rows one gives, and a unit lost with its node is run
 again without its rows being written twice.
@@ -24,7 +24,7 @@ from pathlib import Path
 
 from srdistill.datasets.benchmarks import Benchmark
 from srdistill.core import weights
-from srdistill.evaluate.harness import (
+from srdistill.evaluate.scoring import (
     EvalSummary,
     MetricPlan,
     generate_sr,

@@ -6,14 +6,14 @@ the preparation's content hash, so a rerun reuses them and two preparations neve
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from srdistill.datasets.benchmarks import Benchmark, BenchmarkItem, crop_for_scale
-from srdistill.datasets.images import BadImage, encode_png, read_rgb
+from srdistill.datasets.images import BadImage, read_rgb
 from srdistill.evaluate.protocol import DatasetPrep, Protocol
+from srdistill.evaluate.synthesis import synthesize_lr, write_png
 
 from srdistill.core.errors import UserError
 
@@ -32,12 +32,6 @@ def random_boxes(sizes: list[tuple[int, int]], count: int, crop: int, seed: int)
         h, w = sizes[index]
         boxes.append((index, int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))))
     return boxes
-
-
-def _write(path: Path, img: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(encode_png(img))
-    os.replace(tmp, path)
 
 
 def _read(protocol: Protocol, bench: Benchmark, path: Path) -> np.ndarray:
@@ -73,11 +67,7 @@ def prepare(bench: Benchmark, prep: DatasetPrep, protocol: Protocol, cache: Path
 
 
 def _synthesize_lr(hr: np.ndarray, prep: DatasetPrep, key: str) -> np.ndarray:
-    from srdistill.degrade.pipeline import degrade_image
-    from srdistill.degrade.spec.schema import load_spec
-
-    lr, _ = degrade_image(hr, load_spec(prep.run_spec), prep.run_seed, key)
-    return lr
+    return synthesize_lr(hr, prep.run_spec, prep.run_seed, key)
 
 
 def _pair(folder: Path, stem: str) -> tuple[Path, Path]:
@@ -107,8 +97,8 @@ def _center_crops(bench: Benchmark, prep: DatasetPrep, protocol: Protocol, folde
                 top, left = center_box(lr.shape[0], lr.shape[1], size)
                 lr = lr[top:top + size, left:left + size]
                 hr = hr[top * scale:(top + size) * scale, left * scale:(left + size) * scale]
-            _write(hr_path, np.ascontiguousarray(hr))
-            _write(lr_path, np.ascontiguousarray(lr))
+            write_png(hr_path, np.ascontiguousarray(hr))
+            write_png(lr_path, np.ascontiguousarray(lr))
         items.append(BenchmarkItem(item.stem, lr_path, hr_path))
     return items
 
@@ -135,8 +125,8 @@ def _random_crops(bench: Benchmark, prep: DatasetPrep, protocol: Protocol, folde
             if not (hr_path.is_file() and lr_path.is_file()):
                 source = _read(protocol, bench, item.hr) if source is None else source
                 hr = np.ascontiguousarray(source[top:top + crop, left:left + crop])
-                _write(hr_path, hr)
-                _write(lr_path, _synthesize_lr(hr, prep, stem))
+                write_png(hr_path, hr)
+                write_png(lr_path, _synthesize_lr(hr, prep, stem))
             items.append(BenchmarkItem(stem, lr_path, hr_path))
     return sorted(items, key=lambda it: it.stem)
 
@@ -148,7 +138,7 @@ def _resynthesized(bench: Benchmark, prep: DatasetPrep, protocol: Protocol, fold
         hr_path, lr_path = _pair(folder, item.stem)
         if not (hr_path.is_file() and lr_path.is_file()):
             hr = crop_for_scale(_read(protocol, bench, item.hr), protocol.scale)
-            _write(hr_path, hr)
-            _write(lr_path, _synthesize_lr(hr, prep, item.stem))
+            write_png(hr_path, hr)
+            write_png(lr_path, _synthesize_lr(hr, prep, item.stem))
         items.append(BenchmarkItem(item.stem, lr_path, hr_path))
     return items

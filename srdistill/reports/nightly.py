@@ -166,7 +166,7 @@ def measure_throughput(bench: ThroughputBenchmark, extra_methods: dict[str, str]
         rate, seconds = _time_items(lambda hr: degrade_image(hr, spec, 0, f"k{next(keys)}"), crops)
         unit = f"{size}px crops/s"
     else:
-        from srdistill.datasets.benchmarks import resolve_benchmarks
+        from srdistill.evaluate.benchmarks import resolve_benchmarks
         from srdistill.datasets.images import read_rgb
         from srdistill.evaluate.methods.registry import resolve_methods
 

@@ -8,6 +8,8 @@ its recorded digest equals the planned one; `degrade verify` lists the source ag
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 from srdistill.datasets.shards.manifest import PLAN_NAME, build_id, dump, part_name
 from srdistill.degrade.build.plan import Plan
@@ -70,9 +72,11 @@ def drop_changed(storage: Storage, plan: Plan, doc: dict, done: dict[str, dict],
     return {n: r for n, r in done.items() if n not in stale}
 
 
-def check_sources(manifest: dict) -> tuple[list[str], list[str]]:
-    """(problems, notes): list the build's source again and compare each shard's recorded source digest with it."""
-    from srdistill.degrade.curate.select import Curation
+def check_sources(manifest: dict, load_curation: Callable[[dict | None], Any]) -> tuple[list[str], list[str]]:
+    """(problems, notes): list the build's source again and compare each shard's recorded source digest with it.
+
+    `load_curation` (curate.select.Curation.from_record) gives the curation the manifest records; it is passed in
+    because curation, which hands builds their source images, sits above building."""
     from srdistill.degrade.build.plan import make_plan
     from srdistill.degrade.spec.schema import spec_from_dict
 
@@ -87,7 +91,7 @@ def check_sources(manifest: dict) -> tuple[list[str], list[str]]:
         plan = make_plan(args["src"], spec_from_dict(manifest["spec"]), crop=crop, crops_per_image=per_image,
                          shard_samples=identity["shard_samples"], seed=manifest["seed"], limit=args.get("limit"),
                          data_root=args.get("data_root"), split=identity["split"], max_pixels=identity["max_pixels"],
-                         source_identity=mode, curation=Curation.from_record(manifest.get("curation")))
+                         source_identity=mode, curation=load_curation(manifest.get("curation")))
     except UserError as exc:
         return [], [f"sources not checked: {exc}"]
     except KeyError as exc:

@@ -24,6 +24,7 @@ import types
 import numpy as np
 
 from srdistill.degrade.spec import v1 as spec_v1
+from srdistill.degrade.spec.v1_view import from_v2
 from srdistill.degrade.spec.schema import PRESET_DIR, DegradationSpec, read_document, resolve
 from srdistill.core.errors import UserError
 
@@ -70,7 +71,7 @@ def _get(obj, path: str):
 def reference_options(spec: DegradationSpec) -> tuple[dict, dict]:
     """(RealESRGANDataset kernel options, RealESRGANModel degradation options) for `spec`."""
     v2 = spec
-    spec = spec_v1.from_v2(v2)
+    spec = from_v2(v2)
     if spec is None or spec.kind != "second_order":
         raise UserError(f"the Real-ESRGAN reference runs specs with the structure of the realesrgan preset only "
                         f"(its steps and ids; other numbers are fine); spec {v2.name!r} has another.")

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from srdistill.datasets.images import BadImage, decode_png
 from srdistill.degrade.build.identity import check_sources
+from srdistill.degrade.curate.select import Curation, file_sha256
 from srdistill.datasets.shards.manifest import MANIFEST_NAME
 from srdistill.datasets.shards.reader import build_samples, open_build
 from srdistill.datasets.shards.format import is_shard_name, read_samples
@@ -67,7 +68,7 @@ def verify(out: str, *, storage_options: dict | None = None, decode: bool = True
     if sources and curation_problems:
         report.notes.append("sources not checked: the curation scores file that chose them changed.")
     elif sources:
-        problems, notes = check_sources(manifest)
+        problems, notes = check_sources(manifest, Curation.from_record)
         report.problems.extend(problems)
         report.notes.extend(notes)
     return report
@@ -76,8 +77,6 @@ def verify(out: str, *, storage_options: dict | None = None, decode: bool = True
 def check_curation(manifest: dict) -> list[str]:
     """The curation scores file the build names still exists with the sha256 recorded (nothing when uncurated)."""
     import os
-
-    from srdistill.degrade.curate.select import file_sha256
 
     curation = manifest.get("curation")
     if not curation:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import special
-from srdistill.degrade.spec import typed
+from srdistill.core import typed
 from srdistill.degrade.ops.opdef import choose
 
 KERNEL_TYPES = ("iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso")

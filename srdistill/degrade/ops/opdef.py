@@ -106,6 +106,17 @@ def is_distribution(value: Any) -> bool:
     return isinstance(value, dict) and any(k in value for k in DISTRIBUTIONS)
 
 
+def show(value) -> str:
+    """A value or distribution in one short line: `uniform [30.0, 95.0]`, `choice [a, b] probs [0.5, 0.5]`."""
+    if is_distribution(value):
+        return " ".join(f"{k} {show(v)}" for k, v in value.items())
+    if isinstance(value, dict) and "var" in value and len(value) == 1:
+        return f"var {value['var']}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(show(v) for v in value) + "]"
+    return str(value)
+
+
 def choose(rng: np.random.Generator, values: tuple | list, probs: tuple | list | None = None) -> Any:
     """One of `values` with probabilities `probs` (equal if None): one uniform draw, inverse CDF."""
     if probs is None:

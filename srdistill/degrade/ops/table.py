@@ -8,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from srdistill.degrade.ops.opdef import REGISTRY, REQUIRED, Op
+from srdistill.degrade.ops.opdef import REGISTRY, REQUIRED, Op, show
 
 START, END = "<!-- op-table:start -->", "<!-- op-table:end -->"
 DOC = Path(__file__).resolve().parents[3] / "docs" / "degrade.md"
@@ -19,8 +19,6 @@ def _cell(text: str) -> str:
 
 
 def _default(value) -> str:
-    from srdistill.degrade.spec.compare import show
-
     if value is REQUIRED:
         return "required"
     if isinstance(value, dict) and not any(k in value for k in ("uniform", "log_uniform", "randint", "choice",

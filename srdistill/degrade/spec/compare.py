@@ -13,21 +13,10 @@ from collections import Counter
 
 import pandas as pd
 
-from srdistill.degrade.ops.opdef import is_distribution
+from srdistill.degrade.ops.opdef import is_distribution, show
 from srdistill.degrade.spec.schema import DegradationSpec, Draw, OneOf, OpStep, Sequence, Shuffle, Stage, Step
 
 COLUMNS = ["step", "change", "parameter", "A", "B"]
-
-
-def show(value) -> str:
-    """A value or distribution in one short line: `uniform [30.0, 95.0]`, `choice [a, b] probs [0.5, 0.5]`."""
-    if is_distribution(value):
-        return " ".join(f"{k} {show(v)}" for k, v in value.items())
-    if isinstance(value, dict) and "var" in value and len(value) == 1:
-        return f"var {value['var']}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(show(v) for v in value) + "]"
-    return str(value)
 
 
 def _flat(params: dict, prefix: str = "") -> dict[str, object]:

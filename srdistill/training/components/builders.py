@@ -280,14 +280,6 @@ def null_prompt_embedding(components: str, unet: nn.Module) -> torch.Tensor:
         return enc(ids)[0].float()
 
 
-def build_resshift_unet(components: str, latent_channels: int = 4) -> nn.Module:
-    """ResShift's Swin-UNet x0-predictor, forward(x, t, lq) (srdistill.training.recipes.resshift.build_resshift_net;
-    ``build_resshift`` there gives the whole released teacher: network, VQ-f4 codec and schedule)."""
-    from srdistill.training.recipes.resshift import build_resshift_net
-
-    return build_resshift_net(components, latent_channels)
-
-
 # --------------------------------------------------------------------------------------------
 # peft LoRA
 # --------------------------------------------------------------------------------------------
