@@ -10,8 +10,6 @@ content that changes numbers (scale, datasets, metrics, openness), not the name,
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from typing import Any
 import yaml
 
 from srdistill.core.errors import UserError
+from srdistill.core.hashing import canonical_hash
 
 PRESET_DIR = Path(__file__).parent / "protocols"
 PRESETS: tuple[str, ...] = tuple(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
@@ -79,7 +78,7 @@ class DatasetPrep:
 
     def tag(self) -> str:
         """A short content hash naming this preparation's cached images and SR outputs."""
-        return _digest(self.canonical())[:8]
+        return canonical_hash(self.canonical())[:8]
 
     def describe(self) -> str:
         """One line: what is prepared and how, with `unspecified` settings and what they ran as."""
@@ -149,7 +148,7 @@ class Protocol:
 
     @property
     def hash(self) -> str:
-        return _digest(self.canonical())
+        return canonical_hash(self.canonical())
 
     def prep_for(self, dataset: str) -> DatasetPrep:
         """The preparation of a dataset; UserError when the protocol does not fix it and is not open."""
@@ -179,10 +178,6 @@ class Protocol:
         out = [f"{d}.{k}" for d, p in self.datasets.items() for k in p.unspecified()]
         out += [f"{m}.{k}" for m, s in self.metrics.items() for k, v in s.options.items() if v == UNSPECIFIED]
         return out
-
-
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
 def _known_datasets() -> tuple[str, ...]:

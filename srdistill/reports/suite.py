@@ -21,7 +21,6 @@ Relative paths (shards, spec and config files) are taken relative to the suite f
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from importlib import resources
@@ -30,6 +29,7 @@ from pathlib import Path
 import yaml
 
 from srdistill.core.errors import UserError
+from srdistill.core.hashing import canonical_hash
 from srdistill.reports.regression import DEFAULT_MIN_EFFECT, Thresholds
 
 DEFAULT_SUITE = "default"
@@ -89,8 +89,7 @@ class Suite:
         """16 hex of the canonical JSON of the suite's content (its source path excluded)."""
         d = asdict(self)
         d.pop("source")
-        text = json.dumps(d, sort_keys=True, separators=(",", ":"), default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return canonical_hash(d, default=str)
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(asdict(self), default=str))

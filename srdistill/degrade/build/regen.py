@@ -13,7 +13,6 @@ still match.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import shlex
 import tarfile
@@ -26,6 +25,7 @@ from srdistill.degrade.build.runner import run_shards
 from srdistill.datasets.shards.format import SCHEMA_VERSION
 from srdistill.core.storage import Storage, default_storage_options
 from srdistill.core.errors import UserError
+from srdistill.core.hashing import short_sha256
 
 
 def _parent_keys(storage: Storage, name: str) -> list[str]:
@@ -54,9 +54,7 @@ def make_regen_plan(parent: str, parent_manifest: dict, spec, seed: int, options
     identity = {
         "schema_version": SCHEMA_VERSION,
         "regen_of": parent_manifest["build_id"],
-        "parent_shards": hashlib.sha256(
-            "\n".join(f"{s['name']}:{s['sha256']}" for s in parent_manifest["shards"]).encode()
-        ).hexdigest()[:16],
+        "parent_shards": short_sha256("\n".join(f"{s['name']}:{s['sha256']}" for s in parent_manifest["shards"]).encode()),
         "spec_hash": spec_hash(spec),
         "seed": seed,
         "scale": spec.scale,

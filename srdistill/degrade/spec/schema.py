@@ -33,7 +33,6 @@ floats), without `name`, `description` and `source`: a renamed copy of a preset 
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ import yaml
 
 from srdistill.degrade.ops import opdef
 from srdistill.core.errors import UserError
+from srdistill.core.hashing import canonical_hash
 
 PRESET_DIR = Path(__file__).parent / "presets"
 PRESETS: tuple[str, ...] = tuple(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
@@ -434,8 +434,7 @@ def spec_to_dict(spec: DegradationSpec) -> dict:
 def spec_hash(spec: DegradationSpec) -> str:
     """First 16 hex chars of sha256 over the canonical JSON (sorted keys, no whitespace), labels excluded."""
     d = {k: v for k, v in spec_to_dict(spec).items() if k not in _LABELS}
-    canon = json.dumps(d, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canon.encode()).hexdigest()[:16]
+    return canonical_hash(d)
 
 
 def iter_steps(steps: tuple[Step, ...], stage: str | None = None):

