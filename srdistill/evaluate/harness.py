@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from srdistill.datasets.benchmarks import (
     resolve_benchmarks,
 )
 from srdistill.datasets.images import BadImage, encode_png, read_rgb
-from srdistill.core import weights
+from srdistill.core import atomic, weights
 from srdistill.evaluate.methods.registry import Method, Unavailable, resolve_methods
 from srdistill.core.metrics import (
     DATASET_IMAGE,
@@ -138,9 +137,7 @@ def generate_sr(method: Method, bench: Benchmark, folder: Path, *, progress: boo
         except BadImage as exc:
             outputs[item.stem] = f"unreadable image: {exc}"
             continue
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_bytes(encode_png(sr))
-        os.replace(tmp, target)
+        atomic.write_bytes(target, encode_png(sr))
         outputs[item.stem] = target
         generated += 1
     return outputs, generated
