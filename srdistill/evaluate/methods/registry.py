@@ -23,6 +23,7 @@ from srdistill.evaluate.methods.tiling import tiled_forward
 from srdistill.training.export import file_fingerprint
 
 from srdistill.core.errors import UserError
+from srdistill.core.metrics import to_uint8
 from srdistill.core.hashing import short_sha256
 
 BUILTIN = ("bicubic", "lanczos", "realesrgan-x4plus", "realesrgan-x4plus-torch")
@@ -108,11 +109,6 @@ class RealESRGANNcnn(Method):
         with _native_output_silenced():
             bgr = self._model.process_cv2(cv2.cvtColor(lr, cv2.COLOR_RGB2BGR))
         return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-def to_uint8(sr: torch.Tensor) -> np.ndarray:
-    """[1,3,H,W] in [0,1] -> uint8 HxWx3 (rounded)."""
-    return sr[0].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
 
 
 def to_input(lr: np.ndarray, device) -> torch.Tensor:
