@@ -1,15 +1,14 @@
 """`degrade diff`: two builds under different specs; the report names the changed spec field and parameters."""
 
-import argparse
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from srdistill.degrade.build.builder import build
-from srdistill.degrade.inspect.diff import add_diff_parser, blockiness, compare_params, flatten, lr_statistics, noise_sigma
+from srdistill.degrade.cli import main
+from srdistill.degrade.inspect.diff import blockiness, compare_params, flatten, lr_statistics, noise_sigma
 from srdistill.degrade.build.regen import regen
-from srdistill.core.errors import UserError
 
 pytestmark = pytest.mark.slow
 
@@ -60,18 +59,12 @@ def builds(tmp_path_factory, ray_cluster):
 
 
 def _diff_cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="degrade")
-    add_diff_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["diff", *argv])
-    return args.func(args)
+    return main(["diff", *argv])
 
 
 def test_diff_of_two_specs_shows_the_changed_parameter(builds, tmp_path, capsys):
     a, b, _ = builds
-    parser = argparse.ArgumentParser(prog="degrade")
-    add_diff_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["diff", str(a), str(b), "--out", str(tmp_path / "d")])
-    assert args.func(args) == 0
+    assert _diff_cli([str(a), str(b), "--out", str(tmp_path / "d")]) == 0
     assert "final.jpeg2_" in capsys.readouterr().out
     md = (tmp_path / "d" / "diff.md").read_text()
     # the v1 override file became a change of one draw, shown op by op
@@ -102,12 +95,12 @@ def test_diff_against_the_reference_sees_a_lighter_build(builds, tmp_path, capsy
     assert "**differs**" not in (tmp_path / "r" / "diff.md").read_text()
 
 
-def test_diff_takes_a_second_build_or_the_reference(builds, tmp_path):
+def test_diff_takes_a_second_build_or_the_reference(builds, tmp_path, capsys):
     a, b, _ = builds
-    with pytest.raises(UserError, match="either a second build B or --reference"):
-        _diff_cli([str(a), str(b), "--reference", "realesrgan", "--out", str(tmp_path)])
-    with pytest.raises(UserError, match="either a second build B or --reference"):
-        _diff_cli([str(a), "--out", str(tmp_path)])
+    for argv in ([str(a), str(b), "--reference", "realesrgan", "--out", str(tmp_path)], [str(a), "--out", str(tmp_path)]):
+        assert _diff_cli(argv) == 2
+        assert capsys.readouterr().err == ("degrade: give either a second build B or --reference SPEC, not both and "
+                                           "not neither.\n")
 
 
 def test_lr_statistics_measure_strength_and_colour():

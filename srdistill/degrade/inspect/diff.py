@@ -15,7 +15,6 @@ reference implementation (degrade/inspect/reference.py) run on the same HR image
 
 from __future__ import annotations
 
-import argparse
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +30,6 @@ from tqdm import tqdm
 from srdistill.datasets.images import decode_png
 from srdistill.datasets.shards.reader import build_samples, open_build
 from srdistill.degrade.spec.compare import compare_specs, spec_of
-from srdistill.core.errors import UserError
 
 DEFAULT_LIMIT = 256
 # Lists longer than this in params (e.g. a whole kernel) are summarised by their length only.
@@ -460,53 +458,3 @@ def diff_reference(build: str, reference: str, out: str | Path, limit: int = DEF
     report = out / "diff.md"
     report.write_text("\n".join(lines) + "\n")
     return ReferenceSummary(report=report, samples=len(built.lr), differs=differs)
-
-
-def add_diff_parser(subparsers) -> argparse.ArgumentParser:
-    """Register `diff` on the `degrade` CLI's subparsers; the handler is ``args.func(args)`` -> exit code."""
-    p = subparsers.add_parser(
-        "diff",
-        help="compare two builds, or a build with the Real-ESRGAN reference: spec, parameter distributions and "
-        "LR statistics (markdown + PNG)",
-        description="Show how build B differs from build A before training on it: the spec steps and parameters that differ (op by op), "
-        "the distribution of every recorded degradation parameter, and statistics measured on the LR images "
-        "(strength against bicubic and area downscales of the HR, colour, high frequencies, noise level, JPEG "
-        "blockiness). With --reference instead of B, compare A's LR statistics with the reference "
-        "implementation's on the same HR images (KS test per statistic). Writes OUT/diff.md and PNG histograms.",
-    )
-    p.add_argument("a", help="first build: a folder or URL holding manifest.json and shards")
-    p.add_argument("b", nargs="?", help="second build, e.g. the output of `degrade regen` under a new spec")
-    p.add_argument("--reference", metavar="SPEC",
-                   help="instead of a second build, compare A's LR statistics with the Real-ESRGAN reference "
-                        "implementation (basicsr + realesrgan, CPU, about a second per 512x512 HR) run on A's HR "
-                        "images under this spec's numbers, e.g. `realesrgan`")
-    p.add_argument("--seed", type=int, default=0, help="seed of the reference's draws (default: %(default)s)")
-    p.add_argument("--out", default="degrade-diff", help="folder for diff.md and plots (default: %(default)s)")
-    p.add_argument("--limit", type=int, default=DEFAULT_LIMIT,
-                   help="samples read per build, spread over its shards (default: %(default)s)")
-    p.set_defaults(func=run_diff)
-    return p
-
-
-def run_diff(args: argparse.Namespace) -> int:
-    from srdistill.core.outputs import check_output_dir
-
-    if args.limit < 2:
-        raise UserError("--limit must be at least 2 samples")
-    check_output_dir(args.out, "--out")
-    if (args.b is None) == (args.reference is None):
-        raise UserError("give either a second build B or --reference SPEC, not both and not neither.")
-    if args.reference is not None:
-        ref = diff_reference(args.a, args.reference, args.out, args.limit, args.seed)
-        print(f"read {ref.samples} samples and degraded their HR with the reference; "
-              + (f"LR statistics that differ (KS p < 0.01): {', '.join(ref.differs)}" if ref.differs
-                 else "no LR statistic differs (KS p >= 0.01)"))
-        print(f"report: {ref.report}")
-        return 0
-    summary = diff_builds(args.a, args.b, args.out, args.limit)
-    print(f"read {summary.samples[0]} + {summary.samples[1]} samples; {summary.spec_fields} spec difference(s) "
-          f"(steps or parameters); "
-          f"{len(summary.moved)} parameter distribution(s) changed"
-          + (f": {', '.join(summary.moved[:8])}" + (" ..." if len(summary.moved) > 8 else "") if summary.moved else ""))
-    print(f"report: {summary.report}")
-    return 0
