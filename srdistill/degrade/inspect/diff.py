@@ -7,7 +7,7 @@ Three views, side by side in a markdown summary with PNG plots:
 - statistics measured on the LR images themselves: strength (PSNR against a plain bicubic downscale of the HR,
   mean absolute deviation from its area downscale), colour (spread of R−G relative to the HR's), high-frequency
   energy (Laplacian variance relative to the bicubic downscale), a noise level estimate (Immerkær 1996) and
-  JPEG blockiness (8×8 grid discontinuity).
+  JPEG blockiness (8×8 grid discontinuity), on the luma as degrade/image_stats.py defines them.
 
 `degrade diff BUILD --reference realesrgan` compares a build's LR statistics with those of the Real-ESRGAN
 reference implementation (degrade/inspect/reference.py) run on the same HR images.
@@ -29,12 +29,12 @@ from tqdm import tqdm
 
 from srdistill.datasets.images import decode_png
 from srdistill.datasets.shards.reader import build_samples, open_build
+from srdistill.degrade.image_stats import blockiness, laplacian_variance, luma, noise_sigma
 from srdistill.degrade.spec.compare import compare_specs, spec_of
 
 DEFAULT_LIMIT = 256
 # Lists longer than this in params (e.g. a whole kernel) are summarised by their length only.
 _MAX_LIST = 4
-_IMMERKAER = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float64)
 
 LR_STATS = {
     "psnr_vs_bicubic": "LR vs bicubic-downscaled HR, PSNR (dB)",
@@ -86,38 +86,6 @@ def record_columns(record: dict) -> dict[str, object]:
     return out
 
 
-def _gray(img: np.ndarray) -> np.ndarray:
-    return cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float64)
-
-
-def noise_sigma(gray: np.ndarray) -> float:
-    """Immerkær's fast noise estimate: σ = sqrt(π/2) / (6 (W-2)(H-2)) Σ |I * M|."""
-    h, w = gray.shape
-    if h < 3 or w < 3:
-        return float("nan")
-    resp = cv2.filter2D(gray, cv2.CV_64F, _IMMERKAER, borderType=cv2.BORDER_REFLECT)[1:-1, 1:-1]
-    return float(math.sqrt(math.pi / 2) * np.abs(resp).sum() / (6 * (w - 2) * (h - 2)))
-
-
-def laplacian_variance(gray: np.ndarray) -> float:
-    return float(cv2.Laplacian(gray, cv2.CV_64F).var())
-
-
-def blockiness(gray: np.ndarray) -> float:
-    """Mean absolute step across 8×8 block borders over the mean step elsewhere (≈1 without JPEG blocks)."""
-    ratios = []
-    for steps in (np.abs(np.diff(gray, axis=1)), np.abs(np.diff(gray, axis=0)).T):
-        n = steps.shape[1]
-        border = np.zeros(n, dtype=bool)
-        border[7::8] = True  # the step between column 8k+7 and 8k+8
-        if border.sum() == 0 or (~border).sum() == 0:
-            continue
-        inner = steps[:, ~border].mean()
-        if inner > 0:
-            ratios.append(steps[:, border].mean() / inner)
-    return float(np.mean(ratios)) if ratios else float("nan")
-
-
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
     return float("inf") if mse == 0 else float(10 * math.log10(255.0**2 / mse))
@@ -133,7 +101,7 @@ def lr_statistics(hr: np.ndarray, lr: np.ndarray) -> dict[str, float]:
     size = (lr.shape[1], lr.shape[0])
     ref = np.asarray(Image.fromarray(hr).resize(size, Image.Resampling.BICUBIC))
     area = cv2.resize(hr.astype(np.float64), size, interpolation=cv2.INTER_AREA)
-    g, gref = _gray(lr), _gray(ref)
+    g, gref = luma(lr), luma(ref)
     ref_var, area_spread = laplacian_variance(gref), colour_spread(area)
     return {
         "psnr_vs_bicubic": psnr(lr, ref),
