@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 from srdistill.core.documents import find_document, preset_names, read_document
 from srdistill.core.errors import UserError
 from srdistill.core.hashing import canonical_hash

@@ -25,7 +25,6 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-
 from srdistill.core.documents import find_document, read_document
 from srdistill.core.errors import UserError
 from srdistill.core.hashing import canonical_hash

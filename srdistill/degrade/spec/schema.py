@@ -39,7 +39,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
-
 from srdistill.degrade.ops import opdef
 from srdistill.core import documents
 from srdistill.core.documents import preset_names
