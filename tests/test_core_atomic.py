@@ -31,7 +31,7 @@ def test_temporary_names_are_hidden_beside_the_target_and_distinct(tmp_path):
 
 def test_write_json_and_text(tmp_path):
     atomic.write_json(tmp_path / "m.json", {"b": 1, "a": "é"}, indent=1, sort_keys=True)
-    assert (tmp_path / "m.json").read_bytes() == '{\n "a": "\\u00e9",\n "b": 1\n}\n'.encode()
+    assert (tmp_path / "m.json").read_bytes() == b'{\n "a": "\\u00e9",\n "b": 1\n}\n'
     atomic.write_text(tmp_path / "t.txt", "é\n")
     assert (tmp_path / "t.txt").read_bytes() == b"\xc3\xa9\n"
 

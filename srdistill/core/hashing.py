@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 SHORT = 16  # hex characters kept: 64 bits, ample for naming builds and caches
 
