@@ -1,33 +1,16 @@
 """`degrade diff`: two builds under different specs; the report names the changed spec field and parameters."""
 
-import argparse
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from srdistill.degrade.build.builder import build
-from srdistill.degrade.inspect.diff import add_diff_parser, blockiness, compare_params, flatten, lr_statistics, noise_sigma
+from srdistill.degrade.cli import main
+from srdistill.degrade.inspect.diff import compare_params, flatten, lr_statistics
 from srdistill.degrade.build.regen import regen
-from srdistill.core.errors import UserError
 
 pytestmark = pytest.mark.slow
-
-
-def test_noise_estimate_tracks_added_gaussian_noise():
-    rng = np.random.default_rng(0)
-    flat = np.full((128, 128), 128.0)
-    for sigma in (2.0, 5.0, 10.0):
-        assert noise_sigma(flat + rng.normal(0, sigma, flat.shape)) == pytest.approx(sigma, rel=0.1)
-    assert noise_sigma(flat) == 0.0
-
-
-def test_blockiness_sees_8x8_steps():
-    rng = np.random.default_rng(1)
-    smooth = rng.normal(0, 1, (64, 64)).cumsum(axis=1)
-    blocky = smooth + np.kron(rng.normal(0, 20, (8, 8)), np.ones((8, 8)))
-    assert blockiness(blocky) > 2.0
-    assert blockiness(smooth) == pytest.approx(1.0, abs=0.3)
 
 
 def test_flatten_and_paired_param_comparison():
@@ -60,18 +43,12 @@ def builds(tmp_path_factory, ray_cluster):
 
 
 def _diff_cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="degrade")
-    add_diff_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["diff", *argv])
-    return args.func(args)
+    return main(["diff", *argv])
 
 
 def test_diff_of_two_specs_shows_the_changed_parameter(builds, tmp_path, capsys):
     a, b, _ = builds
-    parser = argparse.ArgumentParser(prog="degrade")
-    add_diff_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["diff", str(a), str(b), "--out", str(tmp_path / "d")])
-    assert args.func(args) == 0
+    assert _diff_cli([str(a), str(b), "--out", str(tmp_path / "d")]) == 0
     assert "final.jpeg2_" in capsys.readouterr().out
     md = (tmp_path / "d" / "diff.md").read_text()
     # the v1 override file became a change of one draw, shown op by op
@@ -102,12 +79,12 @@ def test_diff_against_the_reference_sees_a_lighter_build(builds, tmp_path, capsy
     assert "**differs**" not in (tmp_path / "r" / "diff.md").read_text()
 
 
-def test_diff_takes_a_second_build_or_the_reference(builds, tmp_path):
+def test_diff_takes_a_second_build_or_the_reference(builds, tmp_path, capsys):
     a, b, _ = builds
-    with pytest.raises(UserError, match="either a second build B or --reference"):
-        _diff_cli([str(a), str(b), "--reference", "realesrgan", "--out", str(tmp_path)])
-    with pytest.raises(UserError, match="either a second build B or --reference"):
-        _diff_cli([str(a), "--out", str(tmp_path)])
+    for argv in ([str(a), str(b), "--reference", "realesrgan", "--out", str(tmp_path)], [str(a), "--out", str(tmp_path)]):
+        assert _diff_cli(argv) == 2
+        assert capsys.readouterr().err == ("degrade: give either a second build B or --reference SPEC, not both and "
+                                           "not neither.\n")
 
 
 def test_lr_statistics_measure_strength_and_colour():

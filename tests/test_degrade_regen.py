@@ -1,13 +1,13 @@
 """`degrade regen`: same keys and HR bytes as the parent, new LR/params/spec hash, resumable, parent named."""
 
-import argparse
 import json
 
 import pytest
 
 from srdistill.degrade.build.builder import build
 from srdistill.datasets.shards.manifest import read_manifest
-from srdistill.degrade.build.regen import add_regen_parser, regen
+from srdistill.degrade.build.regen import regen
+from srdistill.degrade.cli import main
 from srdistill.datasets.shards.format import read_samples
 from srdistill.degrade.spec.schema import load_spec, spec_hash
 from srdistill.degrade.inspect.verify import replay, verify
@@ -93,10 +93,6 @@ def test_regen_mistakes_are_user_errors(tmp_path, ray_cluster):
 def test_regen_subcommand_parses_and_runs(tmp_path, ray_cluster, capsys):
     parent = tmp_path / "p"
     build("sample", str(parent), "bicubic", crop=32, limit=2, progress=False, command="test")
-    parser = argparse.ArgumentParser(prog="degrade")
-    add_regen_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["regen", "--from", str(parent), "--preset", "realesrgan", "--out", str(tmp_path / "o"),
-                              "--quiet"])
-    assert args.func(args) == 0
+    assert main(["regen", "--from", str(parent), "--preset", "realesrgan", "--out", str(tmp_path / "o"), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "2 samples in 1 shards" in out and spec_hash(load_spec("realesrgan")) in out

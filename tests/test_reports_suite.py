@@ -62,5 +62,5 @@ def test_suite_mistakes_are_one_sentence_user_errors(tmp_path, text, words):
 
 
 def test_missing_suite_file(tmp_path):
-    with pytest.raises(UserError, match="does not exist"):
+    with pytest.raises(UserError, match=r"suite '.*nope.yaml' is neither a preset \(default\) nor an existing YAML file\."):
         load_suite(tmp_path / "nope.yaml")

@@ -19,13 +19,13 @@ import hashlib
 import http.client
 import os
 import sys
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from srdistill.core.atomic import atomic_file
 from srdistill.core.errors import UserError
 
 OFFLINE_ENV = "SRDISTILL_OFFLINE"
@@ -142,32 +142,27 @@ def fetch_file(url: str, dst: str | os.PathLike, *, sha256_prefix: str | None = 
     policy = policy or current_policy()
     source, dst = policy.source(url), Path(dst)
     via = f" (mirror of {url})" if source != url else ""
-    tmp = None
     try:
         request = urllib.request.Request(source, headers={"User-Agent": "srdistill"})
         with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
             dst.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".part")
             digest, received = hashlib.sha256(), 0
             print(f"downloading {dst.name} from {source} to {dst}", file=sys.stderr)
-            with os.fdopen(fd, "wb") as out, tqdm(total=total, desc=dst.name, unit="B", unit_scale=True,
-                                                  unit_divisor=1024, disable=not progress, file=sys.stderr) as bar:
+            # A check that fails inside the block leaves nothing at dst.
+            with atomic_file(dst) as out, tqdm(total=total, desc=dst.name, unit="B", unit_scale=True,
+                                                unit_divisor=1024, disable=not progress, file=sys.stderr) as bar:
                 while chunk := response.read(_CHUNK):
                     out.write(chunk)
                     digest.update(chunk)
                     received += len(chunk)
                     bar.update(len(chunk))
-        if total is not None and received != total:
-            raise ValueError(f"the server sent {received} of {total} bytes")
-        if sha256_prefix and not digest.hexdigest().startswith(sha256_prefix):
-            raise ValueError(f"its SHA-256 {digest.hexdigest()[:16]}... does not start with the published {sha256_prefix}")
-        os.replace(tmp, dst)
-        tmp = None
+                if total is not None and received != total:
+                    raise ValueError(f"the server sent {received} of {total} bytes")
+                if sha256_prefix and not digest.hexdigest().startswith(sha256_prefix):
+                    raise ValueError(f"its SHA-256 {digest.hexdigest()[:16]}... does not start with the published "
+                                     f"{sha256_prefix}")
     except (OSError, ValueError, http.client.HTTPException) as exc:
         raise DownloadFailed(f"could not download {dst.name} from {source}{via}: {_reason(exc)}; "
                              f"nothing was written to {dst.parent}.") from None
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
     return dst

@@ -14,13 +14,13 @@ non-EMA variants, no single-file checkpoints); from a bare model repo (e.g. a VA
 from __future__ import annotations
 
 import functools
-import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from srdistill.core import download
+from srdistill.core.atomic import write_json
 from srdistill.core.errors import UserError
 
 # Sub-folders of a components folder, one per role (training/components/builders.py reads them).
@@ -180,7 +180,5 @@ def resolve_components(components: str, overrides: dict[str, str] | None, workdi
         tmp.symlink_to(target, target_is_directory=target.is_dir())
         os.replace(tmp, dest / name)  # atomic, so torchrun ranks composing at once agree
     record = {"components": components, "overrides": overrides, "links": {k: str(v) for k, v in sorted(links.items())}}
-    tmp = dest / f".{MANIFEST}.{os.getpid()}"
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, dest / MANIFEST)
+    write_json(dest / MANIFEST, record, indent=2)
     return str(dest)

@@ -87,6 +87,11 @@ def to_tensor(img: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(img, dtype=np.uint8, copy=True)).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
 
 
+def to_uint8(sr: torch.Tensor) -> np.ndarray:
+    """[1, 3, H, W] in [0, 1], any float dtype -> uint8 HxWx3 as SR images are stored (float32, round half to even)."""
+    return sr[0].float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
+
+
 class Scorer:
     """One built pyiqa metric: scores an SR image (against its HR for FR metrics)."""
 

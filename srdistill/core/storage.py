@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import BinaryIO, Iterator
 
 import fsspec
 
+from srdistill.core.atomic import atomic_file
 from srdistill.core.errors import UserError
 
 _CHUNK = 1 << 20
@@ -104,16 +104,8 @@ class Storage:
         if self.local:
             final = self.path(name)
             os.makedirs(os.path.dirname(final) or ".", exist_ok=True)
-            tmp = f"{os.path.dirname(final) or '.'}/.{os.path.basename(final)}.{uuid.uuid4().hex[:8]}.tmp"
-            try:
-                with open(tmp, "wb") as fh:
-                    yield fh
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, final)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+            with atomic_file(final, fsync=True) as fh:
+                yield fh
         else:
             with tempfile.TemporaryDirectory(prefix="srdistill-upload-") as tmpdir:
                 tmp = Path(tmpdir) / "part"

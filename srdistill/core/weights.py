@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from srdistill.core import download
+from srdistill.core.atomic import atomic_file
 from srdistill.core.errors import UserError
 
 WEIGHTS_ENV = "SRDISTILL_WEIGHTS"
@@ -263,9 +264,8 @@ def install_shipped_weights() -> list[Path]:
         params = niqe_params_from_basicsr()
         if params is not None:
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_suffix(".mat.tmp")
-            scipy.io.savemat(tmp, params)
-            os.replace(tmp, target)
+            with atomic_file(target) as fh:
+                scipy.io.savemat(fh, params)
             written.append(target)
     return written
 

@@ -43,6 +43,7 @@ Bad source files (corrupt, not images, too large) are skipped and listed in mani
 def _parser() -> argparse.ArgumentParser:
     from srdistill.datasets.images import DEFAULT_MAX_PIXELS
     from srdistill.datasets.sources import describe_sources
+    from srdistill.degrade.inspect.diff import DEFAULT_LIMIT
     from srdistill.degrade.spec.schema import PRESETS
 
     parser = argparse.ArgumentParser(prog="degrade", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -132,11 +133,44 @@ def _parser() -> argparse.ArgumentParser:
                    description="Every shipped preset (a name for --preset) with its one-line description and "
                                "where its numbers come from.")
 
-    from srdistill.degrade.inspect.diff import add_diff_parser
-    from srdistill.degrade.build.regen import add_regen_parser
+    g = sub.add_parser(
+        "regen",
+        help="re-degrade the HR of an existing build under a new spec (runs on Ray)",
+        description="Write a new build from the HR images of an existing one, degraded with a new spec: same keys, "
+        "same HR bytes, new LR, params and spec hash; its manifest names the parent build. Distributed and "
+        "resumable like `degrade build`: re-run the same command to finish an interrupted regen.",
+    )
+    g.add_argument("--from", dest="parent", required=True, metavar="SHARDS",
+                   help="the parent build: a folder or URL holding manifest.json and shards")
+    group = g.add_mutually_exclusive_group(required=True)
+    group.add_argument("--spec", help="the new degradation spec file (YAML or JSON)")
+    group.add_argument("--preset", help="a shipped preset instead of a file (`degrade presets` lists them)")
+    g.add_argument("--out", required=True, help="output folder or fsspec URL for the new build")
+    g.add_argument("--seed", type=int, help="global seed (default: the parent's, so only the spec change shows)")
+    g.add_argument("--workers", type=int, help="parallel shard tasks (default: all CPUs of the cluster)")
+    g.add_argument("--address", help="join an existing Ray cluster instead of starting one here")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    add_regen_parser(sub)
-    add_diff_parser(sub)
+    d = sub.add_parser(
+        "diff",
+        help="compare two builds, or a build with the Real-ESRGAN reference: spec, parameter distributions and "
+        "LR statistics (markdown + PNG)",
+        description="Show how build B differs from build A before training on it: the spec steps and parameters that differ (op by op), "
+        "the distribution of every recorded degradation parameter, and statistics measured on the LR images "
+        "(strength against bicubic and area downscales of the HR, colour, high frequencies, noise level, JPEG "
+        "blockiness). With --reference instead of B, compare A's LR statistics with the reference "
+        "implementation's on the same HR images (KS test per statistic). Writes OUT/diff.md and PNG histograms.",
+    )
+    d.add_argument("a", help="first build: a folder or URL holding manifest.json and shards")
+    d.add_argument("b", nargs="?", help="second build, e.g. the output of `degrade regen` under a new spec")
+    d.add_argument("--reference", metavar="SPEC",
+                   help="instead of a second build, compare A's LR statistics with the Real-ESRGAN reference "
+                        "implementation (basicsr + realesrgan, CPU, about a second per 512x512 HR) run on A's HR "
+                        "images under this spec's numbers, e.g. `realesrgan`")
+    d.add_argument("--seed", type=int, default=0, help="seed of the reference's draws (default: %(default)s)")
+    d.add_argument("--out", default="degrade-diff", help="folder for diff.md and plots (default: %(default)s)")
+    d.add_argument("--limit", type=int, default=DEFAULT_LIMIT,
+                   help="samples read per build, spread over its shards (default: %(default)s)")
     return parser
 
 
@@ -244,6 +278,47 @@ def _replay(args) -> int:
     return 0
 
 
+def _regen(args) -> int:
+    from srdistill.core.outputs import check_output_dir
+    from srdistill.degrade.build.regen import regen
+
+    check_output_dir(args.out, "--out")
+    summary = regen(
+        args.parent, args.out, args.spec or args.preset, seed=args.seed, workers=args.workers,
+        address=args.address, progress=not args.quiet,
+        command=" ".join(shlex.quote(a) for a in ["degrade", *args.argv]),
+    )
+    parent = summary.manifest["parent"]
+    print(summary.text())
+    print(f"spec {parent['spec_hash']} -> {summary.manifest['spec_hash']}; parent build {parent['build_id']}")
+    return 0
+
+
+def _diff(args) -> int:
+    from srdistill.core.outputs import check_output_dir
+    from srdistill.degrade.inspect.diff import diff_builds, diff_reference
+
+    if args.limit < 2:
+        raise UserError("--limit must be at least 2 samples")
+    check_output_dir(args.out, "--out")
+    if (args.b is None) == (args.reference is None):
+        raise UserError("give either a second build B or --reference SPEC, not both and not neither.")
+    if args.reference is not None:
+        ref = diff_reference(args.a, args.reference, args.out, args.limit, args.seed)
+        print(f"read {ref.samples} samples and degraded their HR with the reference; "
+              + (f"LR statistics that differ (KS p < 0.01): {', '.join(ref.differs)}" if ref.differs
+                 else "no LR statistic differs (KS p >= 0.01)"))
+        print(f"report: {ref.report}")
+        return 0
+    summary = diff_builds(args.a, args.b, args.out, args.limit)
+    print(f"read {summary.samples[0]} + {summary.samples[1]} samples; {summary.spec_fields} spec difference(s) "
+          f"(steps or parameters); "
+          f"{len(summary.moved)} parameter distribution(s) changed"
+          + (f": {', '.join(summary.moved[:8])}" + (" ..." if len(summary.moved) > 8 else "") if summary.moved else ""))
+    print(f"report: {summary.report}")
+    return 0
+
+
 def _presets(args) -> int:
     from srdistill.degrade.spec.schema import preset_infos
 
@@ -264,8 +339,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     handlers = {"build": _build, "curate": _curate, "preview": _preview, "verify": _verify, "replay": _replay,
-                "presets": _presets}
-    handler = handlers.get(args.command, getattr(args, "func", None))
+                "presets": _presets, "regen": _regen, "diff": _diff}
+    handler = handlers[args.command]
     return run_command("degrade", lambda: handler(args), "interrupted; re-run the same command to resume.")
 
 

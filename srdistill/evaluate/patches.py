@@ -8,11 +8,11 @@ top-left corner, whole patches only, in the same positions for an SR image and i
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 from srdistill.datasets.images import encode_png, read_rgb
+from srdistill.core.atomic import replace_folder
 from srdistill.core.errors import UserError
 
 # Options srdistill applies itself around a pyiqa metric (never passed to pyiqa.create_metric).
@@ -65,6 +65,5 @@ def cut_patch_folders(sr_dir: Path, hr_dir: Path, dest: Path, size: int, stride:
     if not count:
         raise UserError(f"no {size}-px patch fits in the images of {sr_dir}: lower patch_size in the protocol.")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(dest, ignore_errors=True)
-    os.replace(tmp, dest)
+    replace_folder(tmp, dest)
     return dest / "sr", dest / "hr"

@@ -10,18 +10,16 @@ content that changes numbers (scale, datasets, metrics, openness), not the name,
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from srdistill.core.documents import find_document, preset_names, read_document
 from srdistill.core.errors import UserError
+from srdistill.core.hashing import canonical_hash
 
 PRESET_DIR = Path(__file__).parent / "protocols"
-PRESETS: tuple[str, ...] = tuple(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
+PRESETS: tuple[str, ...] = preset_names(PRESET_DIR)
 DEFAULT_PROTOCOL = "srdistill"
 UNSPECIFIED = "unspecified"
 
@@ -79,7 +77,7 @@ class DatasetPrep:
 
     def tag(self) -> str:
         """A short content hash naming this preparation's cached images and SR outputs."""
-        return _digest(self.canonical())[:8]
+        return canonical_hash(self.canonical())[:8]
 
     def describe(self) -> str:
         """One line: what is prepared and how, with `unspecified` settings and what they ran as."""
@@ -149,7 +147,7 @@ class Protocol:
 
     @property
     def hash(self) -> str:
-        return _digest(self.canonical())
+        return canonical_hash(self.canonical())
 
     def prep_for(self, dataset: str) -> DatasetPrep:
         """The preparation of a dataset; UserError when the protocol does not fix it and is not open."""
@@ -179,10 +177,6 @@ class Protocol:
         out = [f"{d}.{k}" for d, p in self.datasets.items() for k in p.unspecified()]
         out += [f"{m}.{k}" for m, s in self.metrics.items() for k, v in s.options.items() if v == UNSPECIFIED]
         return out
-
-
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
 def _known_datasets() -> tuple[str, ...]:
@@ -290,19 +284,8 @@ def protocol_from_dict(doc: Any, origin: str) -> Protocol:
 
 def load_protocol(name_or_path: str | Path | None = None) -> Protocol:
     """A preset name (see PRESETS), a YAML file path, or None for the default protocol."""
-    s = str(name_or_path or DEFAULT_PROTOCOL)
-    path = PRESET_DIR / f"{s}.yaml" if s in PRESETS else Path(s).expanduser()
-    if not path.is_file():
-        raise UserError(f"protocol {s!r} is neither a preset ({', '.join(PRESETS)}) nor an existing YAML file.")
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read protocol file {path}: {getattr(exc, 'strerror', None) or exc}.") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise UserError(f"protocol file {path} is not valid YAML{where}.") from None
-    return protocol_from_dict(doc, s if s in PRESETS else str(path))
+    path, preset = find_document(name_or_path or DEFAULT_PROTOCOL, what="protocol", folder=PRESET_DIR)
+    return protocol_from_dict(read_document(path, what="protocol"), preset or str(path))
 
 
 def describe_protocol(protocol: Protocol) -> list[str]:

@@ -3,10 +3,10 @@ OUT/results.parquet."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
+from srdistill.core.atomic import atomic_path
 from srdistill.evaluate.leaderboard import LEADERBOARD_NAME, build_leaderboard
 from srdistill.evaluate.protocol import DEFAULT_PROTOCOL, PRESETS, load_protocol
 from srdistill.evaluate.reported import load_reported
@@ -16,9 +16,8 @@ REPRODUCTION_NAME = "reproduction.parquet"
 
 
 def _write_parquet(frame: pd.DataFrame, path: Path) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False)
     return path
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from srdistill.evaluate.protocol import UNSPECIFIED, Protocol
 from srdistill.evaluate.results import KEY, OK, ResultStore
 from tqdm import tqdm
 
+from srdistill.core import atomic
 from srdistill.core.errors import UserError
 
 FLUSH_SECONDS = 0.5  # finished rows are committed at least this often; a hard kill loses at most this much work
@@ -125,9 +125,7 @@ def generate_sr(method: Method, bench: Benchmark, folder: Path, *, progress: boo
         except BadImage as exc:
             outputs[item.stem] = f"unreadable image: {exc}"
             continue
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_bytes(encode_png(sr))
-        os.replace(tmp, target)
+        atomic.write_bytes(target, encode_png(sr))
         outputs[item.stem] = target
         generated += 1
     return outputs, generated

@@ -7,7 +7,6 @@ cached under the evaluation's cache folder, named by the spec's hash and the see
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ from srdistill.datasets.benchmarks import (
 )
 from srdistill.datasets.images import BadImage, encode_png, read_rgb
 
+from srdistill.core import atomic
 from srdistill.core.errors import UserError
 
 SYNTH_PRESET = "realesrgan"
@@ -70,6 +70,4 @@ def synthesize(found: ToSynthesize, cache: Path, *, preset: str = SYNTH_PRESET, 
 
 def write_png(path: Path, img: np.ndarray) -> None:
     """`img` as PNG at `path`, through a temporary file, so a killed run never leaves half an image in the cache."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(encode_png(img))
-    os.replace(tmp, path)
+    atomic.write_bytes(path, encode_png(img))

@@ -70,7 +70,8 @@ def _parser() -> argparse.ArgumentParser:
                        "baseline, and write OUT/DATE/report.md with trend plots.",
                        epilog=_NIGHTLY_EPILOG.format(default_suite=_default_suite_path()),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    n.add_argument("--suite", help="suite YAML file (default: the built-in suite on the embedded sample)")
+    n.add_argument("--suite", help="suite YAML file, or the name of a built-in suite (default: `default`, on the "
+                                   "embedded sample)")
     n.add_argument("--history", default=DEFAULT_HISTORY, help="history folder (default: %(default)s)")
     n.add_argument("--date", default=None, help="the night's date, YYYY-MM-DD (default: today in UTC)")
     n.add_argument("--out", default=DEFAULT_OUT, help="where OUT/DATE/report.md, plots and work files go "

@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
+from srdistill.core.atomic import replace_folder
 from srdistill.core.errors import UserError
 
 RESULTS_SCHEMA = pa.schema(
@@ -125,13 +126,7 @@ def _swap_in(root: Path, table: str, date: str, data: pa.Table) -> None:
     tmp = final.parent / f".tmp-{date}-{uuid.uuid4().hex}"
     tmp.mkdir()
     pq.write_table(data, tmp / "part-0.parquet")
-    old = None
-    if final.exists():
-        old = final.parent / f".old-{date}-{uuid.uuid4().hex}"
-        final.rename(old)
-    tmp.rename(final)
-    if old is not None:
-        shutil.rmtree(old)
+    replace_folder(tmp, final)
 
 
 def write_night(history: str | Path, night: Night) -> Path:

@@ -21,17 +21,16 @@ Relative paths (shards, spec and config files) are taken relative to the suite f
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from importlib import resources
 from pathlib import Path
 
-import yaml
-
+from srdistill.core.documents import find_document, read_document
 from srdistill.core.errors import UserError
+from srdistill.core.hashing import canonical_hash
 from srdistill.reports.regression import DEFAULT_MIN_EFFECT, Thresholds
 
+SUITE_DIR = Path(__file__).parent / "suites"
 DEFAULT_SUITE = "default"
 THROUGHPUT_KINDS = ("degrade", "method")
 # Keyword options of `srdistill.evaluate.harness.run_evaluation` a suite may set.
@@ -89,8 +88,7 @@ class Suite:
         """16 hex of the canonical JSON of the suite's content (its source path excluded)."""
         d = asdict(self)
         d.pop("source")
-        text = json.dumps(d, sort_keys=True, separators=(",", ":"), default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return canonical_hash(d, default=str)
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(asdict(self), default=str))
@@ -202,15 +200,10 @@ def parse_suite(doc: dict, base: Path, where: str) -> Suite:
 
 
 def load_suite(path: str | Path | None = None) -> Suite:
-    """Read a suite file, or the shipped default suite when ``path`` is None."""
-    if path is None:
-        ref = resources.files("srdistill.reports") / "suites" / f"{DEFAULT_SUITE}.yaml"
-        return parse_suite(yaml.safe_load(ref.read_text()), Path.cwd(), f"built-in suite '{DEFAULT_SUITE}'")
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"suite file {p} does not exist")
-    try:
-        doc = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise UserError(f"suite file {p} is not valid YAML ({str(exc).splitlines()[0]})") from None
+    """A suite file, or a shipped suite by name (the default one when ``path`` is None); a built-in suite's relative
+    paths are taken from the current folder, a file's from its own."""
+    p, preset = find_document(path or DEFAULT_SUITE, what="suite", folder=SUITE_DIR)
+    doc = read_document(p, what="suite")
+    if preset is not None:
+        return parse_suite(doc, Path.cwd(), f"built-in suite '{preset}'")
     return parse_suite(doc, p.parent.resolve(), str(p))

@@ -6,13 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from itertools import islice
 
-import numpy as np
 import torch
-from srdistill.core.metrics import MetricPool, MetricUnavailable, to_tensor
-
-
-def _to_uint8(sr: torch.Tensor) -> np.ndarray:
-    return (sr[0].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255.0).round().astype(np.uint8)
+from srdistill.core.metrics import MetricPool, MetricUnavailable, to_tensor, to_uint8
 
 
 @torch.no_grad()
@@ -28,7 +23,7 @@ def score_student(student, samples: Iterable[dict], limit: int, device, metrics:
     totals = {name: 0.0 for name in scorers}
     n = 0
     for sample in islice(samples, limit):
-        sr = _to_uint8(student(to_tensor(sample["lr"]).to(device)))
+        sr = to_uint8(student(to_tensor(sample["lr"]).to(device)))
         if sr.shape != sample["hr"].shape:
             raise ValueError(f"student output {sr.shape} does not match HR {sample['hr'].shape} for {sample['key']}")
         for name, scorer in scorers.items():

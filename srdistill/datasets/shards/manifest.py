@@ -3,12 +3,12 @@ and one record per finished shard so that a killed build can be resumed before a
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 from srdistill.datasets.shards.format import READABLE_VERSIONS, SCHEMA_VERSION
 from srdistill.core.storage import Storage, default_storage_options
 from srdistill.core.errors import UserError
+from srdistill.core.hashing import canonical_hash
 
 MANIFEST_NAME = "manifest.json"
 BUILD_DIR = "_build"
@@ -22,11 +22,7 @@ def part_name(shard: str) -> str:
 
 def build_id(identity: dict) -> str:
     """sha256 (16 hex) of everything that decides a build's bytes."""
-    return hashlib.sha256(canonical(identity)).hexdigest()[:16]
-
-
-def canonical(obj) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+    return canonical_hash(identity)
 
 
 def dump(obj) -> bytes:

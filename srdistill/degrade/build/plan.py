@@ -18,6 +18,7 @@ from srdistill.datasets.shards.manifest import build_id
 from srdistill.degrade.build.providers import CropPolicy, HRProvider, SourceImage
 from srdistill.datasets.shards.format import SCHEMA_VERSION, shard_name
 from srdistill.core.errors import UserError
+from srdistill.core.hashing import short_sha256
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ def item_file(item: SourceItem) -> str:
 
 def shard_digest(files: dict[str, str]) -> str:
     """sha256 (16 hex) of {relative file: stamp}."""
-    return hashlib.sha256("\n".join(f"{rel}\t{stamp}" for rel, stamp in sorted(files.items())).encode()).hexdigest()[:16]
+    return short_sha256("\n".join(f"{rel}\t{stamp}" for rel, stamp in sorted(files.items())).encode())
 
 
 def make_plan(src: str, spec, *, crop: int, crops_per_image: int, shard_samples: int, seed: int, limit: int | None,
@@ -105,7 +106,7 @@ def make_plan(src: str, spec, *, crop: int, crops_per_image: int, shard_samples:
     identity = {
         "schema_version": SCHEMA_VERSION,
         "source": source.name,
-        "items": hashlib.sha256("\n".join(i.rel for i in items).encode()).hexdigest()[:16],
+        "items": short_sha256("\n".join(i.rel for i in items).encode()),
         "images": len(items),
         "spec_hash": spec_hash(spec),
         "seed": seed,

@@ -2,17 +2,13 @@
 
 All scores are computed on the BT.601 luma `Y = 0.299 R + 0.587 G + 0.114 B` as float64 in 0..255.
 
-- `laplacian_var`: variance of the 4-neighbour Laplacian `[[0,1,0],[1,-4,1],[0,1,0]]` over the interior pixels.
-  Blur lowers it sharply; it is the common "is this photo sharp" threshold.
+- `laplacian_var`, `noise_sigma`, `blockiness`: the statistics of degrade/image_stats.py (Laplacian variance, the
+  common "is this photo sharp" threshold; Immerkaer's noise sigma; JPEG 8x8 blockiness, about 1 for an image never
+  JPEG-compressed, whatever the file format now is), NaN where the image is too small to define them.
 - `gradient_entropy`: Shannon entropy in bits of the histogram of gradient magnitudes
   `sqrt(dx^2 + dy^2)` (forward differences, on the (H-1)x(W-1) grid), rounded to integers and clipped to
   0..255 (256 bins, so at most 8 bits). Flat or blurred images concentrate near 0; detailed ones spread out.
 - `complexity`: `gradient_entropy / 8`, in [0, 1].
-- `noise_sigma`: Immerkaer's fast noise estimate (1996): `sqrt(pi/2) / (6 (W-2)(H-2)) * sum |Y * N|` with
-  `N = [[1,-2,1],[-2,4,-2],[1,-2,1]]`, the standard deviation of additive Gaussian noise in grey levels.
-- `blockiness`: mean absolute step across 8-pixel block boundaries divided by the mean absolute step
-  elsewhere, averaged over columns and rows; about 1 for an image never JPEG-compressed, above 1 for
-  JPEG blocking (whatever the file format now is).
 - `jpeg_quality`: for a JPEG file, the IJG quality (1..100) whose scaled standard luminance table is closest
   to the file's own luminance quantisation table; NaN for other formats.
 - `phash`: the 64-bit DCT perceptual hash (grey image resized to 32x32 by area averaging, 2-D DCT-II, the
@@ -22,28 +18,16 @@ All scores are computed on the BT.601 luma `Y = 0.299 R + 0.587 G + 0.114 B` as 
 from __future__ import annotations
 
 import io
-import math
 
 import numpy as np
+
+from srdistill.degrade.image_stats import blockiness, laplacian_variance, luma, noise_sigma
 
 # The IJG (libjpeg) standard luminance quantisation table at quality 50 (ITU-T T.81 Annex K, table K.1).
 STD_LUMINANCE = np.array([
     16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
     14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
     49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99], dtype=np.int64)
-
-
-def luma(img: np.ndarray) -> np.ndarray:
-    """uint8 HxWx3 RGB -> float64 HxW BT.601 luma in 0..255."""
-    x = img.astype(np.float64)
-    return 0.299 * x[..., 0] + 0.587 * x[..., 1] + 0.114 * x[..., 2]
-
-
-def laplacian_var(y: np.ndarray) -> float:
-    if min(y.shape) < 3:
-        return 0.0
-    lap = y[:-2, 1:-1] + y[2:, 1:-1] + y[1:-1, :-2] + y[1:-1, 2:] - 4.0 * y[1:-1, 1:-1]
-    return float(lap.var())
 
 
 def gradient_entropy(y: np.ndarray) -> float:
@@ -55,32 +39,6 @@ def gradient_entropy(y: np.ndarray) -> float:
     p = np.bincount(mag.ravel(), minlength=256) / mag.size
     p = p[p > 0]
     return float(-(p * np.log2(p)).sum())
-
-
-def noise_sigma(y: np.ndarray) -> float:
-    h, w = y.shape
-    if h < 3 or w < 3:
-        return 0.0
-    conv = (y[:-2, :-2] - 2 * y[:-2, 1:-1] + y[:-2, 2:]
-            - 2 * y[1:-1, :-2] + 4 * y[1:-1, 1:-1] - 2 * y[1:-1, 2:]
-            + y[2:, :-2] - 2 * y[2:, 1:-1] + y[2:, 2:])
-    return float(math.sqrt(math.pi / 2) * np.abs(conv).sum() / (6.0 * (w - 2) * (h - 2)))
-
-
-def _block_ratio(d: np.ndarray) -> float:
-    """d: absolute steps between column i and i+1 (last axis); boundary steps are those with i % 8 == 7."""
-    n = d.shape[-1]
-    boundary = (np.arange(n) % 8) == 7
-    if not boundary.any() or boundary.all():
-        return 1.0
-    inside = d[..., ~boundary].mean()
-    return float(d[..., boundary].mean() / inside) if inside > 0 else 1.0
-
-
-def blockiness(y: np.ndarray) -> float:
-    if min(y.shape) < 16:
-        return 1.0
-    return 0.5 * (_block_ratio(np.abs(np.diff(y, axis=1))) + _block_ratio(np.abs(np.diff(y, axis=0)).T))
 
 
 def ijg_table(quality: int) -> np.ndarray:
@@ -131,5 +89,5 @@ def weight_free_scores(img: np.ndarray) -> dict[str, float | str]:
     """Every weight-free score of one RGB image (see the module docstring); `jpeg_quality` comes from the file."""
     y = luma(img)
     entropy = gradient_entropy(y)
-    return {"laplacian_var": laplacian_var(y), "gradient_entropy": entropy, "complexity": entropy / 8.0,
+    return {"laplacian_var": laplacian_variance(y), "gradient_entropy": entropy, "complexity": entropy / 8.0,
             "noise_sigma": noise_sigma(y), "blockiness": blockiness(y), "phash": phash(y)}

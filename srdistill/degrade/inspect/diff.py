@@ -7,7 +7,7 @@ Three views, side by side in a markdown summary with PNG plots:
 - statistics measured on the LR images themselves: strength (PSNR against a plain bicubic downscale of the HR,
   mean absolute deviation from its area downscale), colour (spread of R−G relative to the HR's), high-frequency
   energy (Laplacian variance relative to the bicubic downscale), a noise level estimate (Immerkær 1996) and
-  JPEG blockiness (8×8 grid discontinuity).
+  JPEG blockiness (8×8 grid discontinuity), on the luma as degrade/image_stats.py defines them.
 
 `degrade diff BUILD --reference realesrgan` compares a build's LR statistics with those of the Real-ESRGAN
 reference implementation (degrade/inspect/reference.py) run on the same HR images.
@@ -15,7 +15,6 @@ reference implementation (degrade/inspect/reference.py) run on the same HR image
 
 from __future__ import annotations
 
-import argparse
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,13 +29,12 @@ from tqdm import tqdm
 
 from srdistill.datasets.images import decode_png
 from srdistill.datasets.shards.reader import build_samples, open_build
+from srdistill.degrade.image_stats import blockiness, laplacian_variance, luma, noise_sigma
 from srdistill.degrade.spec.compare import compare_specs, spec_of
-from srdistill.core.errors import UserError
 
 DEFAULT_LIMIT = 256
 # Lists longer than this in params (e.g. a whole kernel) are summarised by their length only.
 _MAX_LIST = 4
-_IMMERKAER = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float64)
 
 LR_STATS = {
     "psnr_vs_bicubic": "LR vs bicubic-downscaled HR, PSNR (dB)",
@@ -88,38 +86,6 @@ def record_columns(record: dict) -> dict[str, object]:
     return out
 
 
-def _gray(img: np.ndarray) -> np.ndarray:
-    return cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float64)
-
-
-def noise_sigma(gray: np.ndarray) -> float:
-    """Immerkær's fast noise estimate: σ = sqrt(π/2) / (6 (W-2)(H-2)) Σ |I * M|."""
-    h, w = gray.shape
-    if h < 3 or w < 3:
-        return float("nan")
-    resp = cv2.filter2D(gray, cv2.CV_64F, _IMMERKAER, borderType=cv2.BORDER_REFLECT)[1:-1, 1:-1]
-    return float(math.sqrt(math.pi / 2) * np.abs(resp).sum() / (6 * (w - 2) * (h - 2)))
-
-
-def laplacian_variance(gray: np.ndarray) -> float:
-    return float(cv2.Laplacian(gray, cv2.CV_64F).var())
-
-
-def blockiness(gray: np.ndarray) -> float:
-    """Mean absolute step across 8×8 block borders over the mean step elsewhere (≈1 without JPEG blocks)."""
-    ratios = []
-    for steps in (np.abs(np.diff(gray, axis=1)), np.abs(np.diff(gray, axis=0)).T):
-        n = steps.shape[1]
-        border = np.zeros(n, dtype=bool)
-        border[7::8] = True  # the step between column 8k+7 and 8k+8
-        if border.sum() == 0 or (~border).sum() == 0:
-            continue
-        inner = steps[:, ~border].mean()
-        if inner > 0:
-            ratios.append(steps[:, border].mean() / inner)
-    return float(np.mean(ratios)) if ratios else float("nan")
-
-
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
     return float("inf") if mse == 0 else float(10 * math.log10(255.0**2 / mse))
@@ -135,7 +101,7 @@ def lr_statistics(hr: np.ndarray, lr: np.ndarray) -> dict[str, float]:
     size = (lr.shape[1], lr.shape[0])
     ref = np.asarray(Image.fromarray(hr).resize(size, Image.Resampling.BICUBIC))
     area = cv2.resize(hr.astype(np.float64), size, interpolation=cv2.INTER_AREA)
-    g, gref = _gray(lr), _gray(ref)
+    g, gref = luma(lr), luma(ref)
     ref_var, area_spread = laplacian_variance(gref), colour_spread(area)
     return {
         "psnr_vs_bicubic": psnr(lr, ref),
@@ -460,53 +426,3 @@ def diff_reference(build: str, reference: str, out: str | Path, limit: int = DEF
     report = out / "diff.md"
     report.write_text("\n".join(lines) + "\n")
     return ReferenceSummary(report=report, samples=len(built.lr), differs=differs)
-
-
-def add_diff_parser(subparsers) -> argparse.ArgumentParser:
-    """Register `diff` on the `degrade` CLI's subparsers; the handler is ``args.func(args)`` -> exit code."""
-    p = subparsers.add_parser(
-        "diff",
-        help="compare two builds, or a build with the Real-ESRGAN reference: spec, parameter distributions and "
-        "LR statistics (markdown + PNG)",
-        description="Show how build B differs from build A before training on it: the spec steps and parameters that differ (op by op), "
-        "the distribution of every recorded degradation parameter, and statistics measured on the LR images "
-        "(strength against bicubic and area downscales of the HR, colour, high frequencies, noise level, JPEG "
-        "blockiness). With --reference instead of B, compare A's LR statistics with the reference "
-        "implementation's on the same HR images (KS test per statistic). Writes OUT/diff.md and PNG histograms.",
-    )
-    p.add_argument("a", help="first build: a folder or URL holding manifest.json and shards")
-    p.add_argument("b", nargs="?", help="second build, e.g. the output of `degrade regen` under a new spec")
-    p.add_argument("--reference", metavar="SPEC",
-                   help="instead of a second build, compare A's LR statistics with the Real-ESRGAN reference "
-                        "implementation (basicsr + realesrgan, CPU, about a second per 512x512 HR) run on A's HR "
-                        "images under this spec's numbers, e.g. `realesrgan`")
-    p.add_argument("--seed", type=int, default=0, help="seed of the reference's draws (default: %(default)s)")
-    p.add_argument("--out", default="degrade-diff", help="folder for diff.md and plots (default: %(default)s)")
-    p.add_argument("--limit", type=int, default=DEFAULT_LIMIT,
-                   help="samples read per build, spread over its shards (default: %(default)s)")
-    p.set_defaults(func=run_diff)
-    return p
-
-
-def run_diff(args: argparse.Namespace) -> int:
-    from srdistill.core.outputs import check_output_dir
-
-    if args.limit < 2:
-        raise UserError("--limit must be at least 2 samples")
-    check_output_dir(args.out, "--out")
-    if (args.b is None) == (args.reference is None):
-        raise UserError("give either a second build B or --reference SPEC, not both and not neither.")
-    if args.reference is not None:
-        ref = diff_reference(args.a, args.reference, args.out, args.limit, args.seed)
-        print(f"read {ref.samples} samples and degraded their HR with the reference; "
-              + (f"LR statistics that differ (KS p < 0.01): {', '.join(ref.differs)}" if ref.differs
-                 else "no LR statistic differs (KS p >= 0.01)"))
-        print(f"report: {ref.report}")
-        return 0
-    summary = diff_builds(args.a, args.b, args.out, args.limit)
-    print(f"read {summary.samples[0]} + {summary.samples[1]} samples; {summary.spec_fields} spec difference(s) "
-          f"(steps or parameters); "
-          f"{len(summary.moved)} parameter distribution(s) changed"
-          + (f": {', '.join(summary.moved[:8])}" + (" ..." if len(summary.moved) > 8 else "") if summary.moved else ""))
-    print(f"report: {summary.report}")
-    return 0

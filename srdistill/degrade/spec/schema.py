@@ -33,20 +33,20 @@ floats), without `name`, `description` and `source`: a renamed copy of a preset 
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
-import yaml
-
 from srdistill.degrade.ops import opdef
+from srdistill.core import documents
+from srdistill.core.documents import preset_names
 from srdistill.core.errors import UserError
+from srdistill.core.hashing import canonical_hash
 
 PRESET_DIR = Path(__file__).parent / "presets"
-PRESETS: tuple[str, ...] = tuple(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
+PRESETS: tuple[str, ...] = preset_names(PRESET_DIR)
 VERSION = 2
 _LABELS = ("name", "description", "source")  # left out of the hash
 _TOP = ("version", "name", "description", "source", "scale", "pipeline", "base", "replace")
@@ -434,8 +434,7 @@ def spec_to_dict(spec: DegradationSpec) -> dict:
 def spec_hash(spec: DegradationSpec) -> str:
     """First 16 hex chars of sha256 over the canonical JSON (sorted keys, no whitespace), labels excluded."""
     d = {k: v for k, v in spec_to_dict(spec).items() if k not in _LABELS}
-    canon = json.dumps(d, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canon.encode()).hexdigest()[:16]
+    return canonical_hash(d)
 
 
 def iter_steps(steps: tuple[Step, ...], stage: str | None = None):
@@ -451,23 +450,8 @@ def iter_steps(steps: tuple[Step, ...], stage: str | None = None):
 
 
 def read_document(path: Path) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise UserError(f"cannot read degradation spec {path}: {e.strerror or e}.") from None
-    except UnicodeDecodeError:
-        raise UserError(f"degradation spec {path} is not a UTF-8 text file.") from None
-    if path.suffix.lower() == ".json":
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as e:
-            raise UserError(f"degradation spec {path} is not valid JSON at line {e.lineno}.") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise UserError(f"degradation spec {path} is not valid YAML{where}.") from None
+    """A spec file's raw document (YAML, or JSON by its suffix)."""
+    return documents.read_document(path, what="degradation spec")
 
 
 def _replace(steps: list, ident: str, new: dict, options: bool = False) -> bool:
@@ -533,14 +517,7 @@ def _merge(base: dict, over: dict) -> dict:
 
 def load_spec(name_or_path: str | Path) -> DegradationSpec:
     """A preset name (see PRESETS) or a YAML/JSON file path; UserError naming the bad field otherwise."""
-    s = str(name_or_path)
-    if isinstance(name_or_path, str) and s in PRESETS:
-        path = PRESET_DIR / f"{s}.yaml"
-    else:
-        path = Path(s)
-        if not path.is_file():
-            raise UserError(
-                f"degradation spec {s!r} is neither a preset ({', '.join(PRESETS)}) nor an existing YAML/JSON file.")
+    path, _ = documents.find_document(name_or_path, what="degradation spec", folder=PRESET_DIR, formats="YAML/JSON")
     return spec_from_dict(resolve(read_document(path), str(path)))
 
 

