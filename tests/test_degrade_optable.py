@@ -1,11 +1,8 @@
 """The README's op table is the one the registry renders, and it documents every op and parameter."""
 
-from pathlib import Path
-
+from helpers.docs import OP_TABLE_PAGE as README
 from srdistill.degrade.ops.opdef import REGISTRY
 from srdistill.degrade.ops.table import END, START, op_table_markdown, with_table
-
-README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def test_readme_holds_the_rendered_op_table():

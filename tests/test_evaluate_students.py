@@ -9,7 +9,7 @@ from srdistill.evaluate.harness import run_evaluation
 from srdistill.evaluate.methods.registry import resolve_methods, to_input, to_uint8
 from srdistill.training.config import load_run_config
 from srdistill.training.export import export_student, load_student
-from srdistill.training.recipes.base import build_recipe
+from srdistill.training.recipes.registry import build_recipe
 
 
 @pytest.fixture(scope="module")
