@@ -11,7 +11,8 @@ from pathlib import Path
 from srdistill.degrade.ops.opdef import REGISTRY, REQUIRED, Op
 
 START, END = "<!-- op-table:start -->", "<!-- op-table:end -->"
-README = Path(__file__).resolve().parents[1] / "README.md"
+# the page that holds the table (the repository checkout's README: srdistill/degrade/ops/table.py -> ../../..)
+README = Path(__file__).resolve().parents[3] / "README.md"
 
 
 def _cell(text: str) -> str:
