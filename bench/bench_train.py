@@ -20,7 +20,6 @@ from pathlib import Path
 
 import torch
 
-RECIPES = ("strsr", "d3sr", "ctsr", "vpdsr")
 
 
 def build_shards(out: Path, crop: int) -> Path:
@@ -35,7 +34,7 @@ def worker(args) -> dict:
     from srdistill.training.loader import BatchStream
     from srdistill.training import distributed as dd
     from srdistill.training.config import load_run_config
-    from srdistill.training.recipes.base import build_recipe
+    from srdistill.training.recipes.registry import build_recipe
     from srdistill.training.trainer import Trainer, resolve_device
 
     sets = [f"crop={args.crop}", f"num_workers={args.loader_workers}", "ckpt_every=0", "shuffle_buffer=32",
@@ -78,8 +77,10 @@ def worker(args) -> dict:
 
 
 def main(argv=None) -> int:
+    from srdistill.training.recipes.registry import RECIPES
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=RECIPES)
+    p.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     p.add_argument("--components", default=None, help="tiny (default on CPU) or sd21 (default on GPU), or a weights folder")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--crop", type=int, default=None, help="HR crop (default 64 on CPU, 512 on GPU)")

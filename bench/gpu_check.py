@@ -186,7 +186,7 @@ def _free(device) -> None:
 
 def _build(name: str, cfg: dict, components: str, device):
     import torch
-    from srdistill.training.recipes.base import build_recipe
+    from srdistill.training.recipes.registry import build_recipe
 
     if device.type == "cuda":
         with torch.device(device):   # random init on the GPU: seconds instead of minutes for ~3B parameters

@@ -15,14 +15,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 
-# Transitional, as in pyproject.toml's no-cycle contract: recipes/base.py imports the four recipe modules until the
-# recipe registry (issue 22, item 3) lands. Delete this entry then; the test below fails while it is unused.
-ALLOWED_CYCLES = [
-    {"srdistill.training.recipes.base", "srdistill.training.recipes.ctsr", "srdistill.training.recipes.d3sr",
-     "srdistill.training.recipes.strsr", "srdistill.training.recipes.vpdsr"},
-]
-
-
 def lint_imports(root: Path) -> subprocess.CompletedProcess:
     """`lint-imports` with root's pyproject.toml over root's srdistill/ (first on the path, not the installed copy)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
@@ -84,10 +76,7 @@ def test_no_module_is_in_an_import_cycle():
 
     assert Path(srdistill.__file__).resolve().parent == ROOT / "srdistill"
     cycles = module_cycles(grimp.build_graph("srdistill", cache_dir=None))
-    unexpected = [sorted(c) for c in cycles if c not in ALLOWED_CYCLES]
-    assert not unexpected, f"import cycles: {unexpected}"
-    unused = [sorted(c) for c in ALLOWED_CYCLES if c not in cycles]
-    assert not unused, f"allowed cycles that no longer exist (delete them from ALLOWED_CYCLES): {unused}"
+    assert not cycles, f"import cycles: {[sorted(c) for c in cycles]}"
 
 
 def _package(root: Path, files: dict[str, str]) -> None:

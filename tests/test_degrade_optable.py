@@ -1,16 +1,13 @@
 """The op table of docs/degrade.md is the one the registry renders, and it documents every op and parameter."""
 
-from pathlib import Path
-
+from helpers.docs import OP_TABLE_PAGE as README  # docs/degrade.md
 from srdistill.degrade.ops.opdef import REGISTRY
 from srdistill.degrade.ops.table import END, START, op_table_markdown, with_table
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "degrade.md"
-
 
 def test_the_page_holds_the_rendered_op_table():
-    text = DOC.read_text()
-    assert with_table(text) == text, "docs/degrade.md's op table is stale: run `python -m srdistill.degrade.ops.table --write`"
+    text = README.read_text()
+    assert with_table(text) == text, f"{README}'s op table is stale: run `python -m srdistill.degrade.ops.table --write`"
 
 
 def test_every_op_and_parameter_is_documented():
@@ -22,5 +19,5 @@ def test_every_op_and_parameter_is_documented():
         assert op.summary and op.source and op.source in row
         for p in op.params:
             assert p.doc and f"`{p.name}` = " in row, (name, p.name)
-    readme = DOC.read_text()
+    readme = README.read_text()
     assert readme.index(START) < readme.index(END)

@@ -10,7 +10,7 @@ from srdistill.core.metrics import to_uint8
 from srdistill.evaluate.methods.registry import resolve_methods, to_input
 from srdistill.training.config import load_run_config
 from srdistill.training.export import export_student, load_student
-from srdistill.training.recipes.base import build_recipe
+from srdistill.training.recipes.registry import build_recipe
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 import torch
 from helpers.mirror import HubHandler, dead_url, serve
 from srdistill.training import cli as train_cli
-from srdistill.training.components import builders as C
+from srdistill.training.components.diffusers_models import alphas_cumprod, build_dit, build_unet, build_vae
 from srdistill.training.config import load_run_config
 
 from srdistill.core import hub
@@ -57,7 +57,7 @@ def pipelines(tmp_path):
     from diffusers import DDPMScheduler
 
     torch.manual_seed(1)
-    vae_a, unet_a = C.build_vae("tiny"), C.build_unet("tiny")
+    vae_a, unet_a = build_vae("tiny"), build_unet("tiny")
     a = tmp_path / "src" / "pipe"
     vae_a.save_pretrained(a / "vae")
     unet_a.save_pretrained(a / "unet")
@@ -66,7 +66,7 @@ def pipelines(tmp_path):
     (a / "unet" / "diffusion_pytorch_model.fp16.safetensors").write_bytes(b"variant, never read")
     (a / "v1-single-file.ckpt").write_bytes(b"single-file checkpoint, never read")
     torch.manual_seed(2)
-    vae_b = C.build_vae("tiny")
+    vae_b = build_vae("tiny")
     b = tmp_path / "src" / "vae"
     vae_b.save_pretrained(b)
     return {"a": a, "b": b, "vae_a": vae_a, "unet_a": unet_a, "vae_b": vae_b}
@@ -113,10 +113,10 @@ def test_model_id_resolves_from_the_offline_cache_and_loads_by_the_folder_code(h
     for spec in ("org-a/tiny-sd", "org-a/tiny-sd@main", f"org-a/tiny-sd@{COMMIT_A}"):
         assert hub.resolve_components(spec, {}, "unused") == str(hub_cache / "models--org-a--tiny-sd" / "snapshots" / COMMIT_A)
     with torch.no_grad():
-        assert torch.equal(vae_out(C.build_vae("org-a/tiny-sd")), vae_out(pipelines["vae_a"]))
-        assert same_weights(C.build_unet("org-a/tiny-sd"), pipelines["unet_a"])
+        assert torch.equal(vae_out(build_vae("org-a/tiny-sd")), vae_out(pipelines["vae_a"]))
+        assert same_weights(build_unet("org-a/tiny-sd"), pipelines["unet_a"])
     betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)  # the saved scheduler's linear schedule
-    assert torch.allclose(C.alphas_cumprod("org-a/tiny-sd").double(), torch.cumprod(1 - betas, 0), atol=1e-6)
+    assert torch.allclose(alphas_cumprod("org-a/tiny-sd").double(), torch.cumprod(1 - betas, 0), atol=1e-6)
 
 
 def test_per_role_override_mixes_a_vae_from_one_repo_with_a_unet_from_another(hub_cache, pipelines, tmp_path):
@@ -124,9 +124,9 @@ def test_per_role_override_mixes_a_vae_from_one_repo_with_a_unet_from_another(hu
     assert run.components == {"vae": "org-b/tiny-vae"} and run.to_dict()["component_overrides"] == run.components
     folder = hub.resolve_components("org-a/tiny-sd", run.components, tmp_path / "run" / "components")
     with torch.no_grad():
-        assert torch.equal(vae_out(C.build_vae(folder)), vae_out(pipelines["vae_b"]))
-        assert not torch.equal(vae_out(C.build_vae(folder)), vae_out(pipelines["vae_a"]))
-        assert same_weights(C.build_unet(folder), pipelines["unet_a"])
+        assert torch.equal(vae_out(build_vae(folder)), vae_out(pipelines["vae_b"]))
+        assert not torch.equal(vae_out(build_vae(folder)), vae_out(pipelines["vae_a"]))
+        assert same_weights(build_unet(folder), pipelines["unet_a"])
     record = json.loads((Path(folder) / hub.MANIFEST).read_text())
     assert record["overrides"] == {"vae": "org-b/tiny-vae"}
     assert record["links"]["vae"] == str(hub_cache / "models--org-b--tiny-vae" / "snapshots" / COMMIT_B)
@@ -141,20 +141,20 @@ def test_per_role_override_mixes_a_vae_from_one_repo_with_a_unet_from_another(hu
 def test_a_dit_pipeline_snapshot_serves_its_vae_as_the_transformer_vae(tmp_path, monkeypatch):
     torch.manual_seed(3)
     src = tmp_path / "sd3"
-    C.build_dit("tiny").save_pretrained(src / "transformer")
-    vae16 = C.build_vae("tiny", latent_channels=16)
+    build_dit("tiny").save_pretrained(src / "transformer")
+    vae16 = build_vae("tiny", latent_channels=16)
     vae16.save_pretrained(src / "vae")
     (src / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusion3Pipeline"}))
     cache = tmp_path / "hub"
     write_hub_repo(cache, "org-c/tiny-sd3", "c" * 40, src)
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     hub._resolve.cache_clear()
-    loaded = C.build_vae("org-c/tiny-sd3", latent_channels=16, sub="transformer_vae")
+    loaded = build_vae("org-c/tiny-sd3", latent_channels=16, sub="transformer_vae")
     with torch.no_grad():
         assert torch.equal(vae_out(loaded), vae_out(vae16))
-    assert C.build_dit("org-c/tiny-sd3").config.num_layers == 2
+    assert build_dit("org-c/tiny-sd3").config.num_layers == 2
     with pytest.raises(UserError, match="transformer_vae"):
-        C.build_vae(str(src / "transformer"), sub="transformer_vae")  # a plain folder gets no such substitution
+        build_vae(str(src / "transformer"), sub="transformer_vae")  # a plain folder gets no such substitution
     hub._resolve.cache_clear()
 
 
@@ -186,7 +186,7 @@ def test_model_id_downloads_through_hf_endpoint_once_then_works_offline(loopback
                        "unet/diffusion_pytorch_model.safetensors", "vae/config.json",
                        "vae/diffusion_pytorch_model.safetensors"]  # no fp16 variant, no single-file .ckpt
     with torch.no_grad():
-        assert torch.equal(vae_out(C.build_vae(str(snap))), vae_out(pipelines["vae_a"]))
+        assert torch.equal(vae_out(build_vae(str(snap))), vae_out(pipelines["vae_a"]))
     downloads = [r for r in loopback_hub.requests if r[0] == "GET" and "/resolve/" in r[1]]
     assert len(downloads) == len(fetched)
     hub._resolve.cache_clear()

@@ -8,8 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from srdistill.training.components import builders as C
-from srdistill.training.recipes.base import build_recipe
+from srdistill.core.errors import UserError
+from srdistill.training.components.diffusers_models import build_unet, build_vae
+from srdistill.training.components.lora import OSEDIFF_FILE, add_osediff_lora, load_osediff, lora_parameters, osediff_unet_targets, osediff_vae_targets
+from srdistill.training.recipes.registry import build_recipe
 from srdistill.training.recipes.ctsr import Stage1Draws, Stage2Draws, build_fidelity_teacher
 from helpers.training import lr_hr_batch, sd_alphas_cumprod
 from test_training_resshift import OFFICIAL_UNET, _random_state, official_sqrt_etas, official_vq_keys, official_unet_keys
@@ -28,7 +30,7 @@ KAPPA = 2.0   # ResShift's released kappa; its 15-step schedule is official_sqrt
 def _perturb(model, adapter, seed):
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for p in C.lora_parameters(model, adapter):
+        for p in lora_parameters(model, adapter):
             p.add_(0.05 * torch.randn(p.shape, generator=gen))
 
 
@@ -172,7 +174,7 @@ def test_realism_teacher_is_osediff_not_the_student_nor_plain_sd(recipe):
     with torch.no_grad():
         got = recipe.eps_realism(z, t)
     assert all(p.requires_grad for p in recipe.generator_parameters())       # switching left the flags alone
-    assert not any(p.requires_grad for p in C.lora_parameters(recipe.unet, "realism"))
+    assert not any(p.requires_grad for p in lora_parameters(recipe.unet, "realism"))
     h = Hand(recipe)
     with torch.no_grad():
         assert torch.allclose(got, h.eps(z, t, "realism"), atol=1e-6)
@@ -221,10 +223,10 @@ def _osediff_release(unet, vae, seed):
     from peft import LoraConfig
 
     gen = torch.Generator().manual_seed(seed)
-    groups = C.osediff_unet_targets(unet)
+    groups = osediff_unet_targets(unet)
     for name, targets in groups.items():
         unet.add_adapter(LoraConfig(r=4, init_lora_weights="gaussian", target_modules=targets), adapter_name=name)
-    vae_targets = C.osediff_vae_targets(vae)
+    vae_targets = osediff_vae_targets(vae)
     vae.add_adapter(LoraConfig(r=4, init_lora_weights="gaussian", target_modules=vae_targets), adapter_name="default_encoder")
     with torch.no_grad():
         for model in (unet, vae):
@@ -242,15 +244,15 @@ def _osediff_release(unet, vae, seed):
 def test_osediff_released_checkpoint_loads_into_the_realism_adapter(tmp_path):
     def bases():   # the same SD 2.1-shaped bases on both sides
         torch.manual_seed(0)
-        return C.build_unet("tiny"), C.build_vae("tiny")
+        return build_unet("tiny"), build_vae("tiny")
 
     ref_unet, ref_vae = bases()
     ckpt = _osediff_release(ref_unet, ref_vae, seed=9)
-    path = tmp_path / C.OSEDIFF_FILE
+    path = tmp_path / OSEDIFF_FILE
     torch.save(ckpt, path)
     unet, vae = bases()
-    C.add_osediff_lora(unet, vae, "realism")
-    C.load_osediff(path, unet, vae, "realism")
+    add_osediff_lora(unet, vae, "realism")
+    load_osediff(path, unet, vae, "realism")
     unet.set_adapter("realism")
     vae.set_adapter("realism")
     z, t, ctx = torch.randn(1, 4, 8, 8), torch.tensor([999]), torch.zeros(1, 8, 32)
@@ -261,17 +263,17 @@ def test_osediff_released_checkpoint_loads_into_the_realism_adapter(tmp_path):
         assert torch.allclose(vae.encode(x).latent_dist.mode(), ref_vae.encode(x).latent_dist.mode(), atol=1e-5)
     bad = dict(ckpt, rank_unet=8)
     torch.save(bad, tmp_path / "bad.pkl")
-    with pytest.raises(C.UserError, match="rank 8"):
-        C.load_osediff(tmp_path / "bad.pkl", unet, vae, "realism")
+    with pytest.raises(UserError, match="rank 8"):
+        load_osediff(tmp_path / "bad.pkl", unet, vae, "realism")
 
 
 def test_osediff_scope_at_sd21_shape_is_4_4_million_parameters():
     """OSEDiff's generator LoRA at SD 2.1-base shape (UNet 4.06 M + VAE encoder 0.37 M), on the meta device."""
     with torch.device("meta"):
-        unet, vae = C.build_unet("sd21"), C.build_vae("sd21")
-        C.add_osediff_lora(unet, vae, "student")
-    n_unet = sum(p.numel() for p in C.lora_parameters(unet, "student"))
-    n_vae = sum(p.numel() for p in C.lora_parameters(vae, "student"))
+        unet, vae = build_unet("sd21"), build_vae("sd21")
+        add_osediff_lora(unet, vae, "student")
+    n_unet = sum(p.numel() for p in lora_parameters(unet, "student"))
+    n_vae = sum(p.numel() for p in lora_parameters(vae, "student"))
     assert (n_unet, n_vae) == (4_055_712, 369_356)
 
 
@@ -297,9 +299,9 @@ def test_fidelity_teacher_is_resshift_through_the_pixel_bridge_at_the_matching_s
 
 def test_fidelity_teacher_refuses_schedule_overrides_for_the_released_network_and_names_missing_files(tmp_path):
     abar = sd_alphas_cumprod()
-    with pytest.raises(C.UserError, match="resshift_steps/resshift_kappa"):
+    with pytest.raises(UserError, match="resshift_steps/resshift_kappa"):
         build_fidelity_teacher(str(tmp_path), {"resshift_steps": 4, "resshift_kappa": 2.0}, abar, 4)
-    with pytest.raises(C.UserError) as err:
+    with pytest.raises(UserError) as err:
         build_fidelity_teacher(str(tmp_path), {"resshift_steps": 15, "resshift_kappa": 2.0}, abar, 4)
     assert str(tmp_path / "resshift" / "resshift_realsrx4_s15_v1.pth") in str(err.value)
 

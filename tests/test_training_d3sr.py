@@ -8,8 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from srdistill.training.components import builders as C
-from srdistill.training.recipes.base import build_recipe
+from srdistill.core.errors import UserError
+from srdistill.training.components.diffusers_models import alphas_cumprod, build_unet
+from srdistill.training.recipes.registry import build_recipe
 from srdistill.training.recipes.d3sr import SD21_FALLBACK, Noising
 from helpers.training import lr_hr_batch, sd_alphas_cumprod
 
@@ -105,7 +106,7 @@ def test_sdxl_shaped_critic_keeps_down_and_mid_blocks_only_and_runs_micro_condit
     lora = {n for n, _ in unet.named_parameters() if "lora_" in n}
     assert lora and not any(n.startswith("up_blocks") for n in lora)
     assert recipe.substitutions == []
-    full = C.build_unet("tiny", role="disc_unet")
+    full = build_unet("tiny", role="disc_unet")
     kept = sum(p.numel() for n, p in unet.named_parameters() if "lora_" not in n)
     dropped = sum(p.numel() for m in (full.up_blocks, full.conv_norm_out, full.conv_out) for p in m.parameters())
     assert kept == sum(p.numel() for p in full.parameters()) - dropped
@@ -113,7 +114,7 @@ def test_sdxl_shaped_critic_keeps_down_and_mid_blocks_only_and_runs_micro_condit
 
 def test_folder_without_sdxl_falls_back_to_sd21_loudly_and_the_ablation_is_asked_for_by_name(tmp_path, caplog):
     torch.manual_seed(0)
-    C.build_unet("tiny").save_pretrained(tmp_path / "unet")   # a components folder with no disc_unet/
+    build_unet("tiny").save_pretrained(tmp_path / "unet")   # a components folder with no disc_unet/
     r = build_recipe("d3sr", CFG, "tiny", "cpu", student_only=True)
     with caplog.at_level(logging.WARNING):
         disc = r._build_discriminator(str(tmp_path), torch.zeros(1, 8, 32))
@@ -121,7 +122,7 @@ def test_folder_without_sdxl_falls_back_to_sd21_loudly_and_the_ablation_is_asked
     assert disc.unet.config.addition_embed_type is None and len(disc.unet.up_blocks) == 0
     ablation = build_recipe("d3sr", {**CFG, "discriminator": "sd21"}, "tiny", "cpu")
     assert ablation.substitutions == [] and ablation.disc.unet.config.addition_embed_type is None
-    with pytest.raises(C.UserError, match="discriminator must be sdxl"):
+    with pytest.raises(UserError, match="discriminator must be sdxl"):
         build_recipe("d3sr", {**CFG, "discriminator": "sd3"}, "tiny", "cpu")
 
 
@@ -129,5 +130,5 @@ def test_v_prediction_schedule_is_refused(tmp_path):
     from diffusers import DDPMScheduler
 
     DDPMScheduler(prediction_type="v_prediction").save_pretrained(tmp_path / "scheduler")
-    with pytest.raises(C.UserError, match="v_prediction"):
-        C.alphas_cumprod(str(tmp_path))
+    with pytest.raises(UserError, match="v_prediction"):
+        alphas_cumprod(str(tmp_path))

@@ -9,7 +9,7 @@ import torch
 from srdistill.training.loader import make_loader
 from srdistill.training.config import load_run_config
 from srdistill.training.export import file_fingerprint, find_runs, load_student
-from srdistill.training.recipes.base import build_recipe
+from srdistill.training.recipes.registry import build_recipe
 from srdistill.training.trainer import Trainer
 
 from srdistill.core.errors import UserError

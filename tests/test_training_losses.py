@@ -116,7 +116,7 @@ def test_ea_dists_adds_the_edge_term():
 
 
 def test_ea_dists_with_pyiqa_dists_is_zero_only_for_identical_images():
-    from srdistill.training.components.builders import build_dists
+    from srdistill.training.components.perceptual import build_dists
 
     dists = build_dists("tiny")
     gen = torch.Generator().manual_seed(5)

@@ -13,7 +13,8 @@ from srdistill.training import perf
 from srdistill.training.run.checkpoint import latest_checkpoint
 from srdistill.training.cli import main as train_main
 from srdistill.training.config import TrainerConfig, load_run_config
-from srdistill.training.recipes.base import Recipe, build_recipe
+from srdistill.training.recipes.base import Recipe
+from srdistill.training.recipes.registry import build_recipe
 from srdistill.training.trainer import Trainer
 
 from srdistill.core.errors import run_command
@@ -291,7 +292,8 @@ def _reference_lora_count(model: torch.nn.Module, rank: int, targets) -> int:
 
 
 def test_tiny_counts_match_an_independent_count():
-    from srdistill.training.components.builders import UNET_LORA_TARGETS, build_unet
+    from srdistill.training.components.diffusers_models import build_unet
+    from srdistill.training.components.lora import UNET_LORA_TARGETS
     from srdistill.training.paramcount import count
 
     counts = count("d3sr", "tiny")
@@ -315,15 +317,14 @@ def test_dry_run_prints_counts_and_needs_no_shards(capsys):
 
 @pytest.mark.slow
 def test_readme_table_is_the_computed_sd21_counts():
-    from pathlib import Path
+    from helpers.docs import PARAMCOUNT_PAGE
+    from srdistill.training.paramcount import README_BEGIN, README_END, count, readme_block, recipe_order
 
-    from srdistill.training.paramcount import RECIPE_ORDER, README_BEGIN, README_END, count, readme_block
-
-    readme = (Path(__file__).resolve().parents[1] / "docs" / "figures.md").read_text()
+    readme = PARAMCOUNT_PAGE.read_text()
     start, end = readme.index(README_BEGIN), readme.index(README_END) + len(README_END)
-    counts = [count(r, "sd21") for r in RECIPE_ORDER]
+    counts = [count(r, "sd21") for r in recipe_order()]
     assert readme[start:end] == readme_block(counts), \
         "docs/figures.md's parameter table is stale: run python -m srdistill.training.paramcount --readme docs/figures.md"
-    vpdsr = counts[RECIPE_ORDER.index("vpdsr")]
+    vpdsr = counts[recipe_order().index("vpdsr")]
     # VPD-SR trains the whole ResShift denoiser: the paper's 118.59 M within 1%
     assert abs(vpdsr.generator_trainable / 1e6 - 118.59) / 118.59 < 0.01

@@ -1,42 +1,44 @@
-"""The four recipes on tiny random-weight components: finite losses, student I/O, gradient routing,
+"""Every registered recipe on tiny random-weight components (with its own TEST_SETTINGS): finite losses, student I/O, gradient routing,
 trainable-state round trips, stage switches and knobs, student-only builds, the YAMLs' assumptions and the
-the recipe table of docs/training.md. Every test builds (or deep-copies) its own recipe, so none depends on another's order."""
+registry's contract and the recipe table of docs/training.md. Every test builds (or deep-copies) its own recipe, so none depends on another's order."""
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import re
+import types
 from importlib import resources
-from pathlib import Path
-
 import pytest
 import torch
 import yaml
 
+from helpers.docs import RECIPE_TABLE_PAGE
 from srdistill.core.errors import UserError
-from srdistill.training.components import builders as C
-from srdistill.training.recipes.base import RECIPES, build_recipe
+from srdistill.training.config import packaged_recipes
+from srdistill.training.components.qwen_vl import build_vlm
+from srdistill.training.recipes.base import Recipe
+from srdistill.training.recipes.registry import RECIPES, _defined_recipes, build_recipe
 from helpers.training import lr_hr_batch
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-# Smaller-than-paper settings only where they cost CPU time (ranks, LPIPS backbone, FDL slices, stage lengths).
-FAST = {
-    "strsr": {"lora_rank": 4, "lora_alpha": 4, "lpips_net": "alex", "fdl_num_proj": 16, "stage1_steps": 1},
-    "d3sr": {"lora_rank": 4, "lora_alpha": 4, "disc_lora_rank": 4, "disc_lora_alpha": 4},
-    "ctsr": {"lpips_net": "alex", "stage1_steps": 1},
-    "vpdsr": {"resshift_steps": 4},
-}
-NAMES = sorted(FAST)
+NAMES = list(RECIPES)
+# the recipes whose constructor builds the student's roles alone on request (build_recipe's student_only)
+STUDENT_ONLY = [n for n, cls in RECIPES.items() if "student_only" in inspect.signature(cls.__init__).parameters]
+
+
+def _fast(name: str) -> dict:
+    return RECIPES[name].TEST_SETTINGS
 
 
 
 @pytest.fixture(scope="module")
 def _built():
     """Built once per module and never handed out: tests get deep copies."""
-    return {name: build_recipe(name, FAST[name], "tiny", "cpu") for name in NAMES}
+    return {name: build_recipe(name, _fast(name), "tiny", "cpu") for name in NAMES}
 
 
 class _Fresh:
@@ -64,7 +66,7 @@ def _names(recipe, params):
 
 
 def test_registry_and_packaged_yaml_match_the_recipe_defaults():
-    assert set(RECIPES) >= set(NAMES)
+    assert NAMES and set(NAMES) == set(packaged_recipes())   # a YAML without a recipe, or a recipe without one
     for name in NAMES:
         text = (resources.files("srdistill.training.recipes") / f"{name}.yaml").read_text()
         doc = yaml.safe_load(text)
@@ -73,31 +75,92 @@ def test_registry_and_packaged_yaml_match_the_recipe_defaults():
         assert {"batch_size", "global_batch"} & set(doc["trainer"])
 
 
-@pytest.mark.parametrize("name", ["strsr", "d3sr", "ctsr"])
-def test_yaml_states_the_paper_batch_and_crop_and_lists_assumptions_and_stand_ins(name):
+@pytest.mark.parametrize("name", NAMES)
+def test_yaml_lists_its_assumptions_as_sentences(name):
     doc = yaml.safe_load((resources.files("srdistill.training.recipes") / f"{name}.yaml").read_text())
-    paper = {"strsr": (4, 1024, "resize_center"), "d3sr": (8, 512, "random"), "ctsr": (1, 512, "random")}[name]
-    t = doc["trainer"]
-    assert (t["global_batch"], t["crop"], t["crop_policy"]) == paper
     assumptions = doc["assumptions"]
     assert len(assumptions) >= 8 and all(isinstance(a, str) and len(a) > 20 for a in assumptions)
-    stand_ins = [a for a in assumptions if a.startswith("stand-in")]
-    assert stand_ins if name in ("strsr", "ctsr") else True
-    if name == "strsr":
-        assert any("SD3" in a for a in stand_ins) and any("clip" in a and "Qwen3-VL" in a for a in stand_ins)
-        assert any("base: flux2" in a and "FLUX.2 [klein] 4B" in a for a in assumptions)
+
+
+# What three papers state for their global batch and HR crop (as README's recipe table gives them).
+PAPER_BATCH_AND_CROP = {"strsr": (4, 1024, "resize_center"), "d3sr": (8, 512, "random"), "ctsr": (1, 512, "random")}
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_BATCH_AND_CROP))
+def test_yaml_states_the_paper_batch_and_crop(name):
+    t = yaml.safe_load((resources.files("srdistill.training.recipes") / f"{name}.yaml").read_text())["trainer"]
+    assert (t["global_batch"], t["crop"], t["crop_policy"]) == PAPER_BATCH_AND_CROP[name]
+
+
+def test_strsr_and_ctsr_yamls_name_their_stand_ins():
+    docs = {n: yaml.safe_load((resources.files("srdistill.training.recipes") / f"{n}.yaml").read_text())
+            for n in ("strsr", "ctsr")}
+    stand_ins = {n: [a for a in d["assumptions"] if a.startswith("stand-in")] for n, d in docs.items()}
+    assert stand_ins["ctsr"]
+    assert any("SD3" in a for a in stand_ins["strsr"]) and any("clip" in a and "Qwen3-VL" in a for a in stand_ins["strsr"])
+    assert any("base: flux2" in a and "FLUX.2 [klein] 4B" in a for a in docs["strsr"]["assumptions"])
+
+
+def test_every_recipe_declares_the_registry_contract():
+    positions = [cls.POSITION for cls in RECIPES.values()]
+    assert positions == sorted(positions) and len(set(positions)) == len(positions)
+    for name, cls in RECIPES.items():
+        assert cls.name == name and cls.PAPER_COUNTS, name
+        assert set(cls.TEST_SETTINGS) <= set(cls.DEFAULTS), name
+        assert set(cls.CHOICES) <= set(cls.DEFAULTS), name
+        for key, choice in cls.CHOICES.items():   # the paper's value is one the check allows
+            assert cls.DEFAULTS[key] in choice.allowed() and choice.described, (name, key)
+            assert str(cls.DEFAULTS[key]) in choice.described, (name, key)
+
+
+def test_discovery_takes_concrete_recipes_defined_in_the_module_only():
+    class Abstract(Recipe):   # no losses: abstract, not a recipe to build
+        name = "abstract"
+
+    class Concrete(Recipe):
+        name, POSITION = "concrete", 99
+
+        def generator_parameters(self):
+            return []
+
+        def generator_loss(self, lr, hr, step):
+            return {}
+
+    module = types.ModuleType("fake_recipe_module")
+    Concrete.__module__ = Abstract.__module__ = module.__name__
+    module.Recipe, module.Abstract, module.Concrete = Recipe, Abstract, Concrete
+    module.Imported = RECIPES["d3sr"]   # imported from elsewhere: belongs to its own module
+    assert _defined_recipes(module) == [Concrete]
+
+
+def test_a_choice_setting_outside_its_allowed_values_is_a_user_error():
+    from srdistill.training.config import validate_recipe_values
+
+    for name, cls in RECIPES.items():
+        for key, choice in cls.CHOICES.items():
+            with pytest.raises(UserError, match=f"recipe.{key} must be"):
+                validate_recipe_values(name, {key: "no-such-value"})
 
 
 def _readme_table() -> dict[str, list[str]]:
-    text = Path(__file__).resolve().parents[1].joinpath("docs", "training.md").read_text()
+    text = RECIPE_TABLE_PAGE.read_text()
+    assert text.count("<!-- recipe-table -->") == 2, f"{RECIPE_TABLE_PAGE} holds no recipe table"
     block = text.split("<!-- recipe-table -->")[1]
     rows = [ln for ln in block.splitlines() if ln.startswith("| `")]
     return {re.search(r"`(\w+)`", r).group(1): [c.strip() for c in r.strip("|").split("|")] for r in rows}
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_every_registered_recipe_has_its_row_in_the_recipe_table(name):
+    assert name in _readme_table(), f"recipe {name} has no row in {RECIPE_TABLE_PAGE}'s recipe table"
+
+
+def test_recipe_table_rows_are_the_registered_recipes_in_their_declared_positions():
+    assert list(_readme_table()) == NAMES
+
+
 def test_readme_recipe_table_matches_the_yamls():
     table = _readme_table()
-    assert set(table) == set(NAMES)
     for name, cells in table.items():
         doc = yaml.safe_load((resources.files("srdistill.training.recipes") / f"{name}.yaml").read_text())
         t = doc["trainer"]
@@ -109,7 +172,8 @@ def test_readme_recipe_table_matches_the_yamls():
 
 
 def test_paper_hyper_parameters_are_the_defaults():
-    s, d, c, v = (RECIPES[n].DEFAULTS for n in ("strsr", "d3sr", "ctsr", "vpdsr"))
+    s, d = RECIPES["strsr"].DEFAULTS, RECIPES["d3sr"].DEFAULTS
+    c, v = RECIPES["ctsr"].DEFAULTS, RECIPES["vpdsr"].DEFAULTS
     assert (s["lambda_lpips"], s["lambda_gan"], s["lambda_fdl"], s["lambda_r1"], s["lora_rank"]) == \
         (3.0, 0.1, 0.002, 10.0, 256)
     assert (d["lora_rank"], d["lora_alpha"]) == (16, 16)
@@ -201,7 +265,7 @@ def test_strsr_adds_fdl_only_in_stage_two(recipes):
 
 
 def test_ctsr_stage_two_snapshots_the_stage_one_student_and_the_knob_moves_the_output():
-    recipe = build_recipe("ctsr", FAST["ctsr"], "tiny", "cpu")
+    recipe = build_recipe("ctsr", _fast("ctsr"), "tiny", "cpu")
     lr, hr = lr_hr_batch(4)
     s1 = recipe.generator_loss(lr, hr, step=0)
     assert {"l2", "lpips", "l_rn", "l_fl"} <= set(s1)
@@ -220,7 +284,7 @@ def test_ctsr_stage_two_snapshots_the_stage_one_student_and_the_knob_moves_the_o
     with torch.no_grad():  # stage-two training moves the student away from the snapshot
         for p in recipe.generator_parameters():
             p.add_(0.05 * torch.randn_like(p))
-    resumed = build_recipe("ctsr", FAST["ctsr"], "tiny", "cpu")
+    resumed = build_recipe("ctsr", _fast("ctsr"), "tiny", "cpu")
     resumed.load_trainable_state_dict(recipe.trainable_state_dict())  # a stage-two resume keeps the frozen T_S
     assert int(resumed.snapshot_taken) == 1
     torch.manual_seed(11)
@@ -234,10 +298,10 @@ def test_ctsr_stage_two_snapshots_the_stage_one_student_and_the_knob_moves_the_o
         recipe.student()(lr, t=1.5)
 
 
-@pytest.mark.parametrize("name", ["strsr", "d3sr", "ctsr"])
+@pytest.mark.parametrize("name", STUDENT_ONLY)
 def test_student_only_build_has_no_teacher_discriminator_or_loss_network_and_the_same_student(recipes, name):
     full = recipes[name]
-    alone = build_recipe(name, FAST[name], "tiny", "cpu", student_only=True)
+    alone = build_recipe(name, _fast(name), "tiny", "cpu", student_only=True)
     kinds = {type(m).__name__ for m in alone.modules()}
     assert not kinds & {"LPIPS", "DISTS", "DiffusionDiscriminator", "ConvNeXtDiscriminator", "FidelityTeacher"}
     assert alone.discriminator_parameters() == [] and sum(p.numel() for p in alone.parameters()) < \
@@ -260,7 +324,7 @@ def test_paper_sized_components_fit_together_at_512px(name):
     CLIP stand-in and Qwen3-VL-4B is checked to be built whole, its language model's width feeding f_adapt."""
     with torch.device("meta"):
         if name == "strsr":
-            vlm = C.build_vlm("sd21", "a prompt")
+            vlm = build_vlm("sd21", "a prompt")
             assert vlm.width == vlm.model.config.text_config.hidden_size == 2560
             assert len(vlm.model.language_model.layers) == 36
         recipe = RECIPES[name]({"semantic_encoder": "clip"} if name == "strsr" else {}, "sd21")
@@ -282,7 +346,7 @@ def test_student_reconstruction_path_learns_on_real_crops():
     img = torch.from_numpy(data.astronaut()[::4, ::4].copy()).permute(2, 0, 1).float() / 255  # 128x128
     hr = torch.stack([img[:, :32, :32], img[:, 64:96, 48:80]])
     lr = torch.nn.functional.interpolate(hr, scale_factor=0.25, mode="bicubic", antialias=True).clamp(0, 1)
-    recipe = build_recipe("d3sr", FAST["d3sr"], "tiny", "cpu")
+    recipe = build_recipe("d3sr", _fast("d3sr"), "tiny", "cpu")
     student = recipe.student()
     opt = torch.optim.Adam(recipe.generator_parameters(), lr=1e-2)
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from srdistill.training.recipes.base import build_recipe
+from srdistill.training.recipes.registry import build_recipe
 from helpers.training import lr_hr_batch
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -178,7 +178,7 @@ def _blur(f, pad_off):
 def test_discriminator_is_the_releases_four_spectral_normalised_heads():
     """HYPIR/model/D.py MultiLevelDConv(level=4, down=2): per stage blur(pad_off 1), SN conv3x3 stride 2,
     LeakyReLU 0.2, blur, SN conv1x1 stride 2; on the pooled embedding SN Linear, LeakyReLU, SN Linear."""
-    from srdistill.training.components import builders as C
+    from srdistill.training.components.open_clip_encoders import clip_normalize
 
     r = build_recipe("strsr", CFG, "tiny", "cpu")
     d = r.disc
@@ -188,7 +188,7 @@ def test_discriminator_is_the_releases_four_spectral_normalised_heads():
     d.eval()
     with torch.no_grad():
         trunk = d.clip.visual.trunk
-        final, stages = trunk.forward_intermediates(C.clip_normalize(d.clip, x, resize=False))
+        final, stages = trunk.forward_intermediates(clip_normalize(d.clip, x, resize=False))
         want = []
         for f, head in zip(stages[:3], d.heads):
             h = F.leaky_relu(F.conv2d(_blur(f, 1), head[1].weight, head[1].bias, stride=2), 0.2)
@@ -366,7 +366,7 @@ def test_zimage_base_is_diffusers_z_image_transformer():
 def test_flux2_latent_layout_round_trips_and_is_the_pipelines():
     from diffusers import Flux2KleinPipeline as P
 
-    from srdistill.training.recipes.strsr import (flux2_image_ids, flux2_pack, flux2_patchify, flux2_text_ids,
+    from srdistill.training.components.flow_dits import (flux2_image_ids, flux2_pack, flux2_patchify, flux2_text_ids,
                                                  flux2_unpack, flux2_unpatchify)
 
     z = torch.randn(2, 3, 6, 10, generator=torch.Generator().manual_seed(8))   # h != w: a swapped axis shows
@@ -428,7 +428,7 @@ def test_flux2_one_step_is_the_pipelines_flow_match_euler_step_from_t1_to_zero()
 def test_flux2_base_is_diffusers_flux2_klein_with_the_releases_attention_lora_and_paper_shape_on_meta():
     from diffusers import AutoencoderKLFlux2, Flux2Transformer2DModel
 
-    from srdistill.training.components import builders as C
+    from srdistill.training.components.diffusers_models import build_dit, build_flux2_vae
 
     r = build_recipe("strsr", {**CFG, "base": "flux2", "condition": "none"}, "tiny", "cpu", student_only=True)
     assert isinstance(r.dit, Flux2Transformer2DModel) and isinstance(r.codec.vae, AutoencoderKLFlux2)
@@ -441,7 +441,7 @@ def test_flux2_base_is_diffusers_flux2_klein_with_the_releases_attention_lora_an
     assert single == {"attn.to_qkv_mlp_proj", "attn.to_out"}
     assert all(n.startswith(("transformer_blocks.", "single_transformer_blocks.")) for n in lora)
     with torch.device("meta"):
-        dit, vae = C.build_dit("sd21", "flux2"), C.build_flux2_vae("sd21")
+        dit, vae = build_dit("sd21", "flux2"), build_flux2_vae("sd21")
     cfg = dit.config   # FLUX.2 [klein] 4B: 5 double + 20 single blocks, 24 x 128 heads, Qwen3-4B's 3 x 2560 context
     assert (cfg.num_layers, cfg.num_single_layers, cfg.num_attention_heads, cfg.attention_head_dim,
             cfg.joint_attention_dim, cfg.in_channels, cfg.guidance_embeds) == (5, 20, 24, 128, 7680, 128, False)
@@ -522,11 +522,11 @@ def test_prompt_ids_from_a_processor_expand_to_the_processors_own_input_ids():
     itself gives the model for the same image."""
     import numpy as np
 
-    from srdistill.training.components import builders as C
+    from srdistill.training.components.qwen_vl import _processor_prompt_ids
 
     proc = _tiny_qwen3vl_processor()
     image_id = proc.image_token_id
-    prefix, suffix = C._processor_prompt_ids(proc, "Describe a sharp photo", image_id)
+    prefix, suffix = _processor_prompt_ids(proc, "Describe a sharp photo", image_id)
     img = (np.random.default_rng(0).random((64, 96, 3)) * 255).astype(np.uint8)
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe a sharp photo"}]}]
     text = proc.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

@@ -11,6 +11,7 @@ import torch
 from srdistill.training.run.checkpoint import CKPT_DIR, list_checkpoints
 from srdistill.training.cli import main as train_main
 from srdistill.training.config import TrainerConfig, load_run_config
+from srdistill.training.recipes.registry import RECIPES
 from srdistill.training.run.log import read_log
 from srdistill.training.trainer import run_training
 
@@ -104,7 +105,7 @@ def test_resume_from_checkpoint_reproduces_the_uninterrupted_losses(shards, tmp_
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("recipe", ["strsr", "d3sr", "ctsr", "vpdsr"])
+@pytest.mark.parametrize("recipe", list(RECIPES))
 def test_every_recipe_trains_from_real_shards(recipe, shards, tmp_path):
     summary = _train(recipe, shards, tmp_path / recipe, FAST + ["steps=2", "val_images=1"], val_shards=shards)
     log = read_log(tmp_path / recipe)

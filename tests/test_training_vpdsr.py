@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from srdistill.training.recipes.base import RECIPES, build_recipe
+from srdistill.training.recipes.registry import RECIPES, build_recipe
 from helpers.training import lr_hr_batch
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

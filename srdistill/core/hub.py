@@ -23,7 +23,7 @@ from srdistill.core import download
 from srdistill.core.atomic import write_json
 from srdistill.core.errors import UserError
 
-# Sub-folders of a components folder, one per role (training/components/builders.py reads them).
+# Sub-folders of a components folder, one per role (training/components/roles.py lays them out).
 ROLES = ("vae", "unet", "transformer", "transformer_vae", "scheduler", "text_encoder", "tokenizer", "disc_unet",
          "resshift", "clip_convnext", "clip", "pyiqa")
 DEFAULT_ENDPOINT = "https://huggingface.co"

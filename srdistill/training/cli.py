@@ -47,17 +47,19 @@ def trainer_keys_help() -> str:
 
 
 def _recipe_names() -> list[str]:
-    """Registered recipes: importing the recipe contract imports and registers every recipe module."""
-    from srdistill.training.recipes.base import RECIPES
+    """Registered recipes: the registry imports every recipe module."""
+    from srdistill.training.recipes.registry import RECIPES
 
     return sorted(RECIPES)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from srdistill.training.config import packaged_recipes
+
     p = argparse.ArgumentParser(
-        prog="train", description="Train a one-step diffusion SR student (StrSR, D3SR, CTSR or VPD-SR) on degradation shards.",
+        prog="train", description="Train a one-step diffusion SR student with a distillation recipe on degradation shards.",
         epilog=EPILOG.format(trainer_keys=trainer_keys_help()), formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--recipe", required=True, help="recipe name: strsr, d3sr, ctsr or vpdsr")
+    p.add_argument("--recipe", required=True, help=f"recipe name: {', '.join(packaged_recipes())}")
     p.add_argument("--shards", default=None, help="training shards: a folder written by `degrade build`, a brace pattern or a .tar")
     p.add_argument("--out", default=None, help="run folder for the log, checkpoints and the exported student")
     p.add_argument("--components", default="tiny",

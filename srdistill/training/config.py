@@ -19,7 +19,7 @@ Precedence: TrainerConfig defaults < packaged training/recipes/<recipe>.yaml < -
 `--set` takes `trainer.KEY=V`, `recipe.KEY[.SUB]=V`, `components.ROLE=ID_OR_DIR`, or a bare trainer `KEY=V`;
 values are converted to the type of the field (trainer) or of the existing default (recipe), else read as YAML.
 The resolved values are checked before any work: each recipe value against the type of the recipe's default
-(and, for the names in RECIPE_CHOICES, its allowed values), the trainer's device, online spec and ranges.
+(and, for the recipe's CHOICES, its allowed values), the trainer's device, online spec and ranges.
 """
 
 from __future__ import annotations
@@ -101,6 +101,12 @@ def packaged_config(recipe: str) -> Path | None:
     """The shipped defaults of a recipe, or None when the package holds none."""
     path = resources.files("srdistill.training.recipes") / f"{recipe}.yaml"
     return Path(str(path)) if path.is_file() else None
+
+
+def packaged_recipes() -> list[str]:
+    """The recipes with a packaged YAML (one beside each recipe module), read without importing any recipe."""
+    folder = resources.files("srdistill.training.recipes")
+    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
 def read_document(path: str | Path) -> dict:
@@ -263,33 +269,6 @@ def load_run_config(recipe: str, config_file: str | Path | None = None, sets: li
     return run
 
 
-def _wavelets() -> list[str]:
-    """pywt's discrete wavelet names: what ptwt (the DWT of the HFP loss) accepts."""
-    import pywt
-
-    return pywt.wavelist(kind="discrete")
-
-
-# Recipe settings that name one thing of a fixed set, whichever recipe uses them: (allowed values, how to say them).
-def _flow_bases() -> list[str]:
-    from srdistill.training.recipes.strsr import FLOW_BASES
-
-    return list(FLOW_BASES)
-
-
-RECIPE_CHOICES = {
-    "wavelet": (_wavelets, "a discrete wavelet of pywt (haar, db2, sym4, ...: pywt.wavelist(kind='discrete'))"),
-    # the two LPIPS backbones components.build_lpips loads from a components folder
-    "lpips_net": (lambda: ["vgg", "alex"], "vgg or alex"),
-    # the paper's choice first, then its ablations or named stand-ins (the recipes document each)
-    "condition": (lambda: ["vlm", "text", "none"], "vlm, text (StrSR's w/o VLM) or none (w/o emb)"),
-    "semantic_encoder": (lambda: ["qwen3vl", "qwen3vl_vision", "clip"],
-                         "qwen3vl (the paper's), qwen3vl_vision (its vision tower alone) or clip (a stand-in)"),
-    "base": (_flow_bases, "zimage (the paper's Z-Image-Turbo), flux2 (its FLUX.2 [klein] 4B) or sd3 (a stand-in)"),
-    "discriminator": (lambda: ["sdxl", "sd21"], "sdxl (the paper's) or sd21 (D3SR's Table 6 ablation)"),
-}
-
-
 def _kind(default: Any) -> str | None:
     if isinstance(default, bool):
         return "true or false"
@@ -302,8 +281,9 @@ def _kind(default: Any) -> str | None:
     return None
 
 
-def _checked(key: str, value: Any, default: Any) -> Any:
-    """`value` as the type of `default` (an int accepts whole floats, a float accepts ints), or UserError."""
+def _checked(key: str, value: Any, default: Any, choices: dict) -> Any:
+    """`value` as the type of `default` (an int accepts whole floats, a float accepts ints) and, for a setting in
+    `choices` (the recipe's CHOICES), one of its allowed values; or UserError."""
     kind = _kind(default)
     ok = (kind is None or (isinstance(default, bool) and isinstance(value, bool))
           or (type(default) is int and not isinstance(value, bool)
@@ -316,21 +296,21 @@ def _checked(key: str, value: Any, default: Any) -> Any:
         value = int(value)
     elif isinstance(default, float):
         value = float(value)
-    if key in RECIPE_CHOICES and isinstance(value, str):
-        allowed, described = RECIPE_CHOICES[key]
-        if value not in allowed():
-            raise UserError(f"recipe.{key} must be {described}, got {value!r}.")
+    if key in choices and isinstance(value, str) and value not in choices[key].allowed():
+        raise UserError(f"recipe.{key} must be {choices[key].described}, got {value!r}.")
     return value
 
 
 def validate_recipe_values(recipe: str, values: dict) -> None:
-    """Check (and convert in place) each value the recipe has a default for; unknown keys are the recipe's to refuse."""
-    from srdistill.training.recipes.base import RECIPES
+    """Check (and convert in place) each value the recipe has a default for, and each of its ``CHOICES`` against
+    the allowed values; unknown keys are the recipe's to refuse."""
+    from srdistill.training.recipes.registry import RECIPES
 
-    defaults = RECIPES[recipe].DEFAULTS if recipe in RECIPES else {}
+    cls = RECIPES.get(recipe)
+    defaults, choices = (cls.DEFAULTS, cls.CHOICES) if cls is not None else ({}, {})
     for key, value in list(values.items()):
         if key in defaults:
-            values[key] = _checked(key, value, defaults[key])
+            values[key] = _checked(key, value, defaults[key], choices)
 
 
 def validate(cfg: TrainerConfig) -> None:

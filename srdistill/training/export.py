@@ -107,7 +107,7 @@ def read_export(run_dir: str | Path) -> dict:
 
 def load_student(run_dir: str | Path, device="cpu", components: str | None = None) -> Student:
     """Rebuild a run's exported student; `components` overrides the recorded preset/folder (e.g. a moved folder)."""
-    from srdistill.training.recipes.base import build_recipe
+    from srdistill.training.recipes.registry import build_recipe
 
     record = read_export(run_dir)
     weights_path = Path(run_dir) / EXPORT_DIR / WEIGHTS_NAME

@@ -17,18 +17,8 @@ import torch
 
 from srdistill.core.errors import UserError
 
-RECIPE_ORDER = ("strsr", "d3sr", "ctsr", "vpdsr")
 README_BEGIN = "<!-- paramcounts:begin (python -m srdistill.training.paramcount --readme docs/figures.md) -->"
 README_END = "<!-- paramcounts:end -->"
-
-# Every parameter count a paper states, verbatim in meaning, with where it says it (millions).
-PAPER_COUNTS: dict[str, list[tuple[str, str]]] = {
-    "strsr": [("base generator 6000 M (Z-Image-Turbo; also FLUX.2 [klein] 4B)", "Sec. 4, Implementation Details")],
-    "d3sr": [("total at inference 966.3 M", "Table 4")],
-    "ctsr": [("total 1775 M / trainable 8.5 M", "Table 8")],
-    "vpdsr": [("trainable 118.59 M", "Tables I and IV")],
-}
-
 
 @dataclass(frozen=True)
 class ParamCounts:
@@ -53,15 +43,22 @@ class ParamCounts:
                 f"  student at inference                {m(self.student_total):>14}"]
 
 
+def recipe_order() -> list[str]:
+    """Every registered recipe, in its declared POSITION (the tables' row order)."""
+    from srdistill.training.recipes.registry import RECIPES
+
+    return list(RECIPES)
+
+
 def _unique(params) -> dict[int, torch.nn.Parameter]:
     return {id(p): p for p in params}
 
 
 def count(recipe: str, components: str = "sd21", recipe_cfg: dict | None = None) -> ParamCounts:
     """Parameter counts of `recipe` built on the meta device at the `components` preset's shape."""
-    from srdistill.training.components.builders import PRESETS
+    from srdistill.training.components.presets import PRESETS
     from srdistill.training.config import load_run_config
-    from srdistill.training.recipes.base import build_recipe
+    from srdistill.training.recipes.registry import build_recipe
 
     if components not in PRESETS:
         raise UserError(f"--dry-run counts parameters at a preset's shape ({', '.join(PRESETS)}), "
@@ -78,11 +75,13 @@ def count(recipe: str, components: str = "sd21", recipe_cfg: dict | None = None)
 
 
 def markdown_table(counts: list[ParamCounts]) -> str:
+    from srdistill.training.recipes.registry import RECIPES
+
     m = lambda n: f"{n / 1e6:,.2f}"  # noqa: E731
     rows = ["| recipe | trainable G (M) | trainable D (M) | frozen (M) | student at inference (M) | the paper states |",
             "| --- | ---: | ---: | ---: | ---: | --- |"]
     for c in counts:
-        paper = "; ".join(f"{what} ({where})" for what, where in PAPER_COUNTS.get(c.recipe, [])) or "no count"
+        paper = "; ".join(f"{what} ({where})" for what, where in RECIPES[c.recipe].PAPER_COUNTS) or "no count"
         rows.append(f"| {c.recipe} | {m(c.generator_trainable)} | {m(c.discriminator_trainable)} | {m(c.frozen)} | "
                     f"{m(c.student_total)} | {paper} |")
     return "\n".join(rows)
@@ -104,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--components", default="sd21", help="preset shape: sd21 (default) or tiny")
     p.add_argument("--readme", default=None, help="rewrite the counts table between the markers of this Markdown file (docs/figures.md)")
     args = p.parse_args(argv)
-    counts = [count(r, args.components) for r in RECIPE_ORDER]
+    counts = [count(r, args.components) for r in recipe_order()]
     block = readme_block(counts)
     if args.readme:
         path = Path(args.readme)

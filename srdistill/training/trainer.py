@@ -359,7 +359,7 @@ def detect_scale(shards) -> int:
 def run_training(run: RunConfig, *, shards, out, components: str = "tiny", val_shards=None,
                  progress: bool = True, resume: bool = True) -> TrainSummary:
     """Everything `train` does: join torchrun's group, seed, build the recipe, train, checkpoint, export."""
-    from srdistill.training.recipes.base import build_recipe
+    from srdistill.training.recipes.registry import build_recipe
 
     info = dd.init_from_env("cuda" if torch.cuda.is_available() and run.trainer.device != "cpu" else "cpu")
     try:

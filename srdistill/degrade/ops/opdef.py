@@ -80,6 +80,11 @@ class Op:
     # form, e.g. a mapping parameter completed from its default: (the step's values, the step's path in the
     # spec) -> values; raises UserError naming the path.
     prepare: Callable[[dict, str], dict] | None = None
+    # Exceptions to the contract the generic op tests hold every op to, each saying why (empty: none):
+    # `resizes`, how the output's size follows from the input's (otherwise apply keeps the shape);
+    # `overshoots`, why an input in [0, 1] can give values outside it (otherwise the output stays in [0, 1]).
+    resizes: str = ""
+    overshoots: str = ""
 
 
 REGISTRY: dict[str, Op] = {}

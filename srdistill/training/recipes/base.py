@@ -1,4 +1,4 @@
-"""The Recipe contract (the abstract ``Recipe`` below), shared latent plumbing, and ``build_recipe``.
+"""The Recipe contract (the abstract ``Recipe`` below) and the one-step epsilon student D3SR and CTSR share.
 
 A recipe owns every role of one paper's distillation (frozen bases, LoRA / heads, teachers, discriminator) and
 exposes generator/discriminator losses for the trainer, the one-step student for export, and the trainable
@@ -11,32 +11,51 @@ from __future__ import annotations
 import abc
 import contextlib
 import copy
-import inspect
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from srdistill.core.errors import UserError
 from srdistill.training import losses
+from srdistill.training.components.latent_codec import LatentCodec
 
 log = logging.getLogger(__name__)
 
-RECIPES: dict[str, type[Recipe]] = {}
+@dataclass(frozen=True)
+class Choice:
+    """A recipe setting that names one thing of a fixed set: its allowed values (computed when a value is checked)
+    and how to say them in an error."""
+
+    allowed: Callable[[], list[str]]
+    described: str
 
 
-def register(cls: type[Recipe]) -> type[Recipe]:
-    RECIPES[cls.name] = cls
-    return cls
+# the two LPIPS backbones srdistill.training.components.perceptual.build_lpips loads from a components folder
+LPIPS_NET = Choice(lambda: ["vgg", "alex"], "vgg or alex")
 
 
 class Recipe(nn.Module, metaclass=abc.ABCMeta):
-    """Base class: subclasses set ``name`` and ``DEFAULTS`` and build their roles in ``__init__``."""
+    """Base class: subclasses declare what the registry (srdistill.training.recipes.registry) and the generic tests
+    read, and build their roles in ``__init__``:
+
+    - ``name``: the recipe's name (``train --recipe NAME``; its YAML is ``NAME.yaml`` beside the module);
+    - ``DEFAULTS``: every setting with the paper's value (a run's ``recipe:`` section may set only these);
+    - ``CHOICES``: the settings that name one of a fixed set, each a ``Choice`` (checked before any work);
+    - ``POSITION``: its place in the docs' tables (the recipe table, the parameter counts), 1 = first;
+    - ``PAPER_COUNTS``: every parameter count its paper states, (what, where it says it), for the counts table;
+    - ``TEST_SETTINGS``: small overrides that build it fast on the ``tiny`` preset (the generic tests use them).
+    """
 
     name: ClassVar[str]
     DEFAULTS: ClassVar[dict] = {}
+    CHOICES: ClassVar[dict[str, Choice]] = {}
+    POSITION: ClassVar[int]
+    PAPER_COUNTS: ClassVar[list[tuple[str, str]]] = []
+    TEST_SETTINGS: ClassVar[dict] = {}
     scale: int = 4
     # The one-step student(s): kept out of the module tree (they share the recipe's modules, so registering
     # them would duplicate parameter names) but moved with it by ``_apply``; ``student()`` returns the first.
@@ -138,49 +157,6 @@ def frozen_params(params: list[nn.Parameter]):
             p.requires_grad_(f)
 
 
-class LatentCodec(nn.Module):
-    """VAE in/out as the papers do it: bicubic x4 upsampling of the LR before the encoder, [-1, 1]
-    pixels, latent mean shifted and scaled by the VAE's shift/scaling factors; decoding back to [0, 1]."""
-
-    def __init__(self, vae: nn.Module, scale: int = 4):
-        super().__init__()
-        self.vae = vae
-        self.scale = scale
-        self.sf = float(vae.config.scaling_factor)
-        self.shift = float(getattr(vae.config, "shift_factor", None) or 0.0)
-
-    def encode(self, x01: torch.Tensor) -> torch.Tensor:
-        return (self.vae.encode(x01 * 2 - 1).latent_dist.mode() - self.shift) * self.sf
-
-    def encode_lr(self, lr: torch.Tensor) -> torch.Tensor:
-        up = F.interpolate(lr, scale_factor=self.scale, mode="bicubic", align_corners=False).clamp(0, 1)
-        return self.encode(up)
-
-    def decode(self, z: torch.Tensor, clamp: bool = True) -> torch.Tensor:
-        x = self.vae.decode(z / self.sf + self.shift).sample
-        return ((x.clamp(-1, 1) if clamp else x) + 1) / 2
-
-
-def build_recipe(name: str, cfg: dict, components: str, device, *, student_only: bool = False) -> Recipe:
-    """Build recipe ``name`` with settings ``cfg`` (its ``recipe:`` section) on ``components``.
-
-    Random-weight roles are drawn from a fixed seed (``init_seed``) so rebuilding gives the same bases; the
-    student's roles are built first, so ``student_only`` draws the same student weights as the full recipe.
-    A recipe whose constructor takes no ``student_only`` is built whole.
-    """
-    if name not in RECIPES:
-        raise UserError(f"unknown recipe {name!r}; choose one of {', '.join(sorted(RECIPES))}")
-    cfg = dict(cfg or {})
-    cls = RECIPES[name]
-    kwargs = {"student_only": True} if student_only and "student_only" in inspect.signature(cls.__init__).parameters else {}
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(cfg.get("init_seed", cls.DEFAULTS.get("init_seed", 0))))
-        recipe = cls(cfg, components, **kwargs)
-    return recipe.to(device)
-
-
-# The recipe modules import the base class above and register themselves in RECIPES on import,
-# so they are imported last (RECIPES is complete as soon as this module is).
 class OneStepEpsStudent(nn.Module):
     """The OSEDiff-style one-step student D3SR trains and CTSR extends (D3SR Eq. 1):
     lr -> z_L -> eps_theta(z_L; T_L) -> z_hat_H -> sr in [0,1]."""
@@ -203,6 +179,3 @@ class OneStepEpsStudent(nn.Module):
 
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
         return self.codec.decode(self.predict_latent(lr))
-
-
-from srdistill.training.recipes import ctsr, d3sr, strsr, vpdsr  # noqa: F401

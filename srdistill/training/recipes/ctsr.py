@@ -28,10 +28,34 @@ import torch.nn.functional as F
 from torch import nn
 
 from srdistill.core.errors import UserError
-from srdistill.training.components import builders as C
 from srdistill.training import losses
-from srdistill.training.recipes.base import LatentCodec, OneStepEpsStudent, Recipe, register
-from srdistill.training.recipes.resshift import ResShiftSchedule, ResShiftTeacher, build_resshift, forward_marginal
+from srdistill.training.components.diffusers_models import (
+    alphas_cumprod,
+    build_unet,
+    build_vae,
+    null_prompt_embedding,
+)
+from srdistill.training.components.latent_codec import LatentCodec
+from srdistill.training.components.lora import (
+    OSEDIFF_ALPHA,
+    OSEDIFF_FILE,
+    OSEDIFF_RANK,
+    add_osediff_lora,
+    copy_adapter,
+    load_osediff,
+    lora_parameters,
+    randomize_adapter,
+)
+from srdistill.training.components.perceptual import build_lpips
+from srdistill.training.components.presets import is_preset
+from srdistill.training.components.roles import need
+from srdistill.training.recipes.base import LPIPS_NET, Choice, OneStepEpsStudent, Recipe
+from srdistill.training.recipes.resshift import (
+    ResShiftSchedule,
+    ResShiftTeacher,
+    build_resshift,
+    forward_marginal,
+)
 
 STUDENT, REALISM, SNAPSHOT = "student", "realism", "stage1"
 
@@ -135,7 +159,7 @@ def build_fidelity_teacher(components: str, cfg: dict, alphas_cumprod: torch.Ten
     """The one place that says which network is T_f: ResShift from ``components`` (FOLDER/resshift/ holds the
     released resshift_realsrx4_s15_v1.pth and autoencoder_vq_f4.pth)."""
     schedule = ResShiftSchedule(steps=cfg["resshift_steps"], kappa=cfg["resshift_kappa"])
-    if not C.is_preset(components) and schedule != ResShiftSchedule():
+    if not is_preset(components) and schedule != ResShiftSchedule():
         raise UserError(f"the released ResShift network in {components} runs its own {ResShiftSchedule().steps}-step "
                         f"schedule with kappa {ResShiftSchedule().kappa}; remove the resshift_steps/resshift_kappa overrides")
     return FidelityTeacher(build_resshift(components, schedule, scale), alphas_cumprod)
@@ -154,7 +178,6 @@ class Stage2Draws:
     t_prime: torch.Tensor  # [B], t' > t
 
 
-@register
 class CTSRRecipe(Recipe):
     name = "ctsr"
     DEFAULTS: ClassVar[dict] = {
@@ -162,52 +185,56 @@ class CTSRRecipe(Recipe):
         "lambda_rn": 1.0, "lambda_fl": 2.0, "gamma_time": 5.5, "t_min": 20, "t_max": 980, "stage1_steps": 20000,
         "lpips_net": "vgg", "resshift_steps": 15, "resshift_kappa": 2.0,
     }
+    CHOICES: ClassVar[dict[str, Choice]] = {"lpips_net": LPIPS_NET}
+    POSITION = 3
+    PAPER_COUNTS: ClassVar[list[tuple[str, str]]] = [("total 1775 M / trainable 8.5 M", "Table 8")]
+    TEST_SETTINGS: ClassVar[dict] = {"lpips_net": "alex", "stage1_steps": 1}
 
     def __init__(self, cfg: dict, components: str, *, student_only: bool = False):
         super().__init__(cfg, components, student_only=student_only)
         c = self.cfg
-        vae, self.unet = C.build_vae(components), C.build_unet(components)
+        vae, self.unet = build_vae(components), build_unet(components)
         self.codec = LatentCodec(vae, self.scale)
         for adapter in (STUDENT, REALISM, SNAPSHOT):
-            C.add_osediff_lora(self.unet, vae, adapter, c["lora_rank"], c["lora_alpha"])
+            add_osediff_lora(self.unet, vae, adapter, c["lora_rank"], c["lora_alpha"])
         self._init_osediff(components, vae)
         for model in (self.unet, vae):
-            C.copy_adapter(model, REALISM, STUDENT)   # Algorithm 1 line 1: S starts as T_r
+            copy_adapter(model, REALISM, STUDENT)   # Algorithm 1 line 1: S starts as T_r
             model.set_adapter(STUDENT)
             for n, p in model.named_parameters():
                 p.requires_grad_("lora_" in n and f".{STUDENT}." in n)
         self.adapters = Adapters(self.unet, vae)
-        self.register_buffer("alphas_cumprod", C.alphas_cumprod(components), persistent=False)
+        self.register_buffer("alphas_cumprod", alphas_cumprod(components), persistent=False)
         self.register_buffer("snapshot_taken", torch.zeros((), dtype=torch.long))   # saved with checkpoints
         self.flags = {"snapshot": False}
-        context = C.null_prompt_embedding(components, self.unet)
+        context = null_prompt_embedding(components, self.unet)
         self._students = [CTSRStudent(self.codec, self.unet, self.adapters, context, self.alphas_cumprod, c["t_l"],
                                       self.flags)]
         if not student_only:
             self.fidelity = build_fidelity_teacher(components, c, self.alphas_cumprod, self.scale)
-            if C.is_preset(components):
+            if is_preset(components):
                 self.substitute("random-weight ResShift network and VQ-f4 autoencoder stand in for ResShift's "
                                 "released files as T_f (preset)", loud=False)
-            self.lpips = C.build_lpips(components, c["lpips_net"])
+            self.lpips = build_lpips(components, c["lpips_net"])
 
     def _init_osediff(self, components: str, vae: nn.Module) -> None:
         """T_r's LoRA: OSEDiff's released checkpoint from a folder; random weights (drawn from the recipe
         seed) stand in for it on presets."""
-        if C.is_preset(components):
+        if is_preset(components):
             gen = torch.Generator().manual_seed(int(self.cfg["init_seed"]) + 7)
             for model in (self.unet, vae):
-                C.randomize_adapter(model, REALISM, gen)
+                randomize_adapter(model, REALISM, gen)
             self.substitute("random-weight LoRA stands in for OSEDiff's released checkpoint (preset)", loud=False)
             return
-        if (self.cfg["lora_rank"], self.cfg["lora_alpha"]) != (C.OSEDIFF_RANK, C.OSEDIFF_ALPHA):
-            raise UserError(f"CTSR continues OSEDiff's LoRA, which has rank {C.OSEDIFF_RANK} and alpha {C.OSEDIFF_ALPHA}; "
+        if (self.cfg["lora_rank"], self.cfg["lora_alpha"]) != (OSEDIFF_RANK, OSEDIFF_ALPHA):
+            raise UserError(f"CTSR continues OSEDiff's LoRA, which has rank {OSEDIFF_RANK} and alpha {OSEDIFF_ALPHA}; "
                             f"remove the lora_rank/lora_alpha overrides to load {components}")
-        path = C._need(components, C.OSEDIFF_FILE, "OSEDiff's released checkpoint (T_r and S start from it)")
-        C.load_osediff(path, self.unet, vae, REALISM)
+        path = need(components, OSEDIFF_FILE, "OSEDiff's released checkpoint (T_r and S start from it)")
+        load_osediff(path, self.unet, vae, REALISM)
 
     def _take_snapshot(self) -> None:
         for model in self.adapters.modules:
-            C.copy_adapter(model, STUDENT, SNAPSHOT)
+            copy_adapter(model, STUDENT, SNAPSHOT)
         self.snapshot_taken.fill_(1)
         self.flags["snapshot"] = True
 
@@ -225,7 +252,7 @@ class CTSRRecipe(Recipe):
         self.flags["snapshot"] = bool(sd.get("snapshot_taken", torch.zeros(())).item())
 
     def generator_parameters(self):
-        return C.lora_parameters(self.unet, STUDENT) + C.lora_parameters(self.codec.vae, STUDENT)
+        return lora_parameters(self.unet, STUDENT) + lora_parameters(self.codec.vae, STUDENT)
 
     # -- teachers --------------------------------------------------------------------------
     def encode_plain(self, x01: torch.Tensor) -> torch.Tensor:

@@ -17,10 +17,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from srdistill.training.components import builders as C
-from srdistill.training import losses
 from srdistill.core.errors import UserError
-from srdistill.training.recipes.base import LatentCodec, OneStepEpsStudent, Recipe, frozen_params, register
+from srdistill.training import losses
+from srdistill.training.components.diffusers_models import (
+    alphas_cumprod,
+    build_unet,
+    build_vae,
+    keep_down_and_mid,
+    null_prompt_embedding,
+)
+from srdistill.training.components.latent_codec import LatentCodec
+from srdistill.training.components.lora import (
+    UNET_LORA_TARGETS,
+    add_lora,
+    lora_parameters,
+)
+from srdistill.training.components.perceptual import build_dists
+from srdistill.training.components.roles import has_role
+from srdistill.training.recipes.base import (
+    Choice,
+    OneStepEpsStudent,
+    Recipe,
+    frozen_params,
+)
 
 SD21_FALLBACK = ("D3SR discriminator: no SDXL UNet (components folder has no disc_unet/), so a second SD 2.1 UNet "
                  "is used: this is the paper's Table 6 ablation, not its main setting")
@@ -68,51 +87,55 @@ class Noising:
     noise: torch.Tensor
 
 
-@register
 class D3SRRecipe(Recipe):
     name = "d3sr"
     DEFAULTS: ClassVar[dict] = {
         "init_seed": 0, "t_l": 500, "lora_rank": 16, "lora_alpha": 16, "disc_lora_rank": 16, "disc_lora_alpha": 16,
         "disc_hidden": 256, "lambda_adv": 0.1, "lambda_ea_dists": 1.0, "discriminator": "sdxl",
     }
+    CHOICES: ClassVar[dict[str, Choice]] = {
+        "discriminator": Choice(lambda: ["sdxl", "sd21"], "sdxl (the paper's) or sd21 (D3SR's Table 6 ablation)")}
+    POSITION = 2
+    PAPER_COUNTS: ClassVar[list[tuple[str, str]]] = [("total at inference 966.3 M", "Table 4")]
+    TEST_SETTINGS: ClassVar[dict] = {"lora_rank": 4, "lora_alpha": 4, "disc_lora_rank": 4, "disc_lora_alpha": 4}
 
     def __init__(self, cfg: dict, components: str, *, student_only: bool = False):
         super().__init__(cfg, components, student_only=student_only)
         c = self.cfg
         if c["discriminator"] not in ("sdxl", "sd21"):
             raise UserError(f"d3sr discriminator must be sdxl (the paper's) or sd21 (its Table 6 ablation), got {c['discriminator']!r}")
-        self.codec = LatentCodec(C.build_vae(components), self.scale)
-        self.unet = C.build_unet(components)
-        C.add_lora(self.unet, c["lora_rank"], c["lora_alpha"], C.UNET_LORA_TARGETS)
-        context = C.null_prompt_embedding(components, self.unet)
-        self.register_buffer("alphas_cumprod", C.alphas_cumprod(components), persistent=False)
+        self.codec = LatentCodec(build_vae(components), self.scale)
+        self.unet = build_unet(components)
+        add_lora(self.unet, c["lora_rank"], c["lora_alpha"], UNET_LORA_TARGETS)
+        context = null_prompt_embedding(components, self.unet)
+        self.register_buffer("alphas_cumprod", alphas_cumprod(components), persistent=False)
         self._students = [OneStepEpsStudent(self.codec, self.unet, context, self.alphas_cumprod, c["t_l"])]
         self.disc = self.dists = None
         if not student_only:
             self.disc = self._build_discriminator(components, context)
-            self.dists = C.build_dists(components)
+            self.dists = build_dists(components)
 
     def _build_discriminator(self, components: str, context: torch.Tensor) -> DiffusionDiscriminator:
         c = self.cfg
-        if c["discriminator"] == "sdxl" and C.has_role(components, "disc_unet", "disc_unet"):
-            disc_unet = C.build_unet(components, sub="disc_unet", role="disc_unet")
+        if c["discriminator"] == "sdxl" and has_role(components, "disc_unet", "disc_unet"):
+            disc_unet = build_unet(components, sub="disc_unet", role="disc_unet")
         else:
             if c["discriminator"] == "sdxl":
                 self.substitute(SD21_FALLBACK)
-            disc_unet = C.build_unet(components)
-        C.keep_down_and_mid(disc_unet)
-        C.add_lora(disc_unet, c["disc_lora_rank"], c["disc_lora_alpha"], C.UNET_LORA_TARGETS)
+            disc_unet = build_unet(components)
+        keep_down_and_mid(disc_unet)
+        add_lora(disc_unet, c["disc_lora_rank"], c["disc_lora_alpha"], UNET_LORA_TARGETS)
         disc_ctx = context if disc_unet.config.cross_attention_dim == context.shape[-1] else \
             torch.zeros(1, context.shape[1], disc_unet.config.cross_attention_dim)
         return DiffusionDiscriminator(disc_unet, disc_ctx, c["disc_hidden"])
 
     def generator_parameters(self):
-        return C.lora_parameters(self.unet)
+        return lora_parameters(self.unet)
 
     def discriminator_parameters(self):
         if self.disc is None:
             return []
-        return C.lora_parameters(self.disc.unet) + list(self.disc.mlp.parameters())
+        return lora_parameters(self.disc.unet) + list(self.disc.mlp.parameters())
 
     def draw(self, z: torch.Tensor) -> Noising:
         """Eq. 4's t ~ U{0, ..., T-1} and eps ~ N(0, I), drawn afresh for every pass."""

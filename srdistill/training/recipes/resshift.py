@@ -166,7 +166,7 @@ class ResShiftTeacher(nn.Module):
 
 
 def _missing(components: str, path: Path) -> UserError:
-    from srdistill.training.components.builders import MissingWeights
+    from srdistill.training.components.roles import MissingWeights
 
     return MissingWeights(
         f"components folder {components} is missing ResShift's released {path.name} (looked for {path}); "
@@ -204,7 +204,7 @@ def build_resshift_net(components: str, latent_channels: int = 3) -> ResShiftUNe
     """ResShift's Swin-UNet, frozen: ``tiny`` (tiny config), ``sd21`` (official shape, random weights) or
     a folder (FOLDER/resshift/resshift_realsrx4_s15_v1.pth). ``latent_channels`` is also the condition's
     width; the released network has 3 (the VQ-f4 latent beside the RGB LR image)."""
-    from srdistill.training.components.builders import PRESETS
+    from srdistill.training.components.presets import PRESETS
 
     if components == "tiny":
         return _frozen(ResShiftUNet(SwinUNetConfig.tiny(latent_channels, latent_channels)))
@@ -223,7 +223,7 @@ def build_resshift_net(components: str, latent_channels: int = 3) -> ResShiftUNe
 
 def build_resshift_vq(components: str) -> VQAutoencoder:
     """The VQ-f4 autoencoder, frozen (tiny / official shape / FOLDER/resshift/autoencoder_vq_f4.pth)."""
-    from srdistill.training.components.builders import PRESETS
+    from srdistill.training.components.presets import PRESETS
 
     if components == "tiny":
         return _frozen(VQAutoencoder(VQConfig.tiny()))

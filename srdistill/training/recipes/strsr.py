@@ -29,9 +29,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from srdistill.core.errors import UserError
-from srdistill.training.components import builders as C
 from srdistill.training import losses
-from srdistill.training.recipes.base import LatentCodec, Recipe, frozen_params, register
+from srdistill.training.components.diffusers_models import build_dit
+from srdistill.training.components.flow_dits import FLOW_BASES, Flux2Codec
+from srdistill.training.components.latent_codec import LatentCodec
+from srdistill.training.components.lora import add_lora, lora_parameters
+from srdistill.training.components.open_clip_encoders import (
+    build_open_clip,
+    clip_embed_dim,
+    clip_normalize,
+)
+from srdistill.training.components.perceptual import build_lpips, lpips_features
+from srdistill.training.components.presets import is_preset
+from srdistill.training.components.qwen_vl import build_vlm
+from srdistill.training.components.roles import need
+from srdistill.training.recipes.base import LPIPS_NET, Choice, Recipe, frozen_params
 
 
 class ClipImage(nn.Module):
@@ -40,10 +52,10 @@ class ClipImage(nn.Module):
     def __init__(self, clip: nn.Module):
         super().__init__()
         self.clip = clip
-        self.width = C.clip_embed_dim(clip)
+        self.width = clip_embed_dim(clip)
 
     def forward(self, x01: torch.Tensor) -> torch.Tensor:
-        return self.clip.encode_image(C.clip_normalize(self.clip, x01)).float()[:, None]
+        return self.clip.encode_image(clip_normalize(self.clip, x01)).float()[:, None]
 
 
 class AdaptiveCondition(nn.Module):
@@ -103,7 +115,7 @@ class ConvNeXtDiscriminator(nn.Module):
             nn.Sequential(BlurPool(w, pad_off=1), _sn(nn.Conv2d(w, head_channels, 3, stride=2)), nn.LeakyReLU(0.2),
                           BlurPool(head_channels), _sn(nn.Conv2d(head_channels, 1, 1, stride=2)))
             for w in widths)
-        self.pooled_head = nn.Sequential(_sn(nn.Linear(C.clip_embed_dim(clip), head_channels)), nn.LeakyReLU(0.2),
+        self.pooled_head = nn.Sequential(_sn(nn.Linear(clip_embed_dim(clip), head_channels)), nn.LeakyReLU(0.2),
                                          _sn(nn.Linear(head_channels, 1)))
 
     def train(self, mode: bool = True) -> ConvNeXtDiscriminator:
@@ -117,7 +129,7 @@ class ConvNeXtDiscriminator(nn.Module):
     def forward(self, x01: torch.Tensor) -> list[torch.Tensor]:
         trunk = self.clip.visual.trunk
         # ConvNeXt is fully convolutional: it sees the image at full resolution, where the textures are
-        final, stages = trunk.forward_intermediates(C.clip_normalize(self.clip, x01, resize=False))
+        final, stages = trunk.forward_intermediates(clip_normalize(self.clip, x01, resize=False))
         pooled = self.clip.visual.head(trunk.forward_head(final))
         logits = [head(f).flatten(1) for head, f in zip(self.heads, stages)]
         return logits + [self.pooled_head(pooled)]
@@ -139,159 +151,6 @@ def _eval_mode(module: nn.Module):
         module.train(mode)
 
 
-def _sd_codec(components: str, dit: nn.Module, scale: int) -> LatentCodec:
-    """The DiT's own KL VAE with its shift/scaling factors (a folder's transformer_vae/; presets: the tiny f8 shape
-    with the DiT's channel count)."""
-    latent_ch = dit.config.in_channels
-    sub = "transformer_vae" if latent_ch != 4 and not C.is_preset(components) else "vae"
-    return LatentCodec(C.build_vae(components, latent_channels=latent_ch, sub=sub), scale)
-
-
-class _DiTFlow(nn.Module):
-    """A base of FLOW_BASES: the DiT it wraps (its LoRA'd transformer); subclasses say how to call it."""
-
-    make_codec = staticmethod(_sd_codec)
-
-    def __init__(self, dit: nn.Module):
-        super().__init__()
-        self.dit = dit
-
-
-class SD3Flow(_DiTFlow):
-    """G(z_t, t, c) = dz/dt through SD3's transformer: it takes the flow time scaled to [0, 1000] and predicts
-    noise - data, which is dz/dt for z_t = t z_1 + (1 - t) z_0 (Eq. 2-3)."""
-
-    @staticmethod
-    def condition_widths(dit: nn.Module) -> tuple[int, int]:
-        return dit.config.joint_attention_dim, dit.config.pooled_projection_dim
-
-    @staticmethod
-    def lora_targets(dit: nn.Module):
-        return C.DIT_LORA_TARGETS
-
-    def forward(self, z: torch.Tensor, t: float, tokens: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
-        tt = torch.full((z.shape[0],), t * 1000.0, device=z.device)
-        return self.dit(hidden_states=z, encoder_hidden_states=tokens, pooled_projections=pooled, timestep=tt).sample
-
-
-class ZImageFlow(_DiTFlow):
-    """G through Z-Image's transformer: its time runs the other way (1 - t, 1 = clean), it takes per-image lists
-    of [C, 1, H, W] latents and [L, D] caption features, and predicts data - noise, so G is minus its output
-    (as diffusers' ZImagePipeline negates it). No pooled vector."""
-
-    @staticmethod
-    def condition_widths(dit: nn.Module) -> tuple[int, int]:
-        return dit.config.cap_feat_dim, 0
-
-    @staticmethod
-    def lora_targets(dit: nn.Module):
-        return C.ZIMAGE_LORA_TARGETS
-
-    def forward(self, z: torch.Tensor, t: float, tokens: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
-        tt = torch.full((z.shape[0],), 1.0 - t, device=z.device)
-        out = self.dit([zi.unsqueeze(1) for zi in z], tt, list(tokens), return_dict=False)[0]
-        return -torch.stack(out).squeeze(2)
-
-
-# FLUX.2's latent layout, as diffusers' Flux2KleinPipeline builds it (its _patchify_latents, _pack_latents,
-# _prepare_latent_ids, _prepare_text_ids and their inverses): pure reshapes, so the flow step can run on the
-# [B, 4C, H/2, W/2] latent and only the transformer sees tokens.
-def flux2_patchify(z: torch.Tensor) -> torch.Tensor:
-    """[B, C, H, W] VAE latent -> [B, 4C, H/2, W/2]: each 2x2 patch into channels (channel c, row, column)."""
-    b, c, h, w = z.shape
-    return z.view(b, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4).reshape(b, c * 4, h // 2, w // 2)
-
-
-def flux2_unpatchify(z: torch.Tensor) -> torch.Tensor:
-    b, c4, h, w = z.shape
-    return z.reshape(b, c4 // 4, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3).reshape(b, c4 // 4, h * 2, w * 2)
-
-
-def flux2_pack(z: torch.Tensor) -> torch.Tensor:
-    """[B, C, h, w] -> [B, h*w, C] tokens, row-major."""
-    b, c, h, w = z.shape
-    return z.reshape(b, c, h * w).permute(0, 2, 1)
-
-
-def flux2_unpack(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    b, _, c = x.shape
-    return x.permute(0, 2, 1).reshape(b, c, h, w)
-
-
-def flux2_image_ids(b: int, h: int, w: int, device) -> torch.Tensor:
-    """RoPE coordinates (T, H, W, L) of the image tokens: (0, row, column, 0), [B, h*w, 4]."""
-    ids = torch.cartesian_prod(torch.arange(1), torch.arange(h), torch.arange(w), torch.arange(1))
-    return ids.unsqueeze(0).expand(b, -1, -1).to(device)
-
-
-def flux2_text_ids(b: int, length: int, device) -> torch.Tensor:
-    """RoPE coordinates of the context tokens: (0, 0, 0, index), [B, L, 4]."""
-    ids = torch.cartesian_prod(torch.arange(1), torch.arange(1), torch.arange(1), torch.arange(length))
-    return ids.unsqueeze(0).expand(b, -1, -1).to(device)
-
-
-class Flux2Codec(nn.Module):
-    """FLUX.2's latent as Flux2KleinPipeline makes it: the VAE posterior's mode of the [-1, 1] image, 2x2-patchified,
-    then normalised per channel by the VAE's batch-norm running statistics (mean, sqrt(var + eps)); decoding undoes
-    each step. The same bicubic x4 LR upsampling as LatentCodec."""
-
-    def __init__(self, vae: nn.Module, scale: int = 4):
-        super().__init__()
-        self.vae, self.scale = vae, scale
-
-    def _stats(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        bn = self.vae.bn
-        mean = bn.running_mean.view(1, -1, 1, 1).to(z.device, z.dtype)
-        std = torch.sqrt(bn.running_var.view(1, -1, 1, 1) + self.vae.config.batch_norm_eps).to(z.device, z.dtype)
-        return mean, std
-
-    def encode(self, x01: torch.Tensor) -> torch.Tensor:
-        z = flux2_patchify(self.vae.encode(x01 * 2 - 1).latent_dist.mode())
-        mean, std = self._stats(z)
-        return (z - mean) / std
-
-    def encode_lr(self, lr: torch.Tensor) -> torch.Tensor:
-        up = F.interpolate(lr, scale_factor=self.scale, mode="bicubic", align_corners=False).clamp(0, 1)
-        return self.encode(up)
-
-    def decode(self, z: torch.Tensor, clamp: bool = True) -> torch.Tensor:
-        mean, std = self._stats(z)
-        x = self.vae.decode(flux2_unpatchify(z * std + mean)).sample
-        return ((x.clamp(-1, 1) if clamp else x) + 1) / 2
-
-
-class Flux2Flow(_DiTFlow):
-    """G through FLUX.2's transformer, called as Flux2KleinPipeline calls it: the normalised latent packed into
-    tokens with (0, row, column, 0) positions, the context as ``encoder_hidden_states`` (where FLUX.2 reads its
-    Qwen3 text features) with (0, 0, 0, index) positions, the flow time in [0, 1] (the sigma of its
-    FlowMatchEulerDiscreteScheduler, 1 = noise; the transformer scales it by 1000 itself) and no guidance (klein
-    is guidance-distilled). It predicts noise - data, which is dz/dt (Eq. 2-3), so G is its output. No pooled
-    vector."""
-
-    @staticmethod
-    def make_codec(components: str, dit: nn.Module, scale: int) -> Flux2Codec:
-        return Flux2Codec(C.build_flux2_vae(components), scale)
-
-    @staticmethod
-    def condition_widths(dit: nn.Module) -> tuple[int, int]:
-        return dit.config.joint_attention_dim, 0
-
-    @staticmethod
-    def lora_targets(dit: nn.Module):
-        return C.flux2_lora_targets(dit)
-
-    def forward(self, z: torch.Tensor, t: float, tokens: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
-        b, _, h, w = z.shape
-        tt = torch.full((b,), t, device=z.device, dtype=z.dtype)
-        out = self.dit(hidden_states=flux2_pack(z), encoder_hidden_states=tokens, timestep=tt,
-                       img_ids=flux2_image_ids(b, h, w, z.device), txt_ids=flux2_text_ids(b, tokens.shape[1], z.device),
-                       guidance=None, return_dict=False)[0]
-        return flux2_unpack(out, h, w)
-
-
-FLOW_BASES = {"zimage": ZImageFlow, "flux2": Flux2Flow, "sd3": SD3Flow}
-
-
 TEXT_CONDITION_FILE = "text_condition.safetensors"
 
 # The prompt StrSR's released code (HYPIR/utils/captioner.py, IMAGE_DESCRIPTION_PROMPT) gives Qwen3-VL with the LR
@@ -308,12 +167,12 @@ def text_condition(components: str, tokens: int, joint_dim: int, pooled_dim: int
     A folder holds it precomputed in text_condition.safetensors (``prompt_embeds``, and ``pooled_prompt_embeds``
     for a base that takes a pooled vector, e.g. from the diffusers pipeline's ``encode_prompt("")``); presets draw
     fixed random ones from the seed."""
-    if C.is_preset(components):
+    if is_preset(components):
         gen = torch.Generator().manual_seed(seed + 11)
         return torch.randn(1, tokens, joint_dim, generator=gen), torch.randn(1, pooled_dim, generator=gen)
     from safetensors.torch import load_file
 
-    path = C._need(components, TEXT_CONDITION_FILE,
+    path = need(components, TEXT_CONDITION_FILE,
                    "the text condition (prompt_embeds, pooled_prompt_embeds of the base's text encoders)")
     sd = load_file(str(path))
     embeds = sd["prompt_embeds"][:1].float()
@@ -325,7 +184,6 @@ def text_condition(components: str, tokens: int, joint_dim: int, pooled_dim: int
     return embeds, sd["pooled_prompt_embeds"][:1].float()
 
 
-@register
 class StrSRRecipe(Recipe):
     name = "strsr"
     DEFAULTS: ClassVar[dict] = {
@@ -335,6 +193,21 @@ class StrSRRecipe(Recipe):
         "lambda_r1": 10.0, "r1_sigma": 0.005, "stage1_steps": 40000, "lpips_net": "vgg", "fdl_num_proj": 256,
         "fdl_patch": 5, "fdl_phase_weight": 1.0,
     }
+    # the paper's choice first, then its ablations or named stand-ins
+    CHOICES: ClassVar[dict[str, Choice]] = {
+        "condition": Choice(lambda: ["vlm", "text", "none"], "vlm, text (StrSR's w/o VLM) or none (w/o emb)"),
+        "semantic_encoder": Choice(lambda: ["qwen3vl", "qwen3vl_vision", "clip"],
+                                   "qwen3vl (the paper's), qwen3vl_vision (its vision tower alone) or clip (a stand-in)"),
+        "base": Choice(lambda: list(FLOW_BASES),
+                       "zimage (the paper's Z-Image-Turbo), flux2 (its FLUX.2 [klein] 4B) or sd3 (a stand-in)"),
+        "lpips_net": LPIPS_NET,
+    }
+    POSITION = 1
+    PAPER_COUNTS: ClassVar[list[tuple[str, str]]] = [
+        ("base generator 6000 M (Z-Image-Turbo; also FLUX.2 [klein] 4B)", "Sec. 4, Implementation Details")]
+    # smaller than the paper's only where they cost CPU time: ranks, LPIPS backbone, FDL slices, stage length
+    TEST_SETTINGS: ClassVar[dict] = {"lora_rank": 4, "lora_alpha": 4, "lpips_net": "alex", "fdl_num_proj": 16,
+                                     "stage1_steps": 1}
 
     def __init__(self, cfg: dict, components: str, *, student_only: bool = False):
         super().__init__(cfg, components, student_only=student_only)
@@ -349,18 +222,18 @@ class StrSRRecipe(Recipe):
         if c["base"] not in FLOW_BASES:
             raise UserError(f"strsr base must be one of {', '.join(FLOW_BASES)}, got {c['base']!r}")
         flow = FLOW_BASES[c["base"]]
-        self.dit = C.build_dit(components, c["base"])
+        self.dit = build_dit(components, c["base"])
         self.codec = flow.make_codec(components, self.dit, self.scale)
-        C.add_lora(self.dit, c["lora_rank"], c["lora_alpha"], flow.lora_targets(self.dit))
+        add_lora(self.dit, c["lora_rank"], c["lora_alpha"], flow.lora_targets(self.dit))
         joint, pooled = flow.condition_widths(self.dit)
         self.cond = None
         if c["condition"] == "vlm":
             if c["semantic_encoder"].startswith("qwen3vl"):   # one context token per token of the VLM
                 tokens = "vision" if c["semantic_encoder"] == "qwen3vl_vision" else "text"
-                vlm = C.build_vlm(components, c["vlm_prompt"], tokens)
+                vlm = build_vlm(components, c["vlm_prompt"], tokens)
                 self.cond = AdaptiveCondition(vlm, 1, joint, pooled, c["cond_hidden"])
             else:
-                enc = ClipImage(C.build_open_clip(components, "vit"))
+                enc = ClipImage(build_open_clip(components, "vit"))
                 self.cond = AdaptiveCondition(enc, c["cond_tokens"], joint, pooled, c["cond_hidden"])
         fixed = text_condition(components, c["cond_tokens"], joint, pooled, c["init_seed"]) if c["condition"] == "text" \
             else (torch.zeros(1, c["cond_tokens"], joint), torch.zeros(1, pooled))
@@ -368,12 +241,12 @@ class StrSRRecipe(Recipe):
                                        self.scale)]
         self.disc = self.lpips = None
         if not student_only:
-            self.disc = ConvNeXtDiscriminator(C.build_open_clip(components, "convnext"), c["disc_head_channels"])
-            self.lpips = C.build_lpips(components, c["lpips_net"])
+            self.disc = ConvNeXtDiscriminator(build_open_clip(components, "convnext"), c["disc_head_channels"])
+            self.lpips = build_lpips(components, c["lpips_net"])
         self._fdl_proj: dict[tuple[int, int, int], torch.Tensor] = {}
 
     def generator_parameters(self):
-        params = C.lora_parameters(self.dit)
+        params = lora_parameters(self.dit)
         if self.cond is not None:
             params += list(self.cond.mlp.parameters()) + (list(self.cond.pooled.parameters()) if self.cond.pooled else [])
         return params
@@ -386,8 +259,8 @@ class StrSRRecipe(Recipe):
     # -- losses ----------------------------------------------------------------------------
     def fdl(self, x_hr: torch.Tensor, x_pred: torch.Tensor) -> torch.Tensor:
         """Eq. 10 with Phi = the LPIPS backbone; slice directions fixed per (layer, size) from the recipe seed."""
-        fh = C.lpips_features(self.lpips, x_hr)
-        fp = C.lpips_features(self.lpips, x_pred)
+        fh = lpips_features(self.lpips, x_hr)
+        fp = lpips_features(self.lpips, x_pred)
         projs = []
         for i, f in enumerate(fh):
             patch = min(self.cfg["fdl_patch"], f.shape[-2], f.shape[-1])

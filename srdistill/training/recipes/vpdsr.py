@@ -18,11 +18,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from srdistill.training.components import builders as C
 from srdistill.training import losses
-from srdistill.training.recipes.base import Recipe, frozen_params, register
-from srdistill.training.recipes.resshift import (ResShiftCodec, ResShiftDenoiser, ResShiftDiffusion, ResShiftSchedule,
-                                         build_resshift)
+from srdistill.training.components.open_clip_encoders import (
+    build_open_clip,
+    clip_normalize,
+)
+from srdistill.training.recipes.base import Choice, Recipe, frozen_params
+from srdistill.training.recipes.resshift import (
+    ResShiftCodec,
+    ResShiftDenoiser,
+    ResShiftDiffusion,
+    ResShiftSchedule,
+    build_resshift,
+)
 
 
 class PatchDiscriminator(nn.Module):
@@ -71,8 +79,13 @@ class VPDSRStudent(nn.Module):
         sr = self.codec.decode(self.predict_latent(z_y, self.codec.lq(lr), noise))
         return sr[..., : h * self.codec.scale, : w * self.codec.scale]
 
+def _wavelets() -> list[str]:
+    """pywt's discrete wavelet names: what ptwt (the DWT of the HFP loss) accepts."""
+    import pywt
 
-@register
+    return pywt.wavelist(kind="discrete")
+
+
 class VPDSRRecipe(Recipe):
     name = "vpdsr"
     DEFAULTS: ClassVar[dict] = {
@@ -80,6 +93,11 @@ class VPDSRRecipe(Recipe):
         "resshift_steps": 15, "resshift_kappa": 2.0, "resshift_sqrt_eta_1": 0.02, "resshift_sqrt_eta_T": 0.99,
         "resshift_power": 0.3, "disc_width": 64, "disc_layers": 3,
     }
+    CHOICES: ClassVar[dict[str, Choice]] = {"wavelet": Choice(
+        _wavelets, "a discrete wavelet of pywt (haar, db2, sym4, ...: pywt.wavelist(kind='discrete'))")}
+    POSITION = 4
+    PAPER_COUNTS: ClassVar[list[tuple[str, str]]] = [("trainable 118.59 M", "Tables I and IV")]
+    TEST_SETTINGS: ClassVar[dict] = {"resshift_steps": 4}
 
     def __init__(self, cfg: dict, components: str):
         super().__init__(cfg, components)
@@ -91,7 +109,7 @@ class VPDSRRecipe(Recipe):
         self.codec, self.teacher = resshift.codec, resshift.diffusion
         student_net = copy.deepcopy(self.teacher.denoiser.net).requires_grad_(True).train()
         self.student_diffusion = ResShiftDiffusion(ResShiftDenoiser(student_net, schedule))
-        self.clip = C.build_open_clip(components, "vit")
+        self.clip = build_open_clip(components, "vit")
         latent_ch = self.codec.vq.cfg.embed_dim
         n_layers = 1 if components == "tiny" else c["disc_layers"]
         self.disc = PatchDiscriminator(latent_ch, c["disc_width"] if components != "tiny" else 16, n_layers)
@@ -107,7 +125,7 @@ class VPDSRRecipe(Recipe):
         return self._students[0]
 
     def _embed(self, x01: torch.Tensor) -> torch.Tensor:
-        return self.clip.encode_image(C.clip_normalize(self.clip, x01))
+        return self.clip.encode_image(clip_normalize(self.clip, x01))
 
     def generator_loss(self, lr, hr, step):
         """Algorithm 1, generator half (lines 3-11)."""

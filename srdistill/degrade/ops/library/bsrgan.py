@@ -185,6 +185,7 @@ register(Op(
     summary="BSRGAN's downsample1/downsample2 resize: cv2.resize by 1/factor with a drawn interpolation flag, "
             "clipped to [0, 1]",
     source=f"{SOURCE}: degradation_bsrgan (downsample1, downsample2)",
+    resizes="each side to int(side / factor)",
 ))
 
 
@@ -200,6 +201,7 @@ register(Op(
             "to [0, 1]",
     # int(1/sf * a) of the size before downsample2, which is HR/scale since the HR is a multiple of the scale
     source=f"{SOURCE}: degradation_bsrgan (downsample3)",
+    resizes="to the LR size HR/scale, whatever the input's",
 ))
 
 
@@ -214,6 +216,7 @@ register(Op(
     summary="BSRGAN's downsample1 alternative: MATLAB imresize bicubic (antialiased, a = -0.5, symmetric borders) "
             "by 1/factor, clipped to [0, 1]",
     source=f"{SOURCE}: degradation_bsrgan (downsample1), utils_image.imresize_np(img, 1/2, True)",
+    resizes="each side divided by `factor`",
 ))
 
 
@@ -245,6 +248,7 @@ register(Op(
             "resampling (so sample 0 is centred on its sf x sf block), then keep every sf-th pixel; clipped",
     source=f"{SOURCE}: degradation_bsrgan (downsample2), shift_pixel, fspecial_gaussian",
     prepare=_odd_ksize,
+    resizes="every `sf`-th pixel of each side: ceil(side / sf)",
 ))
 
 

@@ -160,6 +160,8 @@ register(Op(
             "untouched (float, no 8-bit rounding)",
     source="ITU-R BT.601 / BT.709 matrices; libjpeg-turbo 3 jcsample.c (box) / jdsample.c (fancy triangle); "
            "MPEG-2/H.264 left chroma siting",
+    overshoots="a chroma sample averaged over pixels of different colours maps back outside the RGB cube "
+               "(float, unclamped, as a decoder before its final clip)",
 ))
 
 register(Op(

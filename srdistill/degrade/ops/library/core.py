@@ -120,6 +120,8 @@ register(Op(
     summary="resize like torch's F.interpolate (area = adaptive average pooling, bilinear, bicubic a = -0.75)",
     source=f"RealESRGANModel.feed_data's random resize ({REAL_ESRGAN})",
     prepare=_resize_prepare,
+    resizes="to the input size (or HR/scale) times `scale`",
+    overshoots="bicubic interpolation rings past the input's range at edges (the pipeline clamps later)",
 ))
 
 register(Op(
@@ -188,6 +190,7 @@ register(Op(
     summary="2-D sinc (ideal circular low-pass) filter: ringing and overshoot",
     source=f"Real-ESRGAN's final sinc filter, basicsr circular_lowpass_kernel ({REAL_ESRGAN})",
     prepare=_sinc_prepare,
+    overshoots="the sinc kernel's negative lobes ring past the input's range (the Real-ESRGAN pipeline clamps later)",
 ))
 
 register(Op(
@@ -196,4 +199,6 @@ register(Op(
     apply=lambda img, v, ctx: ops.bicubic_downsample(img, ctx.scale),
     summary="downscale by the SR scale: antialiased Keys cubic (a = -0.5), symmetric borders, float64",
     source="MATLAB imresize(img, 1/scale, 'bicubic'), the classic benchmark LR",
+    resizes="to the LR size: the input size divided by the SR scale",
+    overshoots="the cubic kernel's negative lobes ring past the input's range at edges",
 ))
