@@ -312,3 +312,18 @@ def test_scores_older_than_the_source_or_a_removed_scores_file_are_caught(photos
     with pytest.raises(UserError, match="changed since"):
         build(str(src), str(tmp_path / "b"), "bicubic", crop=64, progress=False, curation=Curation(str(scores)))
     assert not (tmp_path / "b").exists()
+
+
+def test_verify_refuses_a_manifest_selection_outside_the_grammar_and_runs_none_of_it(photos, scores, ray_cluster,
+                                                                                      tmp_path, capsys):
+    out = tmp_path / "shards"
+    build(str(photos), str(out), "bicubic", crop=64, shard_samples=8, seed=0, workers=2, progress=False,
+          curation=Curation(str(scores), select="laplacian_var >= 50"))
+    canary = tmp_path / "pwned"
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["curation"]["select"] = f"@pd.io.common.os.system('touch {canary}') == 0"
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["verify", str(out)]) != 0
+    printed = capsys.readouterr()
+    assert "the curation selection in manifest.json is refused: the --select expression" in printed.out + printed.err
+    assert not canary.exists()
