@@ -210,6 +210,7 @@ def _leaderboard_md(results: pd.DataFrame) -> str:
 def run_nightly(suite: Suite, history: str | Path, date: str, out: str | Path, *, baseline: str | None = None,
                 progress: bool = True) -> NightlyOutcome:
     """Run ``suite`` as the night of ``date``; see the module docstring."""
+    from srdistill.core.lock import output_lock
     from srdistill.core.outputs import check_output_dir
 
     t0 = time.perf_counter()
@@ -223,6 +224,14 @@ def run_nightly(suite: Suite, history: str | Path, date: str, out: str | Path, *
             raise UserError(f"baseline {baseline} is not a night recorded in {history}; "
                             f"recorded: {', '.join(hist.nights(history)) or 'none'}")
     work = out / date
+    # One run per night folder (a second one would delete the first's eval/ under it); the history has its own lock.
+    with output_lock(work, "--out"):
+        return _night(suite, history, date, work, baseline, t0, progress)
+
+
+def _night(suite: Suite, history: Path, date: str, work: Path, baseline: str | None, t0: float,
+           progress: bool) -> NightlyOutcome:
+    """The body of run_nightly, with the night's folder locked."""
     if (work / "eval").exists():
         shutil.rmtree(work / "eval")  # tonight measures the code as it is now: no rows reused from a rerun
     work.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,7 @@ from srdistill.degrade.build.runner import run_shards
 from srdistill.datasets.shards.format import SCHEMA_VERSION
 from srdistill.core.storage import Storage, default_storage_options
 from srdistill.core.errors import UserError
+from srdistill.core.lock import output_lock
 
 
 def _parent_keys(storage: Storage, name: str) -> list[str]:
@@ -81,20 +82,21 @@ def regen(parent: str, out: str, spec, *, seed: int | None = None, workers: int 
     seed = int(parent_manifest["seed"]) if seed is None else seed
     plan = make_regen_plan(str(parent), parent_manifest, spec, seed, parent_options)
     storage = Storage(str(out), default_storage_options(str(out)))
-    done = prepare_out(storage, plan)
-    run = run_shards(storage, plan.shards, spec, seed, done, workers=workers, address=address, progress=progress,
-                     desc="degrade regen")
-    extra = {
-        **{k: parent_manifest[k] for k in ("source", "crop_policy", "shard_samples") if k in parent_manifest},
-        "parent": {
-            "build": str(parent),
-            "build_id": parent_manifest["build_id"],
-            "spec_hash": parent_manifest["spec_hash"],
-            "seed": parent_manifest["seed"],
-        },
-    }
-    return write_manifest(storage, plan, run, spec, seed, images=parent_manifest["totals"].get("images"),
-                          command=command, extra=extra)
+    with output_lock(str(out)):
+        done = prepare_out(storage, plan)
+        run = run_shards(storage, plan.shards, spec, seed, done, workers=workers, address=address, progress=progress,
+                         desc="degrade regen")
+        extra = {
+            **{k: parent_manifest[k] for k in ("source", "crop_policy", "shard_samples") if k in parent_manifest},
+            "parent": {
+                "build": str(parent),
+                "build_id": parent_manifest["build_id"],
+                "spec_hash": parent_manifest["spec_hash"],
+                "seed": parent_manifest["seed"],
+            },
+        }
+        return write_manifest(storage, plan, run, spec, seed, images=parent_manifest["totals"].get("images"),
+                              command=command, extra=extra)
 
 
 def add_regen_parser(subparsers) -> argparse.ArgumentParser:
