@@ -239,6 +239,10 @@ def _draw_values(value: Any, path: str) -> tuple[tuple[str, Any], ...]:
     for name, v in items:
         if not isinstance(name, str) or not name:
             raise UserError(f"{path} must use non-empty names, got {name!r}.")
+        if _is_var(v):
+            raise UserError(f"{path}.{name} is {{var: ...}}, which a draw cannot hold: a draw makes new values from a "
+                            f"distribution ({', '.join(opdef.DISTRIBUTIONS)}); use the earlier variable where it is "
+                            "needed instead.")
         out.append((name, opdef.check_value(_draw_param(name, v), v, f"{path}.{name}")))
     return tuple(out)
 
@@ -357,6 +361,7 @@ def spec_from_dict(d: Any) -> DegradationSpec:
     bad field by its path otherwise."""
     if not isinstance(d, dict):
         raise UserError("a degradation spec must be a mapping of fields at the top level.")
+    check_depth(d, "the degradation spec")
     if _is_v1(d):
         from srdistill.degrade.spec import v1 as spec_v1
 
@@ -450,6 +455,21 @@ def iter_steps(steps: tuple[Step, ...], stage: str | None = None):
 # ---------------------------------------------------------------- loading
 
 
+MAX_DEPTH = 64  # lists and mappings inside one another (the shipped presets use at most 15)
+
+
+def check_depth(doc: Any, where: str) -> None:
+    """Refuse a document nested deeper than MAX_DEPTH before anything walks it recursively."""
+    stack = [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise UserError(f"{where} nests lists and mappings more than {MAX_DEPTH} levels deep (the limit); a "
+                            "degradation spec needs far fewer.")
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+
+
 def read_document(path: Path) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
@@ -457,12 +477,25 @@ def read_document(path: Path) -> Any:
         raise UserError(f"cannot read degradation spec {path}: {e.strerror or e}.") from None
     except UnicodeDecodeError:
         raise UserError(f"degradation spec {path} is not a UTF-8 text file.") from None
+    deep = UserError(f"degradation spec {path} nests lists and mappings more than {MAX_DEPTH} levels deep (the "
+                     "limit); a degradation spec needs far fewer.")
     if path.suffix.lower() == ".json":
         try:
             return json.loads(text)
         except json.JSONDecodeError as e:
             raise UserError(f"degradation spec {path} is not valid JSON at line {e.lineno}.") from None
+        except RecursionError:
+            raise deep from None
     try:
+        # PyYAML builds nested nodes recursively: count the depth on its (flat) event stream first.
+        depth = 0
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise deep
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
         return yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
