@@ -327,3 +327,36 @@ def test_verify_refuses_a_manifest_selection_outside_the_grammar_and_runs_none_o
     printed = capsys.readouterr()
     assert "the curation selection in manifest.json is refused: the --select expression" in printed.out + printed.err
     assert not canary.exists()
+
+
+@pytest.mark.slow  # three commands in processes of their own, each with its own Ray, in the folder of the source
+def test_verify_of_a_build_curated_from_a_relative_src_checks_its_sources_and_never_passes_a_misfit(photos, tmp_path):
+    import subprocess
+    import sys
+
+    from srdistill.degrade.curate.select import file_sha256
+
+    def degrade(*argv):
+        done = subprocess.run([sys.executable, "-m", "srdistill.degrade.cli", *argv, *(["--quiet"] if argv[0] != "verify" else [])],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        return done
+
+    shutil.copytree(photos, tmp_path / "src4")
+    degrade("curate", "--src", "src4", "--out", "s.parquet", "--workers", "1")
+    degrade("build", "--src", "src4", "--out", "out", "--preset", "bicubic", "--crop", "64", "--curation", "s.parquet",
+            "--select", "laplacian_var >= 50", "--workers", "1")
+    report = verify(str(tmp_path / "out"))
+    assert report.ok and report.shards > 0 and report.notes == []  # the sources were checked, not skipped
+    # The scores file swapped for one of another source, its sha256 in the manifest updated to match.
+    other = tmp_path / "other"
+    shutil.copytree(photos, other)
+    scores = tmp_path / "s.parquet"
+    frame = pd.read_parquet(scores)
+    frame.assign(source_root=str(other)).to_parquet(scores, index=False)
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    manifest["curation"]["sha256"] = file_sha256(str(scores))
+    (tmp_path / "out" / "manifest.json").write_text(json.dumps(manifest))
+    report = verify(str(tmp_path / "out"))
+    assert report.problems == [f"the build's curation does not fit its source now: {scores} holds scores of {other}, "
+                               f"not of the source {tmp_path / 'src4'}; run `degrade curate` on this source."]

@@ -72,7 +72,7 @@ def drop_changed(storage: Storage, plan: Plan, doc: dict, done: dict[str, dict],
 
 def check_sources(manifest: dict) -> tuple[list[str], list[str]]:
     """(problems, notes): list the build's source again and compare each shard's recorded source digest with it."""
-    from srdistill.degrade.curate.select import Curation
+    from srdistill.degrade.curate.select import Curation, CurationMismatch
     from srdistill.degrade.build.plan import make_plan
     from srdistill.degrade.spec.schema import spec_from_dict
 
@@ -88,6 +88,8 @@ def check_sources(manifest: dict) -> tuple[list[str], list[str]]:
                          shard_samples=identity["shard_samples"], seed=manifest["seed"], limit=args.get("limit"),
                          data_root=args.get("data_root"), split=identity["split"], max_pixels=identity["max_pixels"],
                          source_identity=mode, curation=Curation.from_record(manifest.get("curation")))
+    except CurationMismatch as exc:  # the selection cannot be re-made: a problem, never a pass
+        return [f"the build's curation does not fit its source now: {exc}"], []
     except UserError as exc:
         return [], [f"sources not checked: {exc}"]
     except KeyError as exc:

@@ -183,7 +183,8 @@ def curate(src: str, out: str, *, tile: int = 0, metrics: list[str] | None = Non
     folder, name = split_out(out)
     source = resolve_source(src, data_root)
     items = source.items()[:limit] if limit else source.items()
-    root, config = str(source.root), run_config(tile, metrics, embed, embed_pretrained)
+    # Absolute, so that a build or verify run from another folder still recognises the source.
+    root, config = os.path.abspath(source.root), run_config(tile, metrics, embed, embed_pretrained)
     # One writer per scores file: its lock sits beside it (two runs merging one parts folder would lose rows).
     with output_lock(out, lock=os.path.join(folder, f".{name}.parquet.lock")):
         store = PartsStore(folder, schema(metrics, embed), name=name)

@@ -104,6 +104,10 @@ class TileImage(SourceImage):
         return hr, {**fields, "tile": list(self.box)}
 
 
+class CurationMismatch(UserError):
+    """The scores file does not describe the source it is applied to (another folder, missing or changed images)."""
+
+
 @dataclass
 class Curation:
     """A scores file and the rules applied to it; `apply` fills `dropped`, `counts` and `boxes`."""
@@ -128,25 +132,27 @@ class Curation:
         return {"sha256": self.sha256, "select": self.select, "dedup": self.dedup, "best_tile": self.best_tile}
 
     def record(self) -> dict:
-        return {"file": self.path, **self.identity(), "dropped_counts": dict(sorted(self.counts.items())),
+        # Absolute, so that `degrade verify` finds the scores file from any folder.
+        return {"file": os.path.abspath(self.path), **self.identity(), "dropped_counts": dict(sorted(self.counts.items())),
                 "dropped": self.dropped}
 
     def apply(self, source: Source, items: list[SourceItem]) -> list[SourceItem]:
         """The items kept; raises UserError for a scores file that does not describe these items."""
         frame = read_scores(self.path)
         self.sha256 = file_sha256(self.path)
+        # Compared as resolved paths: the same folder given as `src4` and as /data/src4 is one source.
         roots = set(frame["source_root"])
-        if roots and roots != {str(source.root)}:
-            raise UserError(f"{self.path} holds scores of {min(roots)}, not of the source {source.root}; run "
+        if roots and {os.path.realpath(r) for r in roots} != {os.path.realpath(source.root)}:
+            raise CurationMismatch(f"{self.path} holds scores of {min(roots)}, not of the source {source.root}; run "
                             "`degrade curate` on this source.")
         full = frame[frame["tile"] == FULL].set_index("key", drop=False)
         missing = [i.rel for i in items if i.key not in full.index]
         if missing:
-            raise UserError(f"{self.path} has no scores for {len(missing)} images of {source.root} ({missing[0]} ...); "
+            raise CurationMismatch(f"{self.path} has no scores for {len(missing)} images of {source.root} ({missing[0]} ...); "
                             "re-run `degrade curate` on this source.")
         changed = [i.rel for i in items if full.at[i.key, "stamp"] != file_stamp(i.path, "stat")]
         if changed:
-            raise UserError(f"{len(changed)} images of {source.root} changed since {self.path} scored them "
+            raise CurationMismatch(f"{len(changed)} images of {source.root} changed since {self.path} scored them "
                             f"({changed[0]} ...); re-run `degrade curate` to score them again.")
         full = full.loc[[i.key for i in items]]
         reason: dict[str, str] = {k: "unreadable" for k in full.index[full["error"] != ""]}
