@@ -122,3 +122,42 @@ def test_a_var_inside_a_draw_is_named_for_what_it_is():
     assert "none of the distribution keys" not in str(err.value)
     assert str(err.value).startswith("spec.pipeline[0].draw.q is {var: ...}, which a draw cannot hold: a draw makes new "
                                      "values from a distribution (uniform, ")
+
+
+def test_a_folder_whose_only_parquet_is_unusable_names_the_file_and_why(tmp_path):
+    import pandas as pd
+
+    from srdistill.datasets.sources import resolve_source
+
+    pd.DataFrame({"caption": ["a cat"]}).to_parquet(tmp_path / "only.parquet")
+    with pytest.raises(UserError) as err:
+        resolve_source(str(tmp_path))
+    message = str(err.value)
+    assert message.startswith(f"source '{tmp_path.name}' holds no images: ") and "\n" not in message
+    assert f"under {tmp_path} (only.parquet was skipped: " in message
+    (tmp_path / "only.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(UserError, match=r"\(only\.parquet was skipped: "):
+        resolve_source(str(tmp_path))
+
+
+def test_the_set_aside_note_ends_on_a_whole_word(tmp_path):
+    from srdistill.core.parts import PartsStore, TableSchema
+
+    schema = TableSchema(columns={"item": "object", "score": "float64"}, key=("item",))
+    PartsStore(str(tmp_path), schema, name="scores").add([{"item": "a", "score": 1.0}])
+    (part,) = (tmp_path / "scores.parts").glob("*.parquet")
+    damage = b"garbage" * 20
+    part.write_bytes(damage)
+    try:  # what the reader says about these bytes, asked directly
+        import io
+
+        import pandas as pd
+
+        pd.read_parquet(io.BytesIO(damage))
+    except (OSError, ValueError) as exc:
+        said = str(exc).strip().splitlines()[0]
+    assert 120 < len(said) <= 160  # long enough that the old 120-character cut fell inside a word
+    notes: list[str] = []
+    PartsStore(str(tmp_path), schema, name="scores", notify=notes.append)
+    (note,) = notes
+    assert note.endswith(f"because it cannot be read ({said}); its rows will be computed again.")

@@ -360,3 +360,25 @@ def test_verify_of_a_build_curated_from_a_relative_src_checks_its_sources_and_ne
     report = verify(str(tmp_path / "out"))
     assert report.problems == [f"the build's curation does not fit its source now: {scores} holds scores of {other}, "
                                f"not of the source {tmp_path / 'src4'}; run `degrade curate` on this source."]
+
+
+def test_best_tile_with_scores_of_whole_images_only_is_one_sentence(photos, ray_cluster, tmp_path):
+    whole = tmp_path / "whole.parquet"
+    curate(str(photos), str(whole), workers=2, progress=False)
+    with pytest.raises(UserError, match=r"--best-tile needs scores of tiles, but .*whole\.parquet holds whole images "
+                                        r"only; run `degrade curate --tile N` to score tiles\."):
+        build(str(photos), str(tmp_path / "b"), "bicubic", crop=64, progress=False,
+              curation=Curation(str(whole), best_tile=True))
+
+
+def test_a_finished_build_leaves_no_temporary_shard_of_a_retried_task(photos, scores, ray_cluster, tmp_path):
+    out = tmp_path / "shards"
+    leftover = out / ".train-000000.tar.abcdefgh.tmp"  # what a task killed mid-write leaves
+
+    def killed_attempt(record):
+        leftover.write_bytes(b"half a shard")
+
+    build(str(photos), str(out), "bicubic", crop=64, shard_samples=4, seed=0, workers=2, progress=False,
+          on_shard=killed_attempt)
+    assert not leftover.exists() and not list(out.glob(".*.tmp"))
+    assert verify(str(out)).ok

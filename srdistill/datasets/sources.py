@@ -493,8 +493,10 @@ def _folder_source(name: str, folder: Path) -> Source:
                                     + " ".join(IMAGE_EXTENSIONS + PARQUET_EXTENSIONS) + ")"))
     source = _make_source(name, folder, files, ignored)
     if not source.files:
+        tables = [s for s in source.ignored if s.source_path.lower().endswith(PARQUET_EXTENSIONS)]
+        why = f" ({tables[0].source_path} was skipped: {tables[0].reason})" if tables else ""
         raise UserError(f"source {name!r} holds no images: no {'/'.join(IMAGE_EXTENSIONS + PARQUET_EXTENSIONS)} files "
-                        f"with images under {folder}.")
+                        f"with images under {folder}{why}.")
     return source
 
 

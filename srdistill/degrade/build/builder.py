@@ -155,6 +155,8 @@ def write_manifest(storage: Storage, plan: Plan, run: ShardRun, spec, seed: int,
         "skipped": skipped,
         "timings": timings,
     }
+    # Every shard is final: what a killed and retried task left half-written goes (this process holds the folder).
+    storage.remove_temporaries()
     storage.write_bytes(MANIFEST_NAME, dump(manifest))
     storage.remove_tree(BUILD_DIR)
     return BuildSummary(

@@ -178,6 +178,9 @@ class Curation:
                 self.counts[reason[item.key]] = self.counts.get(reason[item.key], 0) + 1
         kept = [i for i in items if i.key not in reason]
         if self.best_tile:
+            if not (frame["tile"] != FULL).any():
+                raise UserError(f"--best-tile needs scores of tiles, but {self.path} holds whole images only; run "
+                                "`degrade curate --tile N` to score tiles.")
             tiles = frame[(frame["tile"] != FULL) & frame["key"].isin([i.key for i in kept])]
             best = tiles.sort_values(["complexity", "tile"], ascending=[False, True]).drop_duplicates("key")
             self.boxes = {r.key: (int(r.top), int(r.left), int(r.height), int(r.width)) for r in best.itertuples()}
