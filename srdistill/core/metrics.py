@@ -8,6 +8,7 @@ are part of a result row's identity (`metric_version`). METRIC_OPTS are the defa
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 from dataclasses import dataclass
 
@@ -87,9 +88,22 @@ def _accepted_options(name: str) -> tuple[str, dict[str, object] | None]:
     return arch, None
 
 
+@functools.lru_cache(maxsize=None)
+def _named_in_pyiqa(word: str) -> bool:
+    """Whether pyiqa's network code spells `word` as a string literal (a mode an option may take)."""
+    from pathlib import Path
+
+    import pyiqa.archs
+
+    literals = (f"'{word}'", f'"{word}"')
+    return any(any(lit in path.read_text(errors="replace") for lit in literals)
+               for path in Path(pyiqa.archs.__file__).parent.glob("*.py"))
+
+
 def check_metric_options(name: str, options: dict, where: str) -> None:
     """One sentence, before any work, for an option the metric does not take or a value that is not a number where
-    the default is one (pyiqa's boolean options often take a name too, so those are left to it)."""
+    the default is one, unless pyiqa's network code names that value as a mode (FID's dims='logits_unbiased');
+    boolean options often take a name too (pretrained='koniq10k'), so those are left to pyiqa."""
     arch, accepted = _accepted_options(name)
     if accepted is None:
         return
@@ -99,7 +113,8 @@ def check_metric_options(name: str, options: dict, where: str) -> None:
             raise UserError(f"{where}: pyiqa's {arch} takes no option {key!r} (its options: {known or 'none'}).")
         default = accepted[key]
         if (isinstance(default, (int, float)) and not isinstance(default, bool)
-                and (isinstance(value, bool) or not isinstance(value, (int, float)))):
+                and (isinstance(value, bool) or not isinstance(value, (int, float)))
+                and not (isinstance(value, str) and _named_in_pyiqa(value))):
             raise UserError(f"{where}: option {key} must be a number like its default {default}, got {value!r}.")
 
 
