@@ -2,9 +2,9 @@
 
 The lock is a file holding the holder's host, PID, process start time and command, created whole and
 exclusively (written under a private name, then hard-linked to the lock's name, which fails if it exists:
-atomic on local file systems and NFS, and never seen half-written). A second writer is refused in one sentence naming the holder. The
-lock is broken only when its holder is gone: on this host, no process with that PID, or one that started at
-another time (a reused PID). A holder on another host is never presumed dead: the sentence says which file to
+atomic on local file systems and NFS, and never seen half-written). A second writer is refused in one
+sentence naming the holder. The lock is broken only when its holder is gone: on this host, no process with
+that PID, or one that started at another time (a reused PID). A holder on another host is never presumed dead: the sentence says which file to
 delete once that run is known to be over. Remote outputs (s3:// and other fsspec URLs) are not locked: object
 stores offer no exclusive create that every one honours, so give each concurrent run its own prefix.
 """
