@@ -165,7 +165,7 @@ def test_exif_orientation_is_applied(tmp_path):
 def test_bad_files_raise_with_a_reason(tmp_path):
     expected = bad_folder(tmp_path)
     for rel, word in expected.items():
-        if rel == "readme.txt":
+        if rel in ("readme.txt", "dangling.png"):  # skipped when a folder is listed, before any read
             continue
         with pytest.raises(BadImage, match=word):
             read_rgb(tmp_path / rel, max_pixels=100 * 100)

@@ -312,3 +312,73 @@ def test_scores_older_than_the_source_or_a_removed_scores_file_are_caught(photos
     with pytest.raises(UserError, match="changed since"):
         build(str(src), str(tmp_path / "b"), "bicubic", crop=64, progress=False, curation=Curation(str(scores)))
     assert not (tmp_path / "b").exists()
+
+
+def test_verify_refuses_a_manifest_selection_outside_the_grammar_and_runs_none_of_it(photos, scores, ray_cluster,
+                                                                                      tmp_path, capsys):
+    out = tmp_path / "shards"
+    build(str(photos), str(out), "bicubic", crop=64, shard_samples=8, seed=0, workers=2, progress=False,
+          curation=Curation(str(scores), select="laplacian_var >= 50"))
+    canary = tmp_path / "pwned"
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["curation"]["select"] = f"@pd.io.common.os.system('touch {canary}') == 0"
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["verify", str(out)]) != 0
+    printed = capsys.readouterr()
+    assert "the curation selection in manifest.json is refused: the --select expression" in printed.out + printed.err
+    assert not canary.exists()
+
+
+@pytest.mark.slow  # three commands in processes of their own, each with its own Ray, in the folder of the source
+def test_verify_of_a_build_curated_from_a_relative_src_checks_its_sources_and_never_passes_a_misfit(photos, tmp_path):
+    import subprocess
+    import sys
+
+    from srdistill.degrade.curate.select import file_sha256
+
+    def degrade(*argv):
+        done = subprocess.run([sys.executable, "-m", "srdistill.degrade.cli", *argv, *(["--quiet"] if argv[0] != "verify" else [])],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        return done
+
+    shutil.copytree(photos, tmp_path / "src4")
+    degrade("curate", "--src", "src4", "--out", "s.parquet", "--workers", "1")
+    degrade("build", "--src", "src4", "--out", "out", "--preset", "bicubic", "--crop", "64", "--curation", "s.parquet",
+            "--select", "laplacian_var >= 50", "--workers", "1")
+    report = verify(str(tmp_path / "out"))
+    assert report.ok and report.shards > 0 and report.notes == []  # the sources were checked, not skipped
+    # The scores file swapped for one of another source, its sha256 in the manifest updated to match.
+    other = tmp_path / "other"
+    shutil.copytree(photos, other)
+    scores = tmp_path / "s.parquet"
+    frame = pd.read_parquet(scores)
+    frame.assign(source_root=str(other)).to_parquet(scores, index=False)
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    manifest["curation"]["sha256"] = file_sha256(str(scores))
+    (tmp_path / "out" / "manifest.json").write_text(json.dumps(manifest))
+    report = verify(str(tmp_path / "out"))
+    assert report.problems == [f"the build's curation does not fit its source now: {scores} holds scores of {other}, "
+                               f"not of the source {tmp_path / 'src4'}; run `degrade curate` on this source."]
+
+
+def test_best_tile_with_scores_of_whole_images_only_is_one_sentence(photos, ray_cluster, tmp_path):
+    whole = tmp_path / "whole.parquet"
+    curate(str(photos), str(whole), workers=2, progress=False)
+    with pytest.raises(UserError, match=r"--best-tile needs scores of tiles, but .*whole\.parquet holds whole images "
+                                        r"only; run `degrade curate --tile N` to score tiles\."):
+        build(str(photos), str(tmp_path / "b"), "bicubic", crop=64, progress=False,
+              curation=Curation(str(whole), best_tile=True))
+
+
+def test_a_finished_build_leaves_no_temporary_shard_of_a_retried_task(photos, scores, ray_cluster, tmp_path):
+    out = tmp_path / "shards"
+    leftover = out / ".train-000000.tar.abcdefgh.tmp"  # what a task killed mid-write leaves
+
+    def killed_attempt(record):
+        leftover.write_bytes(b"half a shard")
+
+    build(str(photos), str(out), "bicubic", crop=64, shard_samples=4, seed=0, workers=2, progress=False,
+          on_shard=killed_attempt)
+    assert not leftover.exists() and not list(out.glob(".*.tmp"))
+    assert verify(str(out)).ok

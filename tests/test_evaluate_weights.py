@@ -16,15 +16,20 @@ from srdistill.core import download
 
 
 @pytest.fixture
-def cnniqa_file(tmp_path):
-    """A real CNNIQA state dict (random weights, pyiqa's `params` layout) and the URL pyiqa fetches it from."""
-    from pyiqa.archs.cnniqa_arch import CNNIQA, default_model_urls
+def cnniqa_file(tmp_path, monkeypatch):
+    """A real CNNIQA state dict (random weights, pyiqa's `params` layout) and the URL pyiqa fetches it from: pyiqa's
+    own, with the file's SHA-256 prefix in the name where pyiqa's name has the real file's (the name's hash is
+    checked, so a stand-in must carry its own)."""
+    from pyiqa.archs import cnniqa_arch
 
     torch.manual_seed(7)
-    state = CNNIQA(pretrained=None).state_dict()
+    state = cnniqa_arch.CNNIQA(pretrained=None).state_dict()
     path = tmp_path / "cnniqa.pth"
     torch.save({"params": state}, path)
-    return default_model_urls["koniq10k"], path, state
+    real = cnniqa_arch.default_model_urls["koniq10k"]
+    url = real.replace("e6f14c91", hashlib.sha256(path.read_bytes()).hexdigest()[:8])
+    monkeypatch.setitem(cnniqa_arch.default_model_urls, "koniq10k", url)
+    return url, path, state
 
 
 @pytest.fixture

@@ -33,20 +33,34 @@ def find_document(name_or_path: str | os.PathLike, *, what: str, folder: Path,
     return path, None
 
 
-def read_document(path: Path, *, what: str) -> Any:
-    """The parsed content of `path` (JSON for `.json`, YAML otherwise); `what` names it in errors."""
+def read_document(path: Path, *, what: str, max_depth: int = 64) -> Any:
+    """The parsed content of `path` (JSON for `.json`, YAML otherwise); `what` names it in errors. A document
+    nested deeper than `max_depth` lists and mappings is refused before a recursive parser walks it."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise UserError(f"cannot read {what} {path}: {exc.strerror or exc}.") from None
     except UnicodeDecodeError:
         raise UserError(f"{what} {path} is not a UTF-8 text file.") from None
+    deep = UserError(f"{what} {path} nests lists and mappings more than {max_depth} levels deep (the limit); a "
+                     f"{what} needs far fewer.")
     if Path(path).suffix.lower() == ".json":
         try:
             return json.loads(text)
         except json.JSONDecodeError as exc:
             raise UserError(f"{what} {path} is not valid JSON at line {exc.lineno}.") from None
+        except RecursionError:
+            raise deep from None
     try:
+        # PyYAML builds nested nodes recursively: count the depth on its (flat) event stream first.
+        depth = 0
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                depth += 1
+                if depth > max_depth:
+                    raise deep
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)

@@ -9,13 +9,13 @@ agrees with the command that started it:
 - ``HF_ENDPOINT`` (the Hub's own variable): files on huggingface.co come from ``HF_ENDPOINT/PATH`` instead.
 
 A download streams into a hidden temporary file next to its destination and is renamed into place only
-when it is complete (and matches its SHA-256 where the source publishes one), so a failed or truncated
-download never leaves a half file where a library would take it for the real one.
+when it is complete and checked (safeload.check_download: its published SHA-256 where one exists, else a load
+that runs no code), so a failed, truncated or hostile download never leaves a file where a library would take
+it for the real one.
 """
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import sys
@@ -25,7 +25,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from srdistill.core.atomic import atomic_file
+from srdistill.core.atomic import atomic_path
 from srdistill.core.errors import UserError
 
 OFFLINE_ENV = "SRDISTILL_OFFLINE"
@@ -134,34 +134,52 @@ def _reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+class _LinkedEtag(urllib.request.HTTPRedirectHandler):
+    """Keeps the SHA-256 that Hugging Face states for an LFS file (`X-Linked-Etag` on the resolve redirect)."""
+
+    sha256: str | None = None
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        self.sha256 = _sha256_header(headers) or self.sha256
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _sha256_header(headers) -> str | None:
+    value = (headers.get("X-Linked-Etag") or "").strip().strip('"').removeprefix("W/").strip('"').lower()
+    return value if len(value) == 64 and all(c in "0123456789abcdef" for c in value) else None
+
+
 def fetch_file(url: str, dst: str | os.PathLike, *, sha256_prefix: str | None = None, progress: bool = True,
                policy: DownloadPolicy | None = None) -> Path:
-    """Download `url` (through the policy's mirror) to `dst` atomically, with a progress bar named after the file."""
+    """Download `url` (through the policy's mirror) to `dst` atomically, with a progress bar named after the file;
+    the file is checked (see the module docstring) before it takes its name."""
     from tqdm import tqdm
+
+    from srdistill.core.safeload import check_download
 
     policy = policy or current_policy()
     source, dst = policy.source(url), Path(dst)
     via = f" (mirror of {url})" if source != url else ""
     try:
         request = urllib.request.Request(source, headers={"User-Agent": "srdistill"})
-        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
+        etag = _LinkedEtag()
+        with urllib.request.build_opener(etag).open(request, timeout=TIMEOUT_S) as response:
+            stated = _sha256_header(response.headers) or etag.sha256
             total = int(response.headers.get("Content-Length") or 0) or None
             dst.parent.mkdir(parents=True, exist_ok=True)
-            digest, received = hashlib.sha256(), 0
+            received = 0
             print(f"downloading {dst.name} from {source} to {dst}", file=sys.stderr)
-            # A check that fails inside the block leaves nothing at dst.
-            with atomic_file(dst) as out, tqdm(total=total, desc=dst.name, unit="B", unit_scale=True,
-                                                unit_divisor=1024, disable=not progress, file=sys.stderr) as bar:
-                while chunk := response.read(_CHUNK):
-                    out.write(chunk)
-                    digest.update(chunk)
-                    received += len(chunk)
-                    bar.update(len(chunk))
+            # Checked under its temporary name: a file that fails a check never appears at dst.
+            with atomic_path(dst) as tmp:
+                with open(tmp, "wb") as out, tqdm(total=total, desc=dst.name, unit="B", unit_scale=True,
+                                                  unit_divisor=1024, disable=not progress, file=sys.stderr) as bar:
+                    while chunk := response.read(_CHUNK):
+                        out.write(chunk)
+                        received += len(chunk)
+                        bar.update(len(chunk))
                 if total is not None and received != total:
                     raise ValueError(f"the server sent {received} of {total} bytes")
-                if sha256_prefix and not digest.hexdigest().startswith(sha256_prefix):
-                    raise ValueError(f"its SHA-256 {digest.hexdigest()[:16]}... does not start with the published "
-                                     f"{sha256_prefix}")
+                check_download(tmp, dst.name, sha256=stated, sha256_prefix=sha256_prefix)
     except (OSError, ValueError, http.client.HTTPException) as exc:
         raise DownloadFailed(f"could not download {dst.name} from {source}{via}: {_reason(exc)}; "
                              f"nothing was written to {dst.parent}.") from None

@@ -8,6 +8,7 @@ are part of a result row's identity (`metric_version`). METRIC_OPTS are the defa
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 from dataclasses import dataclass
 
@@ -51,6 +52,70 @@ def metric_info(name: str) -> MetricInfo:
     cfg = DEFAULT_CONFIGS[name]
     mode = "dataset" if name in DATASET_LEVEL else cfg.get("metric_mode", "NR")
     return MetricInfo(name, mode, bool(cfg.get("lower_better", False)))
+
+
+# What pyiqa.create_metric itself takes; everything else goes to the metric's network class.
+_CREATE_OPTIONS = {"as_loss": False, "loss_weight": None, "loss_reduction": "mean", "seed": 123,
+                   "check_input_range": True}
+
+
+def _accepted_options(name: str) -> tuple[str, dict[str, object] | None]:
+    """(network class name, {option: default}) for a pyiqa metric, or None for "any" when the class passes unknown
+    options on (**kwargs) to something whose signature cannot be read; read from signatures, nothing is built."""
+    import inspect
+    import sys
+
+    from pyiqa.default_model_configs import DEFAULT_CONFIGS
+    from pyiqa.utils.registry import ARCH_REGISTRY
+
+    arch = DEFAULT_CONFIGS[name]["metric_opts"]["type"]
+    try:
+        import pyiqa.archs as archs
+
+        archs._lazy_import_arch(arch)  # pyiqa imports a network's module on first use
+        cls = ARCH_REGISTRY.get(arch)
+    except (AttributeError, KeyError, ImportError):
+        return arch, None
+    found: dict[str, object] = {}
+    for fn in (cls.__init__, getattr(sys.modules[cls.__module__], cls.__name__.lower(), None)):
+        if not callable(fn):
+            return arch, None
+        params = [p for p in inspect.signature(fn).parameters.values() if p.name != "self"]
+        found.update({p.name: p.default for p in params
+                      if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.default is not p.empty})
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            return arch, {**_CREATE_OPTIONS, **found}
+    return arch, None
+
+
+@functools.lru_cache(maxsize=None)
+def _named_in_pyiqa(word: str) -> bool:
+    """Whether pyiqa's network code spells `word` as a string literal (a mode an option may take)."""
+    from pathlib import Path
+
+    import pyiqa.archs
+
+    literals = (f"'{word}'", f'"{word}"')
+    return any(any(lit in path.read_text(errors="replace") for lit in literals)
+               for path in Path(pyiqa.archs.__file__).parent.glob("*.py"))
+
+
+def check_metric_options(name: str, options: dict, where: str) -> None:
+    """One sentence, before any work, for an option the metric does not take or a value that is not a number where
+    the default is one, unless pyiqa's network code names that value as a mode (FID's dims='logits_unbiased');
+    boolean options often take a name too (pretrained='koniq10k'), so those are left to pyiqa."""
+    arch, accepted = _accepted_options(name)
+    if accepted is None:
+        return
+    for key, value in options.items():
+        if key not in accepted:
+            known = ", ".join(k for k in accepted if k not in _CREATE_OPTIONS)
+            raise UserError(f"{where}: pyiqa's {arch} takes no option {key!r} (its options: {known or 'none'}).")
+        default = accepted[key]
+        if (isinstance(default, (int, float)) and not isinstance(default, bool)
+                and (isinstance(value, bool) or not isinstance(value, (int, float)))
+                and not (isinstance(value, str) and _named_in_pyiqa(value))):
+            raise UserError(f"{where}: option {key} must be a number like its default {default}, got {value!r}.")
 
 
 def metric_options(name: str, overrides: dict[str, dict] | None = None) -> dict:

@@ -82,7 +82,7 @@ class PartsStore:
         try:
             frame = pd.read_parquet(io.BytesIO(self.storage.read_bytes(name)))
         except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-            return self._put_aside(name, f"it cannot be read ({str(exc).strip()[:120]})")
+            return self._put_aside(name, f"it cannot be read ({_first_words(str(exc))})")
         frame = self.schema.upgrade(frame)
         missing = self.schema.foreign(frame)
         if missing:
@@ -154,3 +154,11 @@ def _parquet_bytes(frame: pd.DataFrame) -> bytes:
     buf = io.BytesIO()
     frame.to_parquet(buf, index=False)
     return buf.getvalue()
+
+
+def _first_words(text: str, limit: int = 160) -> str:
+    """The first line of `text`, cut at a word boundary (marked ...) when longer than `limit`."""
+    line = (text.strip().splitlines() or [""])[0]
+    if len(line) <= limit:
+        return line
+    return line[:limit].rsplit(" ", 1)[0] + " ..."

@@ -53,11 +53,11 @@ def build(tp: Any, value: Any, path: str) -> Any:
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise UserError(f"{path} must be an integer, got {value!r}.")
+            raise UserError(f"{path} must be an integer, got {value!r}{read_as_text(value)}.")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise UserError(f"{path} must be a finite number, got {value!r}.")
+            raise UserError(f"{path} must be a finite number, got {value!r}{read_as_text(value)}.")
         return float(value)
     if tp is str:
         if not isinstance(value, str) or not value:
@@ -93,5 +93,23 @@ def choices(values: tuple[str, ...], allowed: tuple[str, ...], path: str) -> Non
     check(len(set(values)) == len(values), f"{path} must not repeat a value.")
 
 
+MAX_KERNEL_SIZE = 101  # 5x Real-ESRGAN's largest (21); a kernel of 100001 would need tens of GiB per worker
+
+
+def read_as_text(value: Any) -> str:
+    """A note for a number that YAML read as text, else "": YAML 1.1 (PyYAML) needs a decimal point in a float, so
+    `1e9` is the string '1e9' while `1.0e9` is a number."""
+    if not isinstance(value, str):
+        return ""
+    try:
+        float(value)
+    except ValueError:
+        return ""
+    mantissa, e, exponent = value.lower().partition("e")
+    written = f"{mantissa}.0e{exponent}" if e and "." not in mantissa else value
+    return f" (YAML read {value} as text: write it with a decimal point, e.g. {written}, or in plain digits)"
+
+
 def odd_sizes(sizes: tuple[int, ...], path: str) -> None:
-    check(all(s >= 1 and s % 2 == 1 for s in sizes), f"{path} must hold odd sizes >= 1, got {list(sizes)}.")
+    check(all(1 <= s <= MAX_KERNEL_SIZE and s % 2 == 1 for s in sizes),
+          f"{path} must hold odd sizes from 1 to {MAX_KERNEL_SIZE} (the limit), got {list(sizes)}.")

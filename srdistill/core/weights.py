@@ -4,7 +4,9 @@ pyiqa downloads weights on first use into torch hub's folder (`$TORCH_HOME/hub/p
 `.../clip`) and Hugging Face's cache (`$HF_HOME/hub`). Every metric is built inside `weight_downloads()`,
 which routes those downloads through srdistill.core.download: fetched with a progress bar (through the mirror,
 if one is set) by default, or, offline (`--offline`, SRDISTILL_OFFLINE=1), refused as `MissingWeights`,
-naming the file, the path it is expected at and the URL it would come from.
+naming the file, the path it is expected at and the URL it would come from. Weights are data (safeload.py): a
+download is kept only after its published hash or a safe load has checked it, and while a metric is built every
+`torch.load` reads with `weights_only=True` unless the file matches its published hash.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 from srdistill.core import download
 from srdistill.core.atomic import atomic_file
 from srdistill.core.errors import UserError
+from srdistill.core.safeload import DamagedWeights, torch_loads_guarded
 
 WEIGHTS_ENV = "SRDISTILL_WEIGHTS"
 
@@ -93,7 +96,8 @@ def weight_downloads(offline: bool | None = None):
 
     Online they go through srdistill.core.download.fetch_file (mirror, progress bar, temporary name + rename,
     torch hub's SHA-256 prefix where the file name carries one); offline (`offline`, else the policy) they
-    raise MissingWeights, and huggingface_hub is held offline too. Files already on disk are never fetched.
+    raise MissingWeights, and huggingface_hub is held offline too. Files already on disk are never fetched; they
+    are loaded with weights_only=True unless they match their published hash (safeload.torch_loads_guarded).
     """
     import pyiqa.utils.download_util as download_util
     import torch.hub
@@ -124,7 +128,8 @@ def weight_downloads(offline: bool | None = None):
         for owner, attr, fn in patches:
             setattr(owner, attr, fn)
         hub_constants.HF_HUB_OFFLINE = offline or download.hf_offline()
-        yield
+        with torch_loads_guarded():
+            yield
     finally:
         for owner, attr, fn in saved:
             setattr(owner, attr, fn)
@@ -138,7 +143,7 @@ def downloads_blocked():
 
 def explain_build_error(exc: BaseException) -> str:
     """One sentence for why a metric could not be built (missing weights, missing package, other)."""
-    if isinstance(exc, (MissingWeights, download.DownloadFailed)):
+    if isinstance(exc, (MissingWeights, download.DownloadFailed, DamagedWeights)):
         return str(exc)
     if isinstance(exc, ModuleNotFoundError):
         return f"needs the Python package {exc.name!r}, which is not installed"

@@ -304,7 +304,8 @@ def _data_root(data_root: str | os.PathLike | None, named: NamedSource) -> Path:
 
 
 def _layout_files(folder: Path, layout: SourceLayout) -> list[str]:
-    rels = sorted(p.relative_to(folder).as_posix() for p in folder.glob(layout.pattern) if p.is_file())
+    rels = sorted(p.relative_to(folder).as_posix() for p in folder.glob(layout.pattern)
+                  if p.is_file() and unusable_file(p, p.relative_to(folder).as_posix()) is None)
     if layout.folder:
         rels = [r for r in rels if re.fullmatch(layout.folder, r.split("/", 1)[0])]
     return rels
@@ -420,6 +421,34 @@ def _union_source(named: list[NamedSource], data_root: str | os.PathLike | None)
                   notes, tables)
 
 
+def shown_name(rel: str) -> str:
+    """`rel` as text that can be printed and stored: bytes that are not UTF-8 shown as \\xNN escapes."""
+    return rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def unusable_file(path: Path, rel: str) -> str | None:
+    """Why a listed name cannot be a source file, else None: a name that is not UTF-8 (shards, manifests and
+    scores store names as UTF-8 text), a broken link, or anything but a regular file (a FIFO would block the read
+    forever, a device would never end)."""
+    import stat
+
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        return "its name is not valid UTF-8 (rename the file)"
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return (f"a broken link (its target {shown_name(os.readlink(path))} does not exist)" if os.path.islink(path)
+                else "vanished")
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or type(exc).__name__})"
+    if stat.S_ISREG(mode):
+        return None
+    kinds = {stat.S_ISFIFO: "a FIFO", stat.S_ISSOCK: "a socket", stat.S_ISCHR: "a device", stat.S_ISBLK: "a device"}
+    return next((f"{kind}, not a regular file" for test, kind in kinds.items() if test(mode)), "not a regular file")
+
+
 def _folder_source(name: str, folder: Path) -> Source:
     files: list[str] = []
     ignored: list[Skip] = []
@@ -454,21 +483,26 @@ def _folder_source(name: str, folder: Path) -> Source:
                 seen.add((st.st_dev, st.st_ino))
         for fname in filenames:
             rel = (Path(dirpath) / fname).relative_to(folder).as_posix()
-            if _is_source_file(fname):
+            problem = unusable_file(Path(dirpath) / fname, rel)
+            if problem:
+                ignored.append(Skip(shown_name(rel), problem))
+            elif _is_source_file(fname):
                 files.append(rel)
             else:
                 ignored.append(Skip(rel, "not an image file name (extension not one of "
                                     + " ".join(IMAGE_EXTENSIONS + PARQUET_EXTENSIONS) + ")"))
     source = _make_source(name, folder, files, ignored)
     if not source.files:
+        tables = [s for s in source.ignored if s.source_path.lower().endswith(PARQUET_EXTENSIONS)]
+        why = f" ({tables[0].source_path} was skipped: {tables[0].reason})" if tables else ""
         raise UserError(f"source {name!r} holds no images: no {'/'.join(IMAGE_EXTENSIONS + PARQUET_EXTENSIONS)} files "
-                        f"with images under {folder}.")
+                        f"with images under {folder}{why}.")
     return source
 
 
 def _glob_source(pattern: str) -> Source:
     expanded = os.path.expanduser(pattern)
-    matches = sorted(p for p in glob.glob(expanded, recursive=True) if os.path.isfile(p) or os.path.islink(p))
+    matches = sorted(p for p in glob.glob(expanded, recursive=True) if not os.path.isdir(p))
     prefix = re.split(r"[*?\[]", expanded, maxsplit=1)[0]
     root = Path(prefix if prefix.endswith(os.sep) else os.path.dirname(prefix) or ".")
     if not matches:
@@ -487,7 +521,14 @@ def _glob_source(pattern: str) -> Source:
             ignored.append(Skip(rel(p), f"the same file as {rel(first[real])} (reached through a link); taken once"))
         else:
             first[real] = p
-    source = _make_source(pattern, root, [rel(p) for p in first.values()], ignored)
+    usable = []
+    for p in first.values():
+        problem = unusable_file(Path(p), rel(p))
+        if problem:
+            ignored.append(Skip(shown_name(rel(p)), problem))
+        else:
+            usable.append(rel(p))
+    source = _make_source(pattern, root, usable, ignored)
     if not source.files:
         raise UserError(f"source {pattern!r} holds no images: the files it matches are parquet files without images "
                         f"({source.ignored[0].reason}).")

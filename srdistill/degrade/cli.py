@@ -78,7 +78,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="how a resumed build tells that a source file changed, so its shard is rewritten: size and "
                         "modification time (stat, default) or the sha256 of its bytes (content, reads every file)")
     b.add_argument("--curation", metavar="SCORES", help="a `degrade curate` scores file: build only the images it keeps")
-    b.add_argument("--select", metavar="EXPR", help="with --curation: pandas query over the score columns, e.g. "
+    b.add_argument("--select", metavar="EXPR", help="with --curation: which images to keep, in a small grammar "
+                        "(score column names, numbers, 'strings', == != < <= > >=, and/or/not, parentheses), e.g. "
                         "'laplacian_var >= 50 and blockiness <= 1.5'")
     b.add_argument("--dedup", metavar="RULE", help="with --curation: keep one image per group of near-duplicates, "
                         "phash:D (Hamming distance <= D) or embed:T (cosine similarity >= T); the largest, then the "
@@ -175,6 +176,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _curation(args):
+    from srdistill.degrade.curate.expression import parse
     from srdistill.degrade.curate.select import Curation, parse_dedup
 
     if args.curation is None:
@@ -182,15 +184,20 @@ def _curation(args):
             raise UserError("--select, --dedup and --best-tile need --curation SCORES (from `degrade curate`).")
         return None
     parse_dedup(args.dedup)
+    if args.select is not None:
+        parse(args.select)
     return Curation(args.curation, select=args.select, dedup=args.dedup, best_tile=args.best_tile)
 
 
 def _curate(args) -> int:
     from srdistill.core import download
     from srdistill.degrade.curate.run import curate
+    from srdistill.degrade.curate.expression import parse
     from srdistill.degrade.curate.select import dedup_groups, parse_dedup, read_scores
 
     rule = parse_dedup(args.dedup)
+    if args.select is not None:
+        parse(args.select)
     metrics = [m.strip() for m in (args.metrics or "").split(",") if m.strip()]
     if metrics or args.embed:
         download.configure(offline=args.offline, mirror=None)

@@ -95,6 +95,7 @@ def cmd_leaderboard(args) -> int:
     from srdistill.evaluate.report import write_reports
 
     from srdistill.core.devices import user_device
+    from srdistill.core.lock import output_lock
     from srdistill.core.outputs import check_output_dir
 
     check_output_dir(args.out, "--out")
@@ -109,13 +110,14 @@ def cmd_leaderboard(args) -> int:
     datasets = args.datasets
     if (args.hr or args.lr) and datasets == "all":
         datasets = ""
-    summary = run_evaluation(args.methods, datasets, args.metrics, Path(args.out), extra_methods=extra,
-                             data_root=args.data_root, hr=args.hr, lr=args.lr, runs_root=args.runs, device=args.device,
-                             tile=args.tile, crop_to_match=args.crop_to_match, weights_dir=args.weights_dir,
-                             progress=not args.quiet, protocol=args.protocol, partial_sets=args.partial_sets,
-                             workers=args.workers, address=args.address, gpus_per_worker=args.gpus_per_worker)
-    written = write_reports(Path(args.out), summary, include_reported=not args.no_reported, latex=args.latex,
-                            html=args.html)
+    with output_lock(args.out):  # two runs into one --out would each merge results.parquet without the other's rows
+        summary = run_evaluation(args.methods, datasets, args.metrics, Path(args.out), extra_methods=extra,
+                                 data_root=args.data_root, hr=args.hr, lr=args.lr, runs_root=args.runs, device=args.device,
+                                 tile=args.tile, crop_to_match=args.crop_to_match, weights_dir=args.weights_dir,
+                                 progress=not args.quiet, protocol=args.protocol, partial_sets=args.partial_sets,
+                                 workers=args.workers, address=args.address, gpus_per_worker=args.gpus_per_worker)
+        written = write_reports(Path(args.out), summary, include_reported=not args.no_reported, latex=args.latex,
+                                html=args.html)
     for line in summary.lines():
         print(line)
     for path in written:

@@ -239,7 +239,7 @@ def _dataset(origin: str, name: str, doc: Any, scale: int) -> DatasetPrep:
 
 
 def _metric(origin: str, name: str, doc: Any) -> MetricSpec:
-    from srdistill.core.metrics import metric_info
+    from srdistill.core.metrics import check_metric_options, metric_info
 
     try:
         metric_info(name)
@@ -251,7 +251,9 @@ def _metric(origin: str, name: str, doc: Any) -> MetricSpec:
     from srdistill.evaluate.patches import check_patch_options
 
     check_patch_options(name, doc, f"protocol {origin}: metric {name}")
-    return MetricSpec(name, {str(k): v for k, v in doc.items()})
+    spec = MetricSpec(name, {str(k): v for k, v in doc.items()})
+    check_metric_options(name, spec.create_options, f"protocol {origin}: metric {name}")
+    return spec
 
 
 def protocol_from_dict(doc: Any, origin: str) -> Protocol:

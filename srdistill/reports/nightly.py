@@ -228,6 +228,7 @@ def run_nightly(suite: Suite, history: str | Path, date: str, out: str | Path, *
                 progress: bool = True, latex: str | Path | None = None, html: str | Path | None = None) -> NightlyOutcome:
     """Run ``suite`` as the night of ``date``; see the module docstring. `latex` and `html`: also write tonight's
     leaderboard as LaTeX tables to that file and as a static site to that folder."""
+    from srdistill.core.lock import output_lock
     from srdistill.core.outputs import check_output_dir
 
     t0 = time.perf_counter()
@@ -241,6 +242,14 @@ def run_nightly(suite: Suite, history: str | Path, date: str, out: str | Path, *
             raise UserError(f"baseline {baseline} is not a night recorded in {history}; "
                             f"recorded: {', '.join(hist.nights(history)) or 'none'}")
     work = out / date
+    # One run per night folder (a second one would delete the first's eval/ under it); the history has its own lock.
+    with output_lock(work, "--out"):
+        return _night(suite, history, date, work, baseline, t0, progress, latex, html)
+
+
+def _night(suite: Suite, history: Path, date: str, work: Path, baseline: str | None, t0: float,
+           progress: bool, latex: str | Path | None, html: str | Path | None) -> NightlyOutcome:
+    """The body of run_nightly, with the night's folder locked."""
     if (work / "eval").exists():
         shutil.rmtree(work / "eval")  # tonight measures the code as it is now: no rows reused from a rerun
     work.mkdir(parents=True, exist_ok=True)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import inspect
+import os
 import re
 import sys
 from pathlib import Path
@@ -91,6 +93,7 @@ def _train(args: argparse.Namespace) -> int:
 
     from srdistill.core import download
     from srdistill.core.hub import resolve_components
+    from srdistill.core.lock import output_lock
     from srdistill.core.outputs import check_output_dir
 
     if args.out is not None:
@@ -108,9 +111,12 @@ def _train(args: argparse.Namespace) -> int:
     if args.shards is None or args.out is None:
         raise UserError("train needs --shards and --out (only --dry-run runs without them).")
     download.configure(offline=args.offline)
-    components = resolve_components(args.components, run.components, Path(args.out) / "components")
-    summary = run_training(run, shards=args.shards, out=args.out, components=components,
-                           val_shards=args.val_shards, progress=not args.quiet, resume=not args.fresh)
+    # One run per folder; under torchrun every rank runs this, and rank 0 (the one that writes) takes the lock.
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    with output_lock(args.out) if main_rank else contextlib.nullcontext():
+        components = resolve_components(args.components, run.components, Path(args.out) / "components")
+        summary = run_training(run, shards=args.shards, out=args.out, components=components,
+                               val_shards=args.val_shards, progress=not args.quiet, resume=not args.fresh)
     if summary.export_dir is not None:
         for line in summary.lines():
             print(line)

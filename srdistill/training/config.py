@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -156,13 +157,14 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 raise ValueError(value)
             return int(float(value)) if isinstance(value, str) and "e" in value.lower() else int(value)
         if tp is float:
-            if isinstance(value, bool):
+            if isinstance(value, bool) or not math.isfinite(float(value)):
                 raise ValueError(value)
             return float(value)
         if tp is str:
             return str(value)
-    except (TypeError, ValueError):
-        raise UserError(f"{where} must be {tp.__name__}, got {value!r}.") from None
+    except (TypeError, ValueError, OverflowError):  # OverflowError: 1e400 is an infinite float, no int
+        finite = " (a finite number)" if tp in (int, float) else ""
+        raise UserError(f"{where} must be {tp.__name__}{finite}, got {value!r}.") from None
     raise UserError(f"{where} has an unsupported type {tp}.")
 
 
@@ -292,6 +294,8 @@ def _checked(key: str, value: Any, default: Any, choices: dict) -> Any:
           or (isinstance(default, str) and isinstance(value, str)))
     if not ok:
         raise UserError(f"recipe.{key} must be {kind} like its default {default!r}, got {value!r}.")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"recipe.{key} must be a finite number, got {value!r}.")
     if type(default) is int:
         value = int(value)
     elif isinstance(default, float):

@@ -68,7 +68,7 @@ def bad_folder(root: Path) -> dict[str, str]:
         "notes.png": "not an image",
         "empty.jpg": "empty",
         "huge.png": "too large",
-        "dangling.png": "unreadable",
+        "dangling.png": "a broken link",
         "readme.txt": "not an image file name",
     }
 

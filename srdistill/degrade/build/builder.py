@@ -26,6 +26,7 @@ from srdistill.datasets.shards.format import SCHEMA_VERSION, is_shard_name
 from srdistill.core.storage import Storage, default_storage_options
 from srdistill.degrade.build.writer import ShardRecord
 from srdistill.core.errors import UserError
+from srdistill.core.lock import output_lock
 
 
 @dataclass
@@ -154,6 +155,8 @@ def write_manifest(storage: Storage, plan: Plan, run: ShardRun, spec, seed: int,
         "skipped": skipped,
         "timings": timings,
     }
+    # Every shard is final: what a killed and retried task left half-written goes (this process holds the folder).
+    storage.remove_temporaries()
     storage.write_bytes(MANIFEST_NAME, dump(manifest))
     storage.remove_tree(BUILD_DIR)
     return BuildSummary(
@@ -187,6 +190,13 @@ def build(src: str, out: str, spec="realesrgan", *, scale: int | None = None, cr
                      curation=curation)
     options = default_storage_options(str(out)) if storage_options is None else storage_options
     storage = Storage(str(out), options)
+    with output_lock(str(out)):
+        return _build_locked(storage, plan, spec, seed, workers=workers, address=address, progress=progress,
+                             on_shard=on_shard, command=command, curation=curation)
+
+
+def _build_locked(storage: Storage, plan: Plan, spec, seed: int, *, workers, address, progress, on_shard, command,
+                  curation) -> BuildSummary:
     done = prepare_out(storage, plan)
     run = run_shards(storage, plan.shards, spec, seed, done, workers=workers, address=address, progress=progress,
                      on_shard=on_shard)

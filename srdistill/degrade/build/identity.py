@@ -72,6 +72,11 @@ def drop_changed(storage: Storage, plan: Plan, doc: dict, done: dict[str, dict],
     return {n: r for n, r in done.items() if n not in stale}
 
 
+class CurationMismatch(UserError):
+    """The scores file does not describe the source it is applied to (another folder, missing or changed images).
+    Raised by curation (above building); defined here so that a source check can tell it from other errors."""
+
+
 def check_sources(manifest: dict, load_curation: Callable[[dict | None], Any]) -> tuple[list[str], list[str]]:
     """(problems, notes): list the build's source again and compare each shard's recorded source digest with it.
 
@@ -92,6 +97,8 @@ def check_sources(manifest: dict, load_curation: Callable[[dict | None], Any]) -
                          shard_samples=identity["shard_samples"], seed=manifest["seed"], limit=args.get("limit"),
                          data_root=args.get("data_root"), split=identity["split"], max_pixels=identity["max_pixels"],
                          source_identity=mode, curation=load_curation(manifest.get("curation")))
+    except CurationMismatch as exc:  # the selection cannot be re-made: a problem, never a pass
+        return [f"the build's curation does not fit its source now: {exc}"], []
     except UserError as exc:
         return [], [f"sources not checked: {exc}"]
     except KeyError as exc:

@@ -10,6 +10,7 @@ so that a resumed build rewrites exactly the shards whose sources changed.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -78,6 +79,9 @@ def make_plan(src: str, spec, *, crop: int, crops_per_image: int, shard_samples:
     s = spec.scale
     if crop < 0 or (crop and crop % s):
         raise UserError(f"--crop must be 0 (full images) or a positive multiple of the scale {s}, got {crop}.")
+    if crop * crop > max_pixels:
+        raise UserError(f"--crop {crop} is over the limit: a crop may hold at most --max-pixels {max_pixels} pixels, "
+                        f"so --crop must be at most {math.isqrt(max_pixels)}.")
     if crops_per_image < 1:
         raise UserError(f"--crops-per-image must be at least 1, got {crops_per_image}.")
     if crop == 0 and crops_per_image != 1:

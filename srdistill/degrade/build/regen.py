@@ -24,6 +24,7 @@ from srdistill.datasets.shards.format import SCHEMA_VERSION
 from srdistill.core.storage import Storage, default_storage_options
 from srdistill.core.errors import UserError
 from srdistill.core.hashing import short_sha256
+from srdistill.core.lock import output_lock
 
 
 def _parent_keys(storage: Storage, name: str) -> list[str]:
@@ -77,17 +78,58 @@ def regen(parent: str, out: str, spec, *, seed: int | None = None, workers: int 
     seed = int(parent_manifest["seed"]) if seed is None else seed
     plan = make_regen_plan(str(parent), parent_manifest, spec, seed, parent_options)
     storage = Storage(str(out), default_storage_options(str(out)))
-    done = prepare_out(storage, plan)
-    run = run_shards(storage, plan.shards, spec, seed, done, workers=workers, address=address, progress=progress,
-                     desc="degrade regen")
-    extra = {
-        **{k: parent_manifest[k] for k in ("source", "crop_policy", "shard_samples") if k in parent_manifest},
-        "parent": {
-            "build": str(parent),
-            "build_id": parent_manifest["build_id"],
-            "spec_hash": parent_manifest["spec_hash"],
-            "seed": parent_manifest["seed"],
-        },
-    }
-    return write_manifest(storage, plan, run, spec, seed, images=parent_manifest["totals"].get("images"),
-                          command=command, extra=extra)
+    with output_lock(str(out)):
+        done = prepare_out(storage, plan)
+        run = run_shards(storage, plan.shards, spec, seed, done, workers=workers, address=address, progress=progress,
+                         desc="degrade regen")
+        extra = {
+            **{k: parent_manifest[k] for k in ("source", "crop_policy", "shard_samples") if k in parent_manifest},
+            "parent": {
+                "build": str(parent),
+                "build_id": parent_manifest["build_id"],
+                "spec_hash": parent_manifest["spec_hash"],
+                "seed": parent_manifest["seed"],
+            },
+        }
+        return write_manifest(storage, plan, run, spec, seed, images=parent_manifest["totals"].get("images"),
+                              command=command, extra=extra)
+
+
+def add_regen_parser(subparsers) -> argparse.ArgumentParser:
+    """Register `regen` on the `degrade` CLI's subparsers; the handler is ``args.func(args)`` -> exit code."""
+    p = subparsers.add_parser(
+        "regen",
+        help="re-degrade the HR of an existing build under a new spec (runs on Ray)",
+        description="Write a new build from the HR images of an existing one, degraded with a new spec: same keys, "
+        "same HR bytes, new LR, params and spec hash; its manifest names the parent build. Distributed and "
+        "resumable like `degrade build`: re-run the same command to finish an interrupted regen.",
+    )
+    p.add_argument("--from", dest="parent", required=True, metavar="SHARDS",
+                   help="the parent build: a folder or URL holding manifest.json and shards")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--spec", help="the new degradation spec file (YAML or JSON)")
+    group.add_argument("--preset", help="a shipped preset instead of a file (`degrade presets` lists them)")
+    p.add_argument("--out", required=True, help="output folder or fsspec URL for the new build")
+    p.add_argument("--seed", type=int, help="global seed (default: the parent's, so only the spec change shows)")
+    p.add_argument("--workers", type=int, help="parallel shard tasks (default: all CPUs of the cluster)")
+    p.add_argument("--address", help="join an existing Ray cluster instead of starting one here")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_regen)
+    return p
+
+
+def run_regen(args: argparse.Namespace) -> int:
+    from srdistill.core.outputs import check_output_dir
+
+    check_output_dir(args.out, "--out")
+    argv = getattr(args, "argv", None)
+    summary = regen(
+        args.parent, args.out, args.spec or args.preset, seed=args.seed, workers=args.workers,
+        address=args.address, progress=not args.quiet,
+        command=" ".join(shlex.quote(a) for a in ["degrade", *argv]) if argv is not None else None,
+    )
+    parent = summary.manifest["parent"]
+    print(summary.text())
+    print(f"spec {parent['spec_hash']} -> {summary.manifest['spec_hash']}; parent build {parent['build_id']}")
+    return 0
+

@@ -8,7 +8,6 @@ row, each captioned with its value. `report.md` lists the figures and how many i
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,8 @@ from matplotlib.figure import Figure
 from srdistill.datasets.images import read_rgb
 from srdistill.datasets.sources import resolve_source
 from srdistill.degrade.curate.run import FULL, item_bytes
-from srdistill.degrade.curate.select import clauses, query_mask, read_scores
+from srdistill.degrade.curate.expression import Column, Compare, Constant, clauses, evaluate, parse
+from srdistill.degrade.curate.select import read_scores
 from srdistill.core.errors import UserError
 
 NOT_SCORES = {"width", "height", "top", "left", "bytes"}
@@ -33,15 +33,11 @@ def thresholds(expr: str | None) -> dict[str, list[float]]:
     """{score: [numbers]} for the clauses of `expr` that compare one score with one number (either side)."""
     found: dict[str, list[float]] = {}
     for clause in clauses(expr) if expr else []:
-        try:
-            node = ast.parse(clause, mode="eval").body
-        except SyntaxError:
+        node = parse(clause)
+        if not isinstance(node, Compare) or len(node.ops) != 1:
             continue
-        if not isinstance(node, ast.Compare) or len(node.comparators) != 1:
-            continue
-        sides = (node.left, node.comparators[0])
-        names = [s.id for s in sides if isinstance(s, ast.Name)]
-        numbers = [s.value for s in sides if isinstance(s, ast.Constant) and isinstance(s.value, (int, float))]
+        names = [s.name for s in node.operands if isinstance(s, Column)]
+        numbers = [s.value for s in node.operands if isinstance(s, Constant) and not isinstance(s.value, str)]
         if len(names) == 1 and len(numbers) == 1:
             found.setdefault(names[0], []).append(float(numbers[0]))
     return found
@@ -93,7 +89,7 @@ def write_report(scores: str, out: str, *, select: str | None = None, n: int = 6
     full = frame[(frame["tile"] == FULL) & (frame["error"] == "")].reset_index(drop=True)
     if full.empty:
         raise UserError(f"{scores} holds no readable image to report on.")
-    kept = {c: int(query_mask(full, c).sum()) for c in clauses(select)} if select else {}
+    kept = {c: int(evaluate(full, c).sum()) for c in clauses(select)} if select else {}
     roots = sorted(set(full["source_root"]))
     items = {i.key: i for root in roots for i in resolve_source(root).items()}
     folder = Path(out)

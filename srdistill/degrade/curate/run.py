@@ -23,6 +23,7 @@ from srdistill.datasets.sources import SourceItem, resolve_source
 from srdistill.degrade.curate.scores import jpeg_quality, weight_free_scores
 from srdistill.degrade.build.plan import file_stamp
 from srdistill.core.errors import UserError
+from srdistill.core.lock import output_lock
 from srdistill.core.parts import PartsStore, TableSchema
 
 SCORES_VERSION = 1
@@ -182,20 +183,23 @@ def curate(src: str, out: str, *, tile: int = 0, metrics: list[str] | None = Non
     folder, name = split_out(out)
     source = resolve_source(src, data_root)
     items = source.items()[:limit] if limit else source.items()
-    root, config = str(source.root), run_config(tile, metrics, embed, embed_pretrained)
-    store = PartsStore(folder, schema(metrics, embed), name=name)
-    stamps = {i.key: file_stamp(i.path, "stat") for i in items}
-    todo = [(i, stamps[i.key]) for i in items if not store.has((i.key, FULL), (stamps[i.key], config))]
-    units = [Unit(f"items-{n:06d}", (todo[n : n + UNIT_ITEMS],), len(todo[n : n + UNIT_ITEMS]))
-             for n in range(0, len(todo), UNIT_ITEMS)]
-    if units:
-        run_units(_score_unit, units, shared=(root, config, tile, metrics, weight_env(), max_pixels, (embed, embed_pretrained)), workers=workers,
-                  address=address, progress=progress, desc="curate", unit="img",
-                  on_done=lambda u, rows: store.add(rows))
-    # Rows of images no longer listed, of another config or of an older version of a file are left out.
-    current = store.frame["key"].map(stamps)
-    store.frame = store.frame[(store.frame["stamp"] == current) & (store.frame["config"] == config)]
-    frame = store.merge()
-    full = frame[frame["tile"] == FULL]
-    return CurateSummary(out=out, images=len(items), rows=len(frame), scored=len(todo), reused=len(items) - len(todo),
-                         failed=int((full["error"] != "").sum()))
+    # Absolute, so that a build or verify run from another folder still recognises the source.
+    root, config = os.path.abspath(source.root), run_config(tile, metrics, embed, embed_pretrained)
+    # One writer per scores file: its lock sits beside it (two runs merging one parts folder would lose rows).
+    with output_lock(out, lock=os.path.join(folder, f".{name}.parquet.lock")):
+        store = PartsStore(folder, schema(metrics, embed), name=name)
+        stamps = {i.key: file_stamp(i.path, "stat") for i in items}
+        todo = [(i, stamps[i.key]) for i in items if not store.has((i.key, FULL), (stamps[i.key], config))]
+        units = [Unit(f"items-{n:06d}", (todo[n : n + UNIT_ITEMS],), len(todo[n : n + UNIT_ITEMS]))
+                 for n in range(0, len(todo), UNIT_ITEMS)]
+        if units:
+            run_units(_score_unit, units, shared=(root, config, tile, metrics, weight_env(), max_pixels, (embed, embed_pretrained)), workers=workers,
+                      address=address, progress=progress, desc="curate", unit="img",
+                      on_done=lambda u, rows: store.add(rows))
+        # Rows of images no longer listed, of another config or of an older version of a file are left out.
+        current = store.frame["key"].map(stamps)
+        store.frame = store.frame[(store.frame["stamp"] == current) & (store.frame["config"] == config)]
+        frame = store.merge()
+        full = frame[frame["tile"] == FULL]
+        return CurateSummary(out=out, images=len(items), rows=len(frame), scored=len(todo), reused=len(items) - len(todo),
+                             failed=int((full["error"] != "").sum()))

@@ -2,7 +2,7 @@
 
 Order of the rules (each image gets the first reason that applies):
 1. `unreadable`: the scores row records that the image could not be read.
-2. `select: CLAUSE`: the `--select` expression (pandas `query` syntax over the whole-image rows) rejects it;
+2. `select: CLAUSE`: the `--select` expression (expression.py's grammar over the whole-image rows) rejects it;
    when the expression is a chain of `and`s, CLAUSE is the first one the image fails, else the whole expression.
 3. `duplicate`: with `--dedup phash:D`, among the images that passed 1-2, images whose perceptual hashes are
    within Hamming distance D are linked (with `--dedup embed:T`, images whose embeddings have a cosine
@@ -15,7 +15,6 @@ before degrading; an image without tiles is used whole.
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -25,10 +24,12 @@ import pandas as pd
 
 from srdistill.datasets.images import DEFAULT_MAX_PIXELS
 from srdistill.datasets.sources import Source, SourceItem
+from srdistill.degrade.curate.expression import clauses, evaluate
 from srdistill.degrade.curate.run import FULL
 from srdistill.degrade.build.plan import file_stamp
 from srdistill.degrade.build.providers import CropPolicy, SourceImage
 from srdistill.core.errors import UserError
+from srdistill.degrade.build.identity import CurationMismatch
 
 
 def parse_dedup(spec: str | None) -> tuple[str, float] | None:
@@ -46,30 +47,6 @@ def parse_dedup(spec: str | None) -> tuple[str, float] | None:
         pass
     raise UserError(f"--dedup must be phash:D (D a Hamming distance from 0 to 64) or embed:T (T a cosine similarity "
                     f"from -1 to 1, with scores made by `degrade curate --embed`), got {spec!r}.")
-
-
-def clauses(expr: str) -> list[str]:
-    """The top-level `and` clauses of a query expression (the expression itself when it is not a conjunction)."""
-    try:
-        tree = ast.parse(expr.strip(), mode="eval").body
-    except SyntaxError:
-        return [expr]
-    if isinstance(tree, ast.BoolOp) and isinstance(tree.op, ast.And):
-        return [ast.unparse(v) for v in tree.values]
-    return [expr]
-
-
-def query_mask(frame: pd.DataFrame, expr: str) -> pd.Series:
-    """Rows of `frame` that `expr` keeps; one sentence for an unknown column or a malformed expression."""
-    try:
-        kept = frame.query(expr)
-    except NameError as exc:  # pandas' UndefinedVariableError
-        raise UserError(f"the --select expression {expr!r} names an unknown column ({exc}); the score columns are "
-                        f"{', '.join(c for c in frame.columns if frame[c].dtype.kind in 'fi')}.") from exc
-    except (SyntaxError, ValueError, TypeError, KeyError) as exc:
-        raise UserError(f"the --select expression {expr!r} cannot be evaluated ({exc}); write it in pandas query "
-                        "syntax, e.g. 'laplacian_var >= 50 and blockiness <= 1.5'.") from exc
-    return frame.index.isin(kept.index)
 
 
 def dedup_groups(full: pd.DataFrame, rule: tuple[str, float]) -> dict[str, str]:
@@ -152,36 +129,38 @@ class Curation:
         return {"sha256": self.sha256, "select": self.select, "dedup": self.dedup, "best_tile": self.best_tile}
 
     def record(self) -> dict:
-        return {"file": self.path, **self.identity(), "dropped_counts": dict(sorted(self.counts.items())),
+        # Absolute, so that `degrade verify` finds the scores file from any folder.
+        return {"file": os.path.abspath(self.path), **self.identity(), "dropped_counts": dict(sorted(self.counts.items())),
                 "dropped": self.dropped}
 
     def apply(self, source: Source, items: list[SourceItem]) -> list[SourceItem]:
         """The items kept; raises UserError for a scores file that does not describe these items."""
         frame = read_scores(self.path)
         self.sha256 = file_sha256(self.path)
+        # Compared as resolved paths: the same folder given as `src4` and as /data/src4 is one source.
         roots = set(frame["source_root"])
-        if roots and roots != {str(source.root)}:
-            raise UserError(f"{self.path} holds scores of {min(roots)}, not of the source {source.root}; run "
+        if roots and {os.path.realpath(r) for r in roots} != {os.path.realpath(source.root)}:
+            raise CurationMismatch(f"{self.path} holds scores of {min(roots)}, not of the source {source.root}; run "
                             "`degrade curate` on this source.")
         full = frame[frame["tile"] == FULL].set_index("key", drop=False)
         missing = [i.rel for i in items if i.key not in full.index]
         if missing:
-            raise UserError(f"{self.path} has no scores for {len(missing)} images of {source.root} ({missing[0]} ...); "
+            raise CurationMismatch(f"{self.path} has no scores for {len(missing)} images of {source.root} ({missing[0]} ...); "
                             "re-run `degrade curate` on this source.")
         changed = [i.rel for i in items if full.at[i.key, "stamp"] != file_stamp(i.path, "stat")]
         if changed:
-            raise UserError(f"{len(changed)} images of {source.root} changed since {self.path} scored them "
+            raise CurationMismatch(f"{len(changed)} images of {source.root} changed since {self.path} scored them "
                             f"({changed[0]} ...); re-run `degrade curate` to score them again.")
         full = full.loc[[i.key for i in items]]
         reason: dict[str, str] = {k: "unreadable" for k in full.index[full["error"] != ""]}
         if self.select:
             readable = full[full["error"] == ""]
             for clause in clauses(self.select):
-                failed = readable.index[~query_mask(readable, clause)]
+                failed = readable.index[~evaluate(readable, clause)]
                 for key in failed:
                     reason.setdefault(key, f"select: {clause}")
-            # The whole expression decides (an `or` inside a clause, pandas-only syntax): catch what clauses missed.
-            for key in readable.index[~query_mask(readable, self.select)]:
+            # The whole expression decides (e.g. an `or` inside a clause): catch what the clauses missed.
+            for key in readable.index[~evaluate(readable, self.select)]:
                 reason.setdefault(key, f"select: {self.select}")
         duplicate_of: dict[str, str] = {}
         if self.dedup is not None:
@@ -196,6 +175,9 @@ class Curation:
                 self.counts[reason[item.key]] = self.counts.get(reason[item.key], 0) + 1
         kept = [i for i in items if i.key not in reason]
         if self.best_tile:
+            if not (frame["tile"] != FULL).any():
+                raise UserError(f"--best-tile needs scores of tiles, but {self.path} holds whole images only; run "
+                                "`degrade curate --tile N` to score tiles.")
             tiles = frame[(frame["tile"] != FULL) & frame["key"].isin([i.key for i in kept])]
             best = tiles.sort_values(["complexity", "tile"], ascending=[False, True]).drop_duplicates("key")
             self.boxes = {r.key: (int(r.top), int(r.left), int(r.height), int(r.width)) for r in best.itertuples()}

@@ -66,7 +66,7 @@ def verify(out: str, *, storage_options: dict | None = None, decode: bool = True
     curation_problems = check_curation(manifest)
     report.problems.extend(curation_problems)
     if sources and curation_problems:
-        report.notes.append("sources not checked: the curation scores file that chose them changed.")
+        report.notes.append("sources not checked: the curation that chose them cannot be applied (see the problems).")
     elif sources:
         problems, notes = check_sources(manifest, Curation.from_record)
         report.problems.extend(problems)
@@ -75,12 +75,21 @@ def verify(out: str, *, storage_options: dict | None = None, decode: bool = True
 
 
 def check_curation(manifest: dict) -> list[str]:
-    """The curation scores file the build names still exists with the sha256 recorded (nothing when uncurated)."""
+    """The curation scores file the build names still exists with the sha256 recorded, and its selection is one the
+    grammar reads (nothing when uncurated): a manifest is data, so a selection outside the grammar is a problem
+    and is never run."""
     import os
+
+    from srdistill.degrade.curate.expression import parse
 
     curation = manifest.get("curation")
     if not curation:
         return []
+    if curation.get("select") is not None:
+        try:
+            parse(str(curation["select"]))
+        except UserError as exc:
+            return [f"the curation selection in {MANIFEST_NAME} is refused: {exc}"]
     path = curation["file"]
     if not os.path.isfile(path):
         return [f"the curation scores file {path} named in {MANIFEST_NAME} is missing."]

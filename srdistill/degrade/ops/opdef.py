@@ -27,6 +27,7 @@ from typing import Any, Callable
 import numpy as np
 
 from srdistill.core.errors import UserError
+from srdistill.core import typed
 
 REQUIRED: Any = object()  # a Param default meaning "the spec must give it"
 
@@ -171,11 +172,11 @@ def _fixed(param: Param, value: Any, path: str) -> Any:
     t = param.type
     if t is float:
         if not _number(value):
-            raise UserError(f"{path} must be a finite number, got {value!r}.")
+            raise UserError(f"{path} must be a finite number, got {value!r}{typed.read_as_text(value)}.")
         value = float(value)
     elif t is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise UserError(f"{path} must be an integer, got {value!r}.")
+            raise UserError(f"{path} must be an integer, got {value!r}{typed.read_as_text(value)}.")
     elif t is bool:
         if not isinstance(value, bool):
             raise UserError(f"{path} must be true or false, got {value!r}.")

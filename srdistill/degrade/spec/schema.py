@@ -239,6 +239,10 @@ def _draw_values(value: Any, path: str) -> tuple[tuple[str, Any], ...]:
     for name, v in items:
         if not isinstance(name, str) or not name:
             raise UserError(f"{path} must use non-empty names, got {name!r}.")
+        if _is_var(v):
+            raise UserError(f"{path}.{name} is {{var: ...}}, which a draw cannot hold: a draw makes new values from a "
+                            f"distribution ({', '.join(opdef.DISTRIBUTIONS)}); use the earlier variable where it is "
+                            "needed instead.")
         out.append((name, opdef.check_value(_draw_param(name, v), v, f"{path}.{name}")))
     return tuple(out)
 
@@ -357,6 +361,7 @@ def spec_from_dict(d: Any) -> DegradationSpec:
     bad field by its path otherwise."""
     if not isinstance(d, dict):
         raise UserError("a degradation spec must be a mapping of fields at the top level.")
+    check_depth(d, "the degradation spec")
     if _is_v1(d):
         from srdistill.degrade.spec import v1 as spec_v1
 
@@ -449,9 +454,24 @@ def iter_steps(steps: tuple[Step, ...], stage: str | None = None):
 # ---------------------------------------------------------------- loading
 
 
+MAX_DEPTH = 64  # lists and mappings inside one another (the shipped presets use at most 15)
+
+
+def check_depth(doc: Any, where: str) -> None:
+    """Refuse a document nested deeper than MAX_DEPTH before anything walks it recursively."""
+    stack = [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise UserError(f"{where} nests lists and mappings more than {MAX_DEPTH} levels deep (the limit); a "
+                            "degradation spec needs far fewer.")
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+
+
 def read_document(path: Path) -> Any:
     """A spec file's raw document (YAML, or JSON by its suffix)."""
-    return documents.read_document(path, what="degradation spec")
+    return documents.read_document(path, what="degradation spec", max_depth=MAX_DEPTH)
 
 
 def _replace(steps: list, ident: str, new: dict, options: bool = False) -> bool:
