@@ -10,9 +10,11 @@ Default (`--profile`): 512x512 crops of the sample photos, `realesrgan` preset, 
   (each starting its own embedded Ray, so start-up cancels), best of `--repeat`.
 - With `--reference N`: the reference's degradation (bench_degrade.py's reference run on N crops, its own
   process, one thread) and the ratios, whole build per core over the reference per core.
+`--png`: encode time, size and decode time of the samples' HR + LR under several PNG encodings.
 `--scaling`: the older check: 1 then 2 workers on a warm cluster, images/s, scaling efficiency, peak memory.
 
     .venv/bin/python bench/bench_build.py [--crops-per-image 6] [--small 2] [--repeat 3] [--reference 4]
+    .venv/bin/python bench/bench_build.py --png [--crops-per-image 2]
     .venv/bin/python bench/bench_build.py --scaling [--workers 1 2]
 """
 
@@ -32,6 +34,7 @@ from collections import defaultdict
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"  # per-core figures: set before numpy loads its thread pool
 
+import numpy as np
 import psutil
 
 from srdistill.degrade.build.builder import build
@@ -114,7 +117,7 @@ def profile(crop: int, crops_per_image: int, preset: str, seed: int = 0) -> tupl
     same calls in the same order as the shard writer (degrade/build/writer.py) and apply_record."""
     import cv2
 
-    from srdistill.datasets.images import encode_png
+    from srdistill.datasets.images import SHARD_PNG, encode_png
     from srdistill.datasets.shards.format import Sample, ShardWriter
     from srdistill.degrade.build.plan import make_plan
     from srdistill.degrade.build.writer import _HashingFile
@@ -153,8 +156,8 @@ def profile(crop: int, crops_per_image: int, preset: str, seed: int = 0) -> tupl
                 img = timed(f"op {entry.get('at') or '-'}/{entry['op']}", REGISTRY[entry["op"]].apply, img,
                             op_values(entry), ctx)
             lr = timed("float -> uint8", primitives.quantize, img)
-            hr_png = timed("HR PNG encode", encode_png, hr)
-            lr_png = timed("LR PNG encode", encode_png, lr)
+            hr_png = timed("HR PNG encode", encode_png, hr, SHARD_PNG)
+            lr_png = timed("LR PNG encode", encode_png, lr, SHARD_PNG)
             meta = {"key": job.key, **fields, "scale": spec.scale, "seed": seed, "spec_hash": digest, "params": params}
             timed("json + tar + sha256", writer.write, Sample(job.key, hr_png, lr_png, meta))
     return dict(stages), len(jobs)
@@ -229,6 +232,48 @@ def reference_rate(images: int, crop: int) -> float:
     return ref["images"] / ref["cpu_seconds"], ref["images"] / (ref["cpu_seconds"] - ref["usm_cpu_seconds"])
 
 
+def png_table(crop: int, crops_per_image: int, repeat: int) -> None:
+    """Encode time, size and decode time of the HR + LR of every sample under each PNG encoding considered."""
+    import cv2
+
+    from srdistill.datasets.images import FILE_PNG, SHARD_PNG, PngEncoding, decode_png, encode_png
+    from srdistill.degrade.build.plan import make_plan
+    from srdistill.degrade.pipeline import degrade_image
+    from srdistill.degrade.spec.schema import load_spec
+
+    cv2.setNumThreads(1)
+    spec = load_spec("realesrgan")
+    plan = make_plan("sample", spec, crop=crop, crops_per_image=crops_per_image, shard_samples=10**6, seed=0,
+                     limit=None, data_root=None, split="train", max_pixels=2**26)
+    pairs, loaded = [], {}
+    for job in sorted((j for _, js in plan.shards for j in js), key=lambda j: j.key):
+        p = job.provider
+        if p.ident not in loaded:
+            loaded[p.ident] = p.load()
+        hr, _ = p.hr(loaded[p.ident], job.key, 0)
+        pairs.append((hr, degrade_image(hr, spec, 0, job.key)[0]))
+    encodings = [FILE_PNG, *(PngEncoding(level, "default", "adaptive") for level in (1, 6, 9)),
+                 PngEncoding(1, "rle", "adaptive"), PngEncoding(1, "rle", "avg")]
+    encodings.sort(key=lambda e: e != SHARD_PNG)
+    print(f"PNG encodings of {len(pairs)} {crop}x{crop} HR + {crop // 4}x{crop // 4} LR pairs (realesrgan), one "
+          f"thread, CPU ms per pair (the fastest of {repeat}); the first row is the shards' setting:")
+    print(f"  {'zlib level, strategy, row filter':<36} {'encode ms':>10} {'KiB':>8} {'decode ms':>10}")
+    for enc in encodings:
+        best = best_dec = float("inf")
+        for _ in range(repeat):
+            t = time.process_time()
+            blobs = [(encode_png(hr, enc), encode_png(lr, enc)) for hr, lr in pairs]
+            best = min(best, time.process_time() - t)
+            t = time.process_time()
+            for (hr, lr), (a, b) in zip(pairs, blobs):
+                if not (np.array_equal(decode_png(a), hr) and np.array_equal(decode_png(b), lr)):
+                    raise SystemExit(f"bench_build: {enc} does not give the same pixels back")
+            best_dec = min(best_dec, time.process_time() - t)
+        size = sum(len(a) + len(b) for a, b in blobs) / len(pairs) / 1024
+        print(f"  {f'{enc.level}, {enc.strategy}, {enc.filter}':<36} {best / len(pairs) * 1e3:10.2f} {size:8.1f} "
+              f"{best_dec / len(pairs) * 1e3:10.2f}")
+
+
 def main_profile(args) -> None:
     stages, n = profile(args.crop, args.crops_per_image, args.preset)
     rate = build_rate(args.crop, args.small, args.crops_per_image, args.preset, args.repeat)
@@ -281,6 +326,7 @@ def main_scaling(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scaling", action="store_true", help="instead: 1 then 2 workers on a warm cluster")
+    parser.add_argument("--png", action="store_true", help="instead: time and size of PNG encodings of the samples")
     parser.add_argument("--crops-per-image", type=int, default=6,
                         help="crops per sample photo (8 photos); the profile's and the big build's (default 6)")
     parser.add_argument("--small", type=int, default=2, help="crops per photo of the small build (default 2)")
@@ -293,7 +339,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="with --scaling (default 1 2)")
     args = parser.parse_args()
     print(f"load average before the run: {' '.join(f'{x:.1f}' for x in psutil.getloadavg())}")
-    (main_scaling if args.scaling else main_profile)(args)
+    if args.png:
+        png_table(args.crop, args.crops_per_image, args.repeat)
+    else:
+        (main_scaling if args.scaling else main_profile)(args)
 
 
 if __name__ == "__main__":
