@@ -107,7 +107,10 @@ def connect(workers: int | None = None, address: str | None = None) -> tuple[boo
                             "--address.") from exc
         return True, workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
     n = workers or os.cpu_count() or 1
-    ray.init(address="local", num_cpus=n, include_dashboard=False, **_RAY_LOGGING)
+    # No idle worker processes started ahead: each runner actor starts its own, and a run with fewer units than
+    # CPUs starts fewer runners (run_units).
+    ray.init(address="local", num_cpus=n, include_dashboard=False, **_RAY_LOGGING,
+             _system_config={"enable_worker_prestart": False, "prestart_worker_first_driver": False})
     return True, n
 
 
@@ -245,6 +248,7 @@ def run_units(task: Callable, units: Sequence[Unit], *, shared: tuple = (), work
     if len(set(names)) != len(names):
         raise ValueError("unit names must be unique")
     started, slots = connect(workers, address)
+    slots = max(1, min(slots, len(units)))  # a runner per unit at most: each is a process to start
     runners = _runner_pool(slots, num_gpus, runtime_env)
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
     board = ray.remote(num_cpus=0)(_Board).options(scheduling_strategy=here).remote() if progress else None
