@@ -1,13 +1,14 @@
 """Throughput of `degrade build`: where an image's time goes, the whole build against the reference, scaling.
 
-Default (`--profile`): 512x512 crops of the sample photos, `realesrgan` preset, one thread.
+Default: 512x512 crops of the sample photos, `realesrgan` preset, one worker, one thread.
 - Per-stage profile: the shard writer's work for every sample, in this process, stage by stage: source read +
   decode (once per photo, spread over its crops), crop, parameter draw, each op of the op record (named by stage
-  and op), float -> uint8, HR and LR PNG encoding, json + tar writing (with the shard's sha256); then "Ray and
-  the rest": the per-image time of a whole build on Ray (below) minus those stages. Printed in ms per image and
-  as shares of the build's per-image time.
-- Whole build: the rate of `degrade build` with 1 worker, taken from the difference of a big and a small build
-  (each starting its own embedded Ray, so start-up cancels), best of `--repeat`.
+  and op), float <-> uint8, HR and LR PNG encoding, json + tar writing (with the shard's sha256). Printed in CPU
+  ms per image and as shares of a Ray build's CPU per image in its shard task; the remainder ("in the Ray task,
+  outside the stages") is what the task spends beyond them (noise can make it negative).
+- Whole build (the cheapest of `--repeat`): images per CPU-second of the shard task; the CPU-seconds that
+  starting and stopping the embedded Ray and the driver add per build (every process this one started); and the
+  wall-clock rate from the difference of a big and a small build (start-up cancels; contention skews it).
 - With `--reference N`: the reference's degradation (bench_degrade.py's reference run on N crops, its own
   process, one thread) and the ratios, whole build per core over the reference per core.
 `--png`: encode time, size and decode time of the samples' HR + LR under several PNG encodings.
