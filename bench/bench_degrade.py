@@ -8,6 +8,7 @@ The reference side is RealESRGANDataset.__getitem__ (kernel sampling) + RealESRG
 
     .venv/bin/python bench/bench_degrade.py --images 60 --ref-images 8
     .venv/bin/python bench/bench_degrade.py --per-op --images 8     # ms per 512x512 image for every op
+    .venv/bin/python bench/bench_degrade.py --jpeg                   # DiffJPEG against libjpeg, ms per call
 
 `--per-op` times each op of the library (degrade/ops/library/) alone, in this process on one thread, with values
 drawn from its defaults (a spec of the one step `{op: NAME}`), on float32 crops.
@@ -164,6 +165,30 @@ def run_per_op(n: int, size: int, warmup: int, seed: int, names: list[str] | Non
     return rows
 
 
+def run_jpeg(sizes: list[int], repeat: int = 7, n: int = 20) -> list[tuple[int, float, float]]:
+    """(side, DiffJPEG ms, libjpeg ms) per JPEG round trip of a photo crop at quality 55, CPU time, one thread,
+    the fastest of `repeat` rounds of n calls, the two codecs alternating."""
+    import cv2
+    from skimage import data
+
+    from srdistill.degrade.ops.primitives import jpeg, to_float
+
+    cv2.setNumThreads(1)
+    big = to_float(cv2.resize(data.astronaut(), (max(sizes), max(sizes)), interpolation=cv2.INTER_CUBIC))
+    rows = []
+    for side in sizes:
+        img = np.ascontiguousarray(big[:side, :side])
+        best = {"diffjpeg": float("inf"), "libjpeg": float("inf")}
+        for _ in range(repeat):
+            for codec in best:
+                t = time.process_time()
+                for _ in range(n):
+                    jpeg(img, 55.0, codec)
+                best[codec] = min(best[codec], (time.process_time() - t) / n)
+        rows.append((side, best["diffjpeg"] * 1e3, best["libjpeg"] * 1e3))
+    return rows
+
+
 def _child(which: str, args) -> dict:
     cmd = [sys.executable, __file__, "--_worker", which, "--images", str(args.images),
            "--ref-images", str(args.ref_images), "--crop", str(args.crop), "--warmup", str(args.warmup),
@@ -192,11 +217,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-op", action="store_true",
                     help="instead: CPU ms per crop of every op of the library alone (values drawn from its defaults)")
     ap.add_argument("--ops", nargs="+", metavar="OP", help="with --per-op: only these ops")
+    ap.add_argument("--jpeg", action="store_true",
+                    help="instead: CPU ms of one JPEG round trip, DiffJPEG against libjpeg, at 128/256/320/512 px")
     ap.add_argument("--_worker", choices=["ours", "reference"], help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.images < 1 or args.ref_images < 1 or args.crop < 16 or args.crop % 4:
         ap.error("--images and --ref-images must be >= 1 and --crop a multiple of 4 >= 16")
 
+    if args.jpeg:
+        print("JPEG round trip of a photo crop at quality 55, CPU ms, 1 thread, the fastest of 7 rounds of 20")
+        print(f"  {'side':>5} {'DiffJPEG':>9} {'libjpeg':>9} {'ratio':>6}")
+        for side, dj, lj in run_jpeg([128, 256, 320, 512]):
+            print(f"  {side:5d} {dj:9.2f} {lj:9.2f} {dj / lj:6.2f}")
+        return 0
     if args.per_op:
         print(f"ops alone on {args.crop}x{args.crop} float32 crops, 1 thread, CPU ms per image over {args.images} "
               f"images (values drawn from each op's defaults)")

@@ -56,6 +56,7 @@ def test_manifest_describes_the_build(source, reference):
     for s in m["shards"]:
         assert (out / s["name"]).stat().st_size == s["bytes"]
     assert m["timings"]["shards_built"] == 4 and summary.images_per_second > 0
+    assert m["image_encoding"] == {"format": "png", "zlib_level": 1, "zlib_strategy": "rle", "row_filter": "avg"}
 
 
 def test_every_sample_reads_back_with_webdataset_and_tarfile(reference):

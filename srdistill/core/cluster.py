@@ -107,7 +107,10 @@ def connect(workers: int | None = None, address: str | None = None) -> tuple[boo
                             "--address.") from exc
         return True, workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
     n = workers or os.cpu_count() or 1
-    ray.init(address="local", num_cpus=n, include_dashboard=False, **_RAY_LOGGING)
+    # No idle worker processes started ahead: each runner actor starts its own, and a run with fewer units than
+    # CPUs starts fewer runners (run_units).
+    ray.init(address="local", num_cpus=n, include_dashboard=False, **_RAY_LOGGING,
+             _system_config={"enable_worker_prestart": False, "prestart_worker_first_driver": False})
     return True, n
 
 
@@ -231,8 +234,9 @@ def run_units(task: Callable, units: Sequence[Unit], *, shared: tuple = (), work
     """Run `task(*shared, *u.args, report=...)` for every unit on Ray and return the results by unit name.
 
     Joins the Ray this process is connected to, else `address`, else an embedded cluster (shut down again at
-    the end). The units run on `workers` runner actors, each with one unit running and one queued; a runner whose
-    process or node is lost is replaced, and its units are re-run, each up to `max_retries` times. `on_done(unit, result)` runs in this process as each unit finishes; an exception
+    the end). The units run on `workers` runner actors (no more than there are units), each with one unit running
+    and one queued; a runner whose process or node is lost is replaced, and its units are re-run, each up to
+    `max_retries` times. `on_done(unit, result)` runs in this process as each unit finishes; an exception
     it raises stops the run. A task's own exception reaches the caller as itself (the Ray wrapper is its cause)
     after the runners are stopped. Each runner holds one CPU and `num_gpus` GPUs, and runs under
     `runtime_env` (e.g. {"env_vars": {...}}: settings every worker must see, on any node).
@@ -245,6 +249,7 @@ def run_units(task: Callable, units: Sequence[Unit], *, shared: tuple = (), work
     if len(set(names)) != len(names):
         raise ValueError("unit names must be unique")
     started, slots = connect(workers, address)
+    slots = max(1, min(slots, len(units)))  # a runner per unit at most: each is a process to start
     runners = _runner_pool(slots, num_gpus, runtime_env)
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
     board = ray.remote(num_cpus=0)(_Board).options(scheduling_strategy=here).remote() if progress else None

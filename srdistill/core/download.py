@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import http.client
 import os
+import socket
 import sys
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -33,6 +35,9 @@ MIRROR_ENV = "SRDISTILL_MIRROR"
 HF_ENDPOINT_ENV = "HF_ENDPOINT"
 HF_HOSTS = ("huggingface.co",)
 TIMEOUT_S = 60.0
+PROBE_TIMEOUT_S = 3.0
+# Where weights come from when no mirror or endpoint is named (pyiqa's files are on the Hub).
+PROBE_URL = "https://huggingface.co/"
 _CHUNK = 1 << 20
 
 
@@ -72,6 +77,47 @@ def current_policy() -> DownloadPolicy:
     return DownloadPolicy(offline=_truthy(os.environ.get(OFFLINE_ENV)),
                           mirror=os.environ.get(MIRROR_ENV) or None,
                           hf_endpoint=os.environ.get(HF_ENDPOINT_ENV) or None)
+
+
+def unreachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
+    """Why a TCP connection to `url`'s host (or to the proxy the environment names for it) does not open within
+    `timeout` seconds, name lookup included; None when it opens."""
+    parts = urllib.parse.urlsplit(url)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
+        parts = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    address = (parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
+    outcome: list[str | None] = []
+
+    def connect() -> None:  # in a thread: the name lookup itself takes no timeout
+        try:
+            socket.create_connection(address, timeout=timeout).close()
+            outcome.append(None)
+        except OSError as exc:
+            outcome.append(exc.strerror or str(exc) or type(exc).__name__)
+
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return outcome[0] if outcome else f"no answer within {timeout:g} s"
+
+
+def offline_unless_reachable(url: str = PROBE_URL, timeout: float = PROBE_TIMEOUT_S) -> DownloadPolicy:
+    """Once per run, before anything is fetched: when the policy is online with no mirror or endpoint named and
+    `url`'s host cannot be reached, go offline (this process and the ones it starts) and say so in one sentence,
+    instead of letting every file wait through its own retries. A named mirror or endpoint is left to report its
+    own failures, file by file."""
+    policy = current_policy()
+    if policy.offline or policy.mirror or policy.hf_endpoint:
+        return policy
+    why = unreachable(url, timeout)
+    if why is None:
+        return policy
+    host = urllib.parse.urlsplit(url).hostname
+    print(f"{host} cannot be reached ({why}), so this run is offline: metrics whose weights are not cached are "
+          "skipped; fetch them on a connected machine with `evaluate weights --download` (or copy a cache in with "
+          "`evaluate weights --import DIR`).", file=sys.stderr)
+    return configure(offline=True)
 
 
 def add_flags(parser) -> None:

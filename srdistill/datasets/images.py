@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -25,8 +26,33 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 # 64 MiP: a decoded image of this size is 192 MiB of uint8 RGB, which keeps a worker well under 1 GiB.
 DEFAULT_MAX_PIXELS = 64 * 2**20
 
-# Level 3 is close to level 9 in size on photos and several times faster; fixed so bytes never change.
-PNG_COMPRESSION = 3
+_PNG_STRATEGIES = {"default": cv2.IMWRITE_PNG_STRATEGY_DEFAULT, "rle": cv2.IMWRITE_PNG_STRATEGY_RLE}
+_PNG_FILTERS = {"adaptive": cv2.IMWRITE_PNG_ALL_FILTERS, "avg": cv2.IMWRITE_PNG_FILTER_AVG}
+
+
+@dataclass(frozen=True)
+class PngEncoding:
+    """zlib level and strategy and the PNG row filter: fixed per use, so the same array gives the same bytes."""
+
+    level: int
+    strategy: str
+    filter: str
+
+    def params(self) -> list[int]:
+        return [cv2.IMWRITE_PNG_COMPRESSION, self.level, cv2.IMWRITE_PNG_STRATEGY, _PNG_STRATEGIES[self.strategy],
+                cv2.IMWRITE_PNG_FILTER, _PNG_FILTERS[self.filter]]
+
+    def record(self) -> dict:
+        return {"format": "png", "zlib_level": self.level, "zlib_strategy": self.strategy, "row_filter": self.filter}
+
+
+# Image files (prepared benchmarks, patches, grids): level 3, close to level 9 in size on photos and several
+# times faster.
+FILE_PNG = PngEncoding(3, "default", "adaptive")
+# Inside shards: run-length matches over Average-filtered rows. On 512x512 photo crops (HR + LR) it encodes
+# 2.4x faster than FILE_PNG, 1% smaller, and decodes faster (bench/bench_build.py --png); the level does not
+# matter to zlib's RLE strategy beyond being above 0.
+SHARD_PNG = PngEncoding(1, "rle", "avg")
 
 _MODES_TO_RGB = {"RGB", "L", "LA", "La", "P", "PA", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV", "1"}
 _SIXTEEN_BIT = {"I;16", "I;16B", "I;16L", "I;16N"}
@@ -72,11 +98,11 @@ def read_rgb(path_or_bytes: str | os.PathLike | bytes, *, max_pixels: int = DEFA
         raise BadImage(f"corrupt or truncated image ({_short(exc)})") from exc
 
 
-def encode_png(img: np.ndarray) -> bytes:
-    """uint8 HxWx3 RGB -> PNG bytes; same array, same bytes (fixed compression level and filters)."""
+def encode_png(img: np.ndarray, encoding: PngEncoding = FILE_PNG) -> bytes:
+    """uint8 HxWx3 RGB -> PNG bytes; same array and encoding, same bytes."""
     if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
         raise ValueError(f"encode_png expects uint8 HxWx3, got {img.dtype} {img.shape}")
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION])
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), encoding.params())
     if not ok:
         raise ValueError("OpenCV could not encode the PNG")
     return buf.tobytes()

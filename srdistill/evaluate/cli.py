@@ -106,6 +106,8 @@ def cmd_leaderboard(args) -> int:
     if not args.address:  # on a joined cluster the device is the workers' (the driver may have no GPU)
         user_device(args.device, "use --device cpu or another device")
     download.configure(offline=args.offline, mirror=args.mirror)
+    if not args.address:  # a joined cluster's nodes may reach what this machine cannot
+        download.offline_unless_reachable()
     extra = parse_method_args(args.method)
     datasets = args.datasets
     if (args.hr or args.lr) and datasets == "all":

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from srdistill import __version__
-from srdistill.datasets.images import DEFAULT_MAX_PIXELS
+from srdistill.datasets.images import DEFAULT_MAX_PIXELS, SHARD_PNG
 from srdistill.degrade.build.identity import drop_changed, plan_document, shard_entry
 from srdistill.datasets.shards.manifest import BUILD_DIR, MANIFEST_NAME, PLAN_NAME, dump, read_json
 from srdistill.degrade.build.plan import Plan, make_plan
@@ -150,6 +150,7 @@ def write_manifest(storage: Storage, plan: Plan, run: ShardRun, spec, seed: int,
         "seed": seed,
         "scale": spec.scale,
         "split": plan.identity["split"],
+        "image_encoding": SHARD_PNG.record(),
         "shards": [shard_entry(plan, r.manifest_entry()) for r in ordered],
         "totals": totals,
         "skipped": skipped,

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from srdistill.datasets.images import BadImage, encode_png
+from srdistill.datasets.images import SHARD_PNG, BadImage, encode_png
 from srdistill.datasets.shards.manifest import dump, part_name
 from srdistill.degrade.build.plan import SampleJob
 from srdistill.datasets.shards.format import Sample, ShardWriter
@@ -81,7 +81,7 @@ def write_shard(storage: Storage, name: str, jobs: list[SampleJob], spec, seed: 
                 hr, fields = p.hr(loaded, job.key, seed)
                 lr, params = degrade_image(hr, spec, seed, job.key)
                 meta = {"key": job.key, **fields, "scale": spec.scale, "seed": seed, "spec_hash": digest, "params": params}
-                writer.write(Sample(job.key, encode_png(hr), encode_png(lr), meta))
+                writer.write(Sample(job.key, encode_png(hr, SHARD_PNG), encode_png(lr, SHARD_PNG), meta))
                 if on_sample is not None:
                     on_sample(writer.count)
         count = writer.count

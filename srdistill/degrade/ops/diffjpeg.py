@@ -11,9 +11,12 @@ It is not libjpeg, and its differences shape the LR distribution, so each is kep
   clamped to [0, 255] and returned in [0, 1] as float.
 
 The 8x8 DCT is one (blocks, 64) x (64, 64) product per plane, the same contraction as the reference's
-tensordot, and the colour transforms, pooling and repetition are OpenCV's per-pixel kernels, so the results
-agree with the reference to float rounding (a coefficient that lies within float rounding of a rounding
-boundary may round the other way: a rare single-block difference).
+tensordot, and the colour transforms and pooling are OpenCV's per-pixel kernels, so the results agree with
+the reference to float rounding (a coefficient that lies within float rounding of a rounding boundary may
+round the other way: a rare single-block difference). The blocks of the three planes are gathered into one
+array straight from the strided planes and written back into one YCbCr image, with no per-plane copies. The
+separable form (two 8x8 products per block) would be cheaper but sums in another order, so it would change
+numbers that shards already hold; so would one product over all planes (BLAS's order depends on the row count).
 """
 
 from __future__ import annotations
@@ -58,21 +61,33 @@ def quality_factor(quality: float) -> np.float32:
     return f / np.float32(100.0)
 
 
-def _code_plane(plane: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """DCT, quantise (the one rounding), dequantise and inverse-DCT every 8x8 block of a plane."""
+def _blocks(plane: np.ndarray) -> np.ndarray:
+    """(H, W) -> the view of its 8x8 blocks as (H/8, W/8, 8, 8), row-major over blocks."""
     h, w = plane.shape
-    blocks = plane.reshape(h // 8, 8, w // 8, 8).transpose(0, 2, 1, 3).reshape(-1, 64)
-    blocks = blocks - np.float32(128.0)
-    coef = blocks @ _DCT
+    return plane.reshape(h // 8, 8, w // 8, 8).transpose(0, 2, 1, 3)
+
+
+def _code_blocks(blocks: np.ndarray, planes: list[tuple[slice, np.ndarray]]) -> np.ndarray:
+    """DCT, quantise (the one rounding), dequantise and inverse-DCT rows of 64 block pixels, in place: `planes`
+    gives each plane's run of rows and its quantisation table. Each plane is its own pair of (blocks, 64) x
+    (64, 64) products: BLAS's summation order depends on the row count, so a product over several planes at
+    once would round differently."""
+    blocks -= np.float32(128.0)
+    coef = np.empty_like(blocks)
+    for rows, _ in planes:
+        np.matmul(blocks[rows], _DCT, out=coef[rows])
     coef *= _DCT_SCALE
-    coef /= table
-    np.rint(coef, out=coef)
-    coef *= table
+    for rows, table in planes:
+        part = coef[rows]
+        part /= table
+        np.rint(part, out=part)
+        part *= table
     coef *= _IDCT_ALPHA
-    out = coef @ _IDCT
-    out *= np.float32(0.25)
-    out += np.float32(128.0)
-    return out.reshape(h // 8, w // 8, 8, 8).transpose(0, 2, 1, 3).reshape(h, w)
+    for rows, _ in planes:
+        np.matmul(coef[rows], _IDCT, out=blocks[rows])
+    blocks *= np.float32(0.25)
+    blocks += np.float32(128.0)
+    return blocks
 
 
 def diffjpeg(img: np.ndarray, quality: float) -> np.ndarray:
@@ -80,21 +95,38 @@ def diffjpeg(img: np.ndarray, quality: float) -> np.ndarray:
     feed_data does before every JPEG) at a real-valued quality in (0, 100); float32 HxWx3 in [0, 1]."""
     h, w = img.shape[:2]
     ph, pw = -(-h // 16) * 16, -(-w // 16) * 16
-    x = np.zeros((ph, pw, 3), dtype=np.float32)
+    x = np.empty((ph, pw, 3), dtype=np.float32)
+    x[h:], x[:h, w:] = 0.0, 0.0
     np.clip(img, 0.0, 1.0, out=x[:h, :w])
     x *= np.float32(255.0)
     ycc = cv2.transform(x, _FORWARD)
+    # 2x2 averages of Cb, Cr: OpenCV's exact-halving area path on all three channels (its per-channel sums are
+    # those of the two-channel call the reference port was checked with; the one-channel path adds in another
+    # order), Y's average unused.
+    pooled = cv2.resize(ycc, (pw // 2, ph // 2), interpolation=cv2.INTER_AREA)
 
+    # The blocks of the three planes in one (blocks, 64) array, gathered straight from the strided planes.
+    ny, nc = (ph // 8) * (pw // 8), (ph // 16) * (pw // 16)
+    planes = [slice(0, ny), slice(ny, ny + nc), slice(ny + nc, ny + 2 * nc)]
+    blocks = np.empty((ny + 2 * nc, 64), dtype=np.float32)
+    for c, (rows, src) in enumerate(zip(planes, (ycc, pooled, pooled))):
+        hh, ww = src.shape[:2]
+        blocks[rows].reshape(hh // 8, ww // 8, 8, 8)[...] = _blocks(src[..., c])
     factor = quality_factor(quality)
-    y = _code_plane(np.ascontiguousarray(ycc[..., 0]), _Y_TABLE * factor)
-    # 2x2 averages of Cb, Cr (OpenCV's exact-halving area path), coded, then each sample repeated 2x2
-    pooled = cv2.resize(np.ascontiguousarray(ycc[..., 1:]), (pw // 2, ph // 2), interpolation=cv2.INTER_AREA)
-    c_table = _C_TABLE * factor
-    chroma = np.dstack([_code_plane(np.ascontiguousarray(pooled[..., c]), c_table) for c in (0, 1)])
-    chroma -= np.float32(128.0)
-    chroma = cv2.resize(chroma, (pw, ph), interpolation=cv2.INTER_NEAREST)
-    rgb = cv2.transform(cv2.merge([y, chroma[..., 0], chroma[..., 1]]), _INVERSE)
+    y_table, c_table = _Y_TABLE * factor, _C_TABLE * factor
+    out = _code_blocks(blocks, [(planes[0], y_table), (planes[1], c_table), (planes[2], c_table)])
+    out[ny:] -= np.float32(128.0)
+
+    # Back to pixels in one YCbCr image: Y block by block, each chroma sample repeated 2x2.
+    ycc[..., 0].reshape(ph // 8, 8, pw // 8, 8)[...] = _blocks_back(out[planes[0]], ph // 8, pw // 8)
+    for c in (1, 2):
+        chroma = _blocks_back(out[planes[c]], ph // 16, pw // 16)
+        ycc[..., c].reshape(ph // 16, 8, 2, pw // 16, 8, 2)[...] = chroma[:, :, None, :, :, None]
+    rgb = cv2.transform(ycc, _INVERSE)
     np.clip(rgb, 0.0, 255.0, out=rgb)
-    rgb = rgb[:h, :w]
-    rgb /= np.float32(255.0)
-    return np.ascontiguousarray(rgb)
+    return np.divide(rgb[:h, :w], np.float32(255.0))
+
+
+def _blocks_back(rows: np.ndarray, bh: int, bw: int) -> np.ndarray:
+    """(bh * bw, 64) rows of blocks -> the (bh, 8, bw, 8) view that reshapes to their (8 bh, 8 bw) plane."""
+    return rows.reshape(bh, bw, 8, 8).transpose(0, 2, 1, 3)
