@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 # The reference's tables: luma transposed, chroma 99 outside its top-left 4x4 (also transposed, symmetric).
 _Y_TABLE = np.array(
@@ -61,6 +62,11 @@ def quality_factor(quality: float) -> np.float32:
     return f / np.float32(100.0)
 
 
+# OpenBLAS splits a product over its threads in a way that changes float rounding, so the block products run on
+# one BLAS thread whatever the process allows (Ray's workers already have one): the same bytes everywhere.
+_BLAS = ThreadpoolController()
+
+
 def _blocks(plane: np.ndarray) -> np.ndarray:
     """(H, W) -> the view of its 8x8 blocks as (H/8, W/8, 8, 8), row-major over blocks."""
     h, w = plane.shape
@@ -72,6 +78,11 @@ def _code_blocks(blocks: np.ndarray, planes: list[tuple[slice, np.ndarray]]) -> 
     gives each plane's run of rows and its quantisation table. Each plane is its own pair of (blocks, 64) x
     (64, 64) products: BLAS's summation order depends on the row count, so a product over several planes at
     once would round differently."""
+    with _BLAS.limit(limits=1, user_api="blas"):
+        return _code_blocks_one_thread(blocks, planes)
+
+
+def _code_blocks_one_thread(blocks: np.ndarray, planes: list[tuple[slice, np.ndarray]]) -> np.ndarray:
     blocks -= np.float32(128.0)
     coef = np.empty_like(blocks)
     for rows, _ in planes:
