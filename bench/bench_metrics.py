@@ -20,11 +20,11 @@ import skimage.data
 import torch
 from srdistill.datasets.benchmarks import folder_benchmark
 from srdistill.datasets.images import encode_png, read_rgb
-from srdistill.core import weights
+from srdistill.core.iqa import weights
 from srdistill.evaluate.harness import run_evaluation
 from srdistill.evaluate.methods.registry import ExternalOutputs
 from srdistill.evaluate.scoring import ensure_sr
-from srdistill.core.metrics import metric_info, metric_options, to_tensor
+from srdistill.core.iqa.metrics import metric_info, metric_options, to_tensor
 
 RANDOM = {"lpips": {"net": "squeeze", "pretrained": False, "pnet_rand": True}, "musiq": {"pretrained": False}}
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina")

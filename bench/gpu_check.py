@@ -312,7 +312,7 @@ def metrics_section(args, device) -> dict:
     import numpy as np
     import torch
     import torch.nn.functional as F
-    from srdistill.core.metrics import DEFAULT_METRICS, MetricUnavailable, Scorer
+    from srdistill.core.iqa.metrics import DEFAULT_METRICS, MetricUnavailable, Scorer
 
     hrs = photos(args.metric_images, args.metric_size)
     srs = []

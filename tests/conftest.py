@@ -126,7 +126,7 @@ def offline_weights(tmp_path, monkeypatch) -> Path:
     for var, value in (("SRDISTILL_WEIGHTS", str(root)), ("TORCH_HOME", str(root / "torch")),
                        ("HF_HOME", str(root / "huggingface")), ("SRDISTILL_CACHE", str(tmp_path / "cache"))):
         monkeypatch.setenv(var, value)
-    from srdistill.core import weights
+    from srdistill.core.iqa import weights
 
     weights.configure_weights_dir(root)
     yield root

@@ -57,6 +57,6 @@ def test_bench_script_uses_only_public_srdistill_names(script):
 
 def test_private_name_check_sees_both_forms():
     source = ("from srdistill.evaluate.harness import _row, run_evaluation\n"
-              "import srdistill.core.metrics as m\n"
+              "import srdistill.core.iqa.metrics as m\n"
               "def f():\n    return m._cache, m.Scorer, m.__name__\n")
     assert private_srdistill_names(source) == ["srdistill.evaluate.harness._row", "m._cache"]

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from helpers.mirror import dead_url, serve
-from srdistill.core import download
+from srdistill.core.fetch import download
 
 
 def test_a_closed_port_is_unreachable_and_a_listening_server_is_not(tmp_path):

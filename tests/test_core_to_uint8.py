@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from srdistill.core.metrics import to_uint8
+from srdistill.core.iqa.metrics import to_uint8
 
 
 def test_clamps_scales_and_rounds_half_to_even():

@@ -185,7 +185,7 @@ def test_a_named_pyiqa_metric_becomes_a_column(photos, ray_cluster, tmp_path, of
     import pyiqa
     import torch
 
-    from srdistill.core.weights import install_shipped_weights
+    from srdistill.core.iqa.weights import install_shipped_weights
 
     if not install_shipped_weights() and not (offline_weights / "torch" / "pyiqa" / "niqe_modelparameters.mat").exists():
         pytest.skip("basicsr (which ships NIQE's parameters) is not installed")

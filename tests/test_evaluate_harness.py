@@ -11,8 +11,8 @@ import torch
 import torchvision
 from helpers.images import real_photo, write_png
 from srdistill.datasets.images import read_rgb
-from srdistill.core import metrics as metrics_mod
-from srdistill.core import weights
+from srdistill.core.iqa import metrics as metrics_mod
+from srdistill.core.iqa import weights
 from srdistill.evaluate.cli import main
 from srdistill.evaluate.harness import run_evaluation
 from srdistill.evaluate.results import PARTS_DIR, RESULTS_NAME

@@ -8,8 +8,8 @@ import pytest
 import torch
 from helpers.images import downscale, real_photo
 from skimage.metrics import structural_similarity
-from srdistill.core import weights
-from srdistill.core.metrics import (
+from srdistill.core.iqa import weights
+from srdistill.core.iqa.metrics import (
     MetricUnavailable,
     Scorer,
     metric_info,

@@ -11,7 +11,7 @@ from helpers.images import downscale, real_photo, write_png
 from srdistill.datasets.images import read_rgb
 from srdistill.evaluate.cli import main
 from srdistill.evaluate.harness import run_evaluation
-from srdistill.core.metrics import DEFAULT_METRICS, METRIC_OPTS
+from srdistill.core.iqa.metrics import DEFAULT_METRICS, METRIC_OPTS
 from srdistill.evaluate.prepare import center_box, random_boxes
 from srdistill.evaluate.protocol import PRESETS, load_protocol, protocol_from_dict
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from srdistill.datasets.images import read_rgb
 from srdistill.evaluate.harness import run_evaluation
-from srdistill.core.metrics import to_uint8
+from srdistill.core.iqa.metrics import to_uint8
 from srdistill.evaluate.methods.registry import resolve_methods, to_input
 from srdistill.training.config import load_run_config
 from srdistill.training.export import export_student, load_student

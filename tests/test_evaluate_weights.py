@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 import torch
 from helpers.mirror import dead_url, serve, upstream_path
-from srdistill.core import weights
+from srdistill.core.iqa import weights
 from srdistill.evaluate import cli
-from srdistill.core.metrics import MetricUnavailable, Scorer
+from srdistill.core.iqa.metrics import MetricUnavailable, Scorer
 
-from srdistill.core import download
+from srdistill.core.fetch import download
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from srdistill.training import cli as train_cli
 from srdistill.training.components.diffusers_models import alphas_cumprod, build_dit, build_unet, build_vae
 from srdistill.training.config import load_run_config
 
-from srdistill.core import hub
+from srdistill.core.fetch import hub
 from srdistill.core.errors import UserError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

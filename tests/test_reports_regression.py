@@ -136,7 +136,7 @@ def test_throughput_threshold_and_exit_relevance():
 
 
 def test_set_level_scores_compare_by_minimum_effect():
-    from srdistill.core.metrics import DATASET_IMAGE
+    from srdistill.core.iqa.metrics import DATASET_IMAGE
     from srdistill.reports.regression import SET_LEVEL_IMAGE
 
     assert SET_LEVEL_IMAGE == DATASET_IMAGE

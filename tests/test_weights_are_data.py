@@ -13,8 +13,10 @@ import pytest
 import torch
 from helpers.mirror import MirrorHandler, serve, upstream_path
 
-from srdistill.core import download, weights
-from srdistill.core.metrics import MetricUnavailable, Scorer
+from srdistill.core.fetch import download
+
+from srdistill.core.iqa import weights
+from srdistill.core.iqa.metrics import MetricUnavailable, Scorer
 from srdistill.evaluate import cli
 
 # pyiqa's names: MUSIQ's carries a SHA-256 prefix, BRISQUE's SVM weights carry none.

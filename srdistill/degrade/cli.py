@@ -190,7 +190,7 @@ def _curation(args):
 
 
 def _curate(args) -> int:
-    from srdistill.core import download
+    from srdistill.core.fetch import download
     from srdistill.degrade.curate.run import curate
     from srdistill.degrade.curate.expression import parse
     from srdistill.degrade.curate.select import dedup_groups, parse_dedup, read_scores

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from srdistill.core import download
+from srdistill.core.fetch import download
 from srdistill.core.errors import UserError, run_command
 
 EPILOG = """examples:
@@ -128,8 +128,8 @@ def cmd_leaderboard(args) -> int:
 
 
 def cmd_weights(args) -> int:
-    from srdistill.core import weights
-    from srdistill.core.metrics import METRIC_OPTS, parse_metrics
+    from srdistill.core.iqa import weights
+    from srdistill.core.iqa.metrics import METRIC_OPTS, parse_metrics
 
     policy = download.configure(offline=args.offline, mirror=args.mirror)
     if args.download and policy.offline:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from srdistill.datasets.benchmarks import Benchmark
-from srdistill.core import weights
+from srdistill.core.iqa import weights
 from srdistill.evaluate.scoring import (
     EvalSummary,
     MetricPlan,
@@ -37,10 +37,10 @@ from srdistill.evaluate.scoring import (
     sr_set_name,
 )
 from srdistill.evaluate.methods.registry import Method
-from srdistill.core.metrics import DATASET_IMAGE, MetricPool
+from srdistill.core.iqa.metrics import DATASET_IMAGE, MetricPool
 from srdistill.evaluate.results import ResultStore
 
-from srdistill.core import download
+from srdistill.core.fetch import download
 from srdistill.core.cluster import Unit, connect, run_units
 from srdistill.core.errors import UserError
 

@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 
 from srdistill.datasets.benchmarks import BENCHMARK_NAMES, Benchmark, MissingBenchmark
-from srdistill.core import weights
+from srdistill.core.iqa import weights
 from srdistill.evaluate.benchmarks import load_benchmark, resolve_benchmarks
 from srdistill.evaluate.distributed import check_options, run_on_ray
 from srdistill.evaluate.methods.registry import resolve_methods
-from srdistill.core.metrics import MetricPool
+from srdistill.core.iqa.metrics import MetricPool
 from srdistill.evaluate.patches import PATCH_OPTIONS
 from srdistill.evaluate.prepare import prepare
 from srdistill.evaluate.protocol import UNSPECIFIED, Protocol, load_protocol

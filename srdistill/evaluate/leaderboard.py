@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 import pandas as pd
-from srdistill.core.metrics import metric_info
+from srdistill.core.iqa.metrics import metric_info
 from srdistill.evaluate.results import OK, UNRECORDED_PROTOCOL
 
 LEADERBOARD_NAME = "leaderboard.parquet"

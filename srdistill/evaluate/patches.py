@@ -26,7 +26,7 @@ def patch_grid(height: int, width: int, size: int, stride: int) -> list[tuple[in
 
 def check_patch_options(metric: str, options: dict, where: str) -> None:
     """`patch_size`/`patch_stride` are positive whole numbers, and only folder-level metrics take them."""
-    from srdistill.core.metrics import DATASET_LEVEL
+    from srdistill.core.iqa.metrics import DATASET_LEVEL
 
     given = [k for k in PATCH_OPTIONS if k in options]
     if not given:

@@ -165,7 +165,7 @@ class Protocol:
         if name in self.metrics:
             return self.metrics[name]
         if self.open:
-            from srdistill.core.metrics import metric_info
+            from srdistill.core.iqa.metrics import metric_info
 
             metric_info(name)
             return MetricSpec(name)
@@ -239,7 +239,7 @@ def _dataset(origin: str, name: str, doc: Any, scale: int) -> DatasetPrep:
 
 
 def _metric(origin: str, name: str, doc: Any) -> MetricSpec:
-    from srdistill.core.metrics import check_metric_options, metric_info
+    from srdistill.core.iqa.metrics import check_metric_options, metric_info
 
     try:
         metric_info(name)

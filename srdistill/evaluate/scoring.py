@@ -16,7 +16,7 @@ import numpy as np
 from srdistill.datasets.benchmarks import Benchmark, MissingBenchmark
 from srdistill.datasets.images import BadImage, encode_png, read_rgb
 from srdistill.evaluate.methods.registry import Method, Unavailable
-from srdistill.core.metrics import (
+from srdistill.core.iqa.metrics import (
     DATASET_IMAGE,
     MetricPool,
     MetricUnavailable,

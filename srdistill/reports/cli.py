@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
 
-from srdistill.core import download
+from srdistill.core.fetch import download
 from srdistill.core.errors import UserError, run_command
 
 DEFAULT_HISTORY = "srdistill-nightly/history"

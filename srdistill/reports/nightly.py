@@ -184,7 +184,7 @@ def measure_throughput(bench: ThroughputBenchmark, extra_methods: dict[str, str]
 def evaluate_suite(suite: Suite, work: Path, extra_methods: dict[str, str], progress: bool):
     """Score the suite into a fresh WORK/eval; returns history-shaped rows and the harness's summary."""
     from srdistill.evaluate.harness import run_evaluation
-    from srdistill.core.metrics import metric_info
+    from srdistill.core.iqa.metrics import metric_info
 
     out = work / "eval"
     extra = {**suite.method_dirs, **extra_methods}

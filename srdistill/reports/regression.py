@@ -22,7 +22,7 @@ UNCHANGED = "unchanged"
 TOO_FEW = "too few images"
 PROTOCOL_CHANGED = "protocol changed"   # measured under another protocol: not comparable, never a regression
 
-# The image name of set-level scores (e.g. FID), one row per dataset: srdistill.core.metrics.DATASET_IMAGE
+# The image name of set-level scores (e.g. FID), one row per dataset: srdistill.core.iqa.metrics.DATASET_IMAGE
 # (not imported, so that this module stays free of torch).
 SET_LEVEL_IMAGE = "*"
 

@@ -91,8 +91,8 @@ def _train(args: argparse.Namespace) -> int:
     from srdistill.training.config import load_run_config
     from srdistill.training.trainer import run_training
 
-    from srdistill.core import download
-    from srdistill.core.hub import resolve_components
+    from srdistill.core.fetch import download
+    from srdistill.core.fetch.hub import resolve_components
     from srdistill.core.lock import output_lock
     from srdistill.core.outputs import check_output_dir
 

@@ -10,7 +10,7 @@ A config document has these sections (`components:` and `assumptions:` are optio
       lora_rank: 16
     assumptions:        # every value the paper does not give and every stand-in network, one line each
       - "t_l = 500: the paper's value is in its supplement"
-    components:         # optional per-role sources (a folder or a Hugging Face model id), see srdistill.core.hub
+    components:         # optional per-role sources (a folder or a Hugging Face model id), see srdistill.core.fetch.hub
       vae: stabilityai/sd-vae-ft-mse
 
 Documents' assumption lists add up; the run's config.json records them.

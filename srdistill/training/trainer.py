@@ -369,7 +369,7 @@ def run_training(run: RunConfig, *, shards, out, components: str = "tiny", val_s
         shard_urls(shards)
         if val_shards is not None:
             shard_urls(val_shards)
-            from srdistill.core.metrics import metric_info
+            from srdistill.core.iqa.metrics import metric_info
 
             for name in run.trainer.val_metrics.split(","):   # an unknown name fails now, not after training
                 if name.strip():

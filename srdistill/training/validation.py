@@ -1,5 +1,5 @@
 """Validation during training: the student on held-out shard samples, scored through the evaluation harness's
-metric path (srdistill.core.metrics: pyiqa, the leaderboard's PSNR/SSIM convention, uint8 SR as stored)."""
+metric path (srdistill.core.iqa.metrics: pyiqa, the leaderboard's PSNR/SSIM convention, uint8 SR as stored)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from itertools import islice
 
 import torch
-from srdistill.core.metrics import MetricPool, MetricUnavailable, to_tensor, to_uint8
+from srdistill.core.iqa.metrics import MetricPool, MetricUnavailable, to_tensor, to_uint8
 
 
 @torch.no_grad()

@@ -24,7 +24,7 @@ class Embedder:
         import timm
         import torch
 
-        from srdistill.core import weights
+        from srdistill.core.iqa import weights
 
         if name not in timm.list_models() and name.split(".")[0] not in timm.list_models():
             raise UserError(f"--embed {spec}: timm has no model {name!r} (see `timm.list_models()`).")

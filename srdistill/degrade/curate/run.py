@@ -99,8 +99,8 @@ def weight_env() -> dict[str, str]:
 
 
 def _build_scorers(metrics: list[str], env: dict[str, str] | None = None) -> dict:
-    from srdistill.core import weights
-    from srdistill.core.metrics import MetricUnavailable, Scorer
+    from srdistill.core.iqa import weights
+    from srdistill.core.iqa.metrics import MetricUnavailable, Scorer
 
     if not metrics:
         return {}
@@ -171,7 +171,7 @@ def curate(src: str, out: str, *, tile: int = 0, metrics: list[str] | None = Non
         raise UserError(f"--workers must be at least 1, got {workers}.")
     metrics = list(metrics or [])
     if metrics:
-        from srdistill.core.metrics import metric_info
+        from srdistill.core.iqa.metrics import metric_info
 
         for name in metrics:
             if name in BASE_COLUMNS:

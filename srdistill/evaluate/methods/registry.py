@@ -23,7 +23,7 @@ from srdistill.evaluate.methods.tiling import tiled_forward
 from srdistill.training.export import file_fingerprint
 
 from srdistill.core.errors import UserError
-from srdistill.core.metrics import to_uint8
+from srdistill.core.iqa.metrics import to_uint8
 from srdistill.core.hashing import short_sha256
 
 BUILTIN = ("bicubic", "lanczos", "realesrgan-x4plus", "realesrgan-x4plus-torch")

@@ -13,7 +13,7 @@ import json
 import math
 
 import pandas as pd
-from srdistill.core.metrics import metric_info
+from srdistill.core.iqa.metrics import metric_info
 from srdistill.evaluate.reported import canonical_method
 
 DISPLAY = {"psnry": "PSNR", "psnr": "PSNR", "ssim": "SSIM", "lpips": "LPIPS", "lpips-vgg": "LPIPS-VGG", "dists": "DISTS",

@@ -14,7 +14,7 @@ import math
 import re
 
 import pandas as pd
-from srdistill.core.metrics import metric_info
+from srdistill.core.iqa.metrics import metric_info
 from srdistill.evaluate.render.leaderboard_md import DISPLAY, _metric_order, reported_for
 
 # As the four papers print them: PSNR, FID and MUSIQ 2 (StrSR prints MUSIQ with 4; D3SR NIQE with 3), the rest 4.

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 from srdistill.core.errors import UserError
-from srdistill.core.metrics import metric_info
+from srdistill.core.iqa.metrics import metric_info
 from srdistill.datasets.images import read_rgb
 from srdistill.evaluate.render.leaderboard_md import DISPLAY, _metric_order, format_value, gaps, reported_for
 from srdistill.evaluate.results import OK

@@ -1,5 +1,5 @@
 """Where each role's weights come from: a preset (srdistill.training.components.presets), a Hugging Face model id
-(``org/name[@revision]``, resolved by srdistill.core.hub into the hub's cache), or a folder of pretrained weights
+(``org/name[@revision]``, resolved by srdistill.core.fetch.hub into the hub's cache), or a folder of pretrained weights
 laid out as::
 
     FOLDER/vae/ unet/ scheduler/ text_encoder/ tokenizer/   diffusers / transformers from_pretrained (SD 2.1-base)
@@ -34,13 +34,13 @@ def is_folder(components: str) -> bool:
 
 def has_role(components: str, role: str, sub: str) -> bool:
     """Whether a preset defines ``role`` or a folder (or model snapshot) holds ``sub``."""
-    from srdistill.core.hub import role_dir
+    from srdistill.core.fetch.hub import role_dir
 
     return role in PRESETS[components] if is_preset(components) else role_dir(components, sub).exists()
 
 
 def need(components: str, sub: str, what: str) -> Path:
-    from srdistill.core.hub import role_dir
+    from srdistill.core.fetch.hub import role_dir
 
     path = role_dir(components, sub)  # a folder, or a Hugging Face model id resolved into the hub's cache
     if not path.exists():

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from srdistill.core.errors import UserError
-from srdistill.core.hub import role_dir
+from srdistill.core.fetch.hub import role_dir
 from srdistill.training.nets.resshift_unet import ResShiftUNet, SwinUNetConfig
 from srdistill.training.nets.vqgan import VQAutoencoder, VQConfig
 

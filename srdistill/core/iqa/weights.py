@@ -2,7 +2,7 @@
 
 pyiqa downloads weights on first use into torch hub's folder (`$TORCH_HOME/hub/pyiqa`, `.../checkpoints`,
 `.../clip`) and Hugging Face's cache (`$HF_HOME/hub`). Every metric is built inside `weight_downloads()`,
-which routes those downloads through srdistill.core.download: fetched with a progress bar (through the mirror,
+which routes those downloads through srdistill.core.fetch.download: fetched with a progress bar (through the mirror,
 if one is set) by default, or, offline (`--offline`, SRDISTILL_OFFLINE=1), refused as `MissingWeights`,
 naming the file, the path it is expected at and the URL it would come from. Weights are data (safeload.py): a
 download is kept only after its published hash or a safe load has checked it, and while a metric is built every
@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from srdistill.core import download
+from srdistill.core.fetch import download
 from srdistill.core.atomic import atomic_file
 from srdistill.core.errors import UserError
-from srdistill.core.safeload import DamagedWeights, torch_loads_guarded
+from srdistill.core.fetch.safeload import DamagedWeights, torch_loads_guarded
 
 WEIGHTS_ENV = "SRDISTILL_WEIGHTS"
 
@@ -94,7 +94,7 @@ _CLIP_LOADERS = ("pyiqa.archs.clip_model", "pyiqa.archs.afineclip_model")
 def weight_downloads(offline: bool | None = None):
     """Within this block pyiqa, torch hub and CLIP downloads follow the download policy.
 
-    Online they go through srdistill.core.download.fetch_file (mirror, progress bar, temporary name + rename,
+    Online they go through srdistill.core.fetch.download.fetch_file (mirror, progress bar, temporary name + rename,
     torch hub's SHA-256 prefix where the file name carries one); offline (`offline`, else the policy) they
     raise MissingWeights, and huggingface_hub is held offline too. Files already on disk are never fetched; they
     are loaded with weights_only=True unless they match their published hash (safeload.torch_loads_guarded).

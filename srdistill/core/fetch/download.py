@@ -201,7 +201,7 @@ def fetch_file(url: str, dst: str | os.PathLike, *, sha256_prefix: str | None = 
     the file is checked (see the module docstring) before it takes its name."""
     from tqdm import tqdm
 
-    from srdistill.core.safeload import check_download
+    from srdistill.core.fetch.safeload import check_download
 
     policy = policy or current_policy()
     source, dst = policy.source(url), Path(dst)

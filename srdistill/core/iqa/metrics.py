@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from srdistill.core import weights
+from srdistill.core.iqa import weights
 
 from srdistill.core.errors import UserError
 

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from srdistill.core import download
+from srdistill.core.fetch import download
 from srdistill.core.atomic import write_json
 from srdistill.core.errors import UserError
 
