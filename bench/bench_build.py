@@ -121,7 +121,7 @@ def profile(crop: int, crops_per_image: int, preset: str, seed: int = 0) -> tupl
     from srdistill.datasets.images import SHARD_PNG, encode_png
     from srdistill.datasets.shards.format import Sample, ShardWriter
     from srdistill.degrade.build.plan import make_plan
-    from srdistill.degrade.build.writer import _HashingFile
+    from srdistill.degrade.build.writer import HashingFile
     from srdistill.degrade.ops import primitives
     from srdistill.degrade.ops.opdef import REGISTRY, OpContext
     from srdistill.degrade.pipeline import op_values, sample_params, sample_rng
@@ -143,7 +143,7 @@ def profile(crop: int, crops_per_image: int, preset: str, seed: int = 0) -> tupl
 
     digest = spec_hash(spec)
     loaded_ident, loaded = None, None
-    out = _HashingFile(io.BytesIO())
+    out = HashingFile(io.BytesIO())
     with ShardWriter(out) as writer:
         for job in jobs:
             p = job.provider

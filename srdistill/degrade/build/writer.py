@@ -38,7 +38,7 @@ class ShardRecord:
         return {"name": self.name, "samples": self.samples, "bytes": self.bytes, "sha256": self.sha256}
 
 
-class _HashingFile:
+class HashingFile:
     """Forwards writes to a file and keeps their sha256 and length."""
 
     def __init__(self, fh) -> None:
@@ -65,7 +65,7 @@ def write_shard(storage: Storage, name: str, jobs: list[SampleJob], spec, seed: 
     skipped: dict[str, str] = {}
     loaded_ident, loaded = None, None
     with storage.writer(name) as raw:
-        out = _HashingFile(raw)
+        out = HashingFile(raw)
         with ShardWriter(out) as writer:
             for job in sorted(jobs, key=lambda j: j.key):
                 p = job.provider
