@@ -342,6 +342,7 @@ def write_run_record(out: Path, run: RunConfig, recipe, *, shards, val_shards, c
               "batch": {"global": t.batch_size * t.grad_accum * world_size, "per_process": t.batch_size,
                         "grad_accum": t.grad_accum, "global_from_config": t.global_batch},
               "substitutions": list(recipe.substitutions), "trainable_parameters": recipe.parameter_counts(),
+              "inference": recipe.INFERENCE.to_dict(),
               "changes": list(changes or [])}
     path = Path(out) / RUN_RECORD
     path.write_text(json.dumps(record, indent=2, default=str) + "\n")

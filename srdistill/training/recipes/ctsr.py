@@ -46,6 +46,7 @@ from srdistill.training.components.lora import (
     lora_parameters,
     randomize_adapter,
 )
+from srdistill.training.inference_policy import TOOL_OVERLAP, InferencePolicy
 from srdistill.training.components.perceptual import build_lpips
 from srdistill.training.components.presets import is_preset
 from srdistill.training.components.roles import need
@@ -187,6 +188,12 @@ class CTSRRecipe(Recipe):
     }
     CHOICES: ClassVar[dict[str, Choice]] = {"lpips_net": LPIPS_NET}
     POSITION = 3
+    # Sec. 5.1: "for images larger than 512x512, we use patch splitting and apply VAE tiling"; 512 is the models'
+    # input, the x4 bicubic upsampling of the LR (OSEDiff's pipeline), so 128 LR px. Overlap and blending unstated.
+    INFERENCE = InferencePolicy(512 // 4, TOOL_OVERLAP, "crop", True,
+                                "CTSR Sec. 5.1: patch splitting at 512x512 model input (128 LR px at x4) with VAE tiling "
+                                "(diffusers AutoencoderKL tiling, its defaults); overlap and blending unspecified: the "
+                                f"tool's {TOOL_OVERLAP} LR px context, each tile keeping its own area")
     PAPER_COUNTS: ClassVar[list[tuple[str, str]]] = [("total 1775 M / trainable 8.5 M", "Table 8")]
     TEST_SETTINGS: ClassVar[dict] = {"lpips_net": "alex", "stage1_steps": 1}
 

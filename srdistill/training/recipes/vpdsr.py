@@ -23,6 +23,7 @@ from srdistill.training.components.open_clip_encoders import (
     build_open_clip,
     clip_normalize,
 )
+from srdistill.training.inference_policy import unspecified
 from srdistill.training.recipes.base import Choice, Recipe, frozen_params
 from srdistill.training.recipes.resshift import (
     ResShiftCodec,
@@ -96,6 +97,7 @@ class VPDSRRecipe(Recipe):
     CHOICES: ClassVar[dict[str, Choice]] = {"wavelet": Choice(
         _wavelets, "a discrete wavelet of pywt (haar, db2, sym4, ...: pywt.wavelist(kind='discrete'))")}
     POSITION = 4
+    INFERENCE = unspecified("VPD-SR gives no inference size or tiling")
     PAPER_COUNTS: ClassVar[list[tuple[str, str]]] = [("trainable 118.59 M", "Tables I and IV")]
     TEST_SETTINGS: ClassVar[dict] = {"resshift_steps": 4}
 
