@@ -132,3 +132,38 @@ def test_v_prediction_schedule_is_refused(tmp_path):
     DDPMScheduler(prediction_type="v_prediction").save_pretrained(tmp_path / "scheduler")
     with pytest.raises(UserError, match="v_prediction"):
         alphas_cumprod(str(tmp_path))
+
+
+def _undo_geometry(img, meta):
+    import numpy as np
+
+    img = np.rot90(img, -meta["rot90"])
+    img = img[::-1] if meta["flip_v"] else img
+    return img[:, ::-1] if meta["flip_h"] else img
+
+
+def test_d3sr_trains_on_online_degraded_random_crops(shards, tmp_path):
+    """Sec. 4.1: random 512 crops of the images, each degraded by the Real-ESRGAN pipeline during training."""
+    import numpy as np
+    from srdistill.degrade.pipeline import degrade_image
+    from srdistill.degrade.spec.schema import load_spec
+    from srdistill.training.config import load_run_config
+    from srdistill.training.trainer import Trainer
+
+    run = load_run_config("d3sr", None, ["crop=64", "batch_size=4", "num_workers=0", "shuffle_buffer=1"])
+    assert (run.trainer.online, run.trainer.crop_policy) == ("realesrgan", "random")
+    recipe = build_recipe("d3sr", run.recipe_cfg, "tiny", "cpu")
+    trainer = Trainer(recipe, run, shards=shards, run_dir=tmp_path, components="tiny", device=torch.device("cpu"),
+                      scale=4)
+    batches = [next(trainer.stream) for _ in range(3)]
+    metas = [m for b in batches for m in b["meta"]]
+    assert all(m["online"] for m in metas)
+    offsets = {tuple(m["train_crop"][:2]) for m in metas}
+    assert len(offsets) > 1 and offsets != {(0, 0)}       # the 128 px samples are cut at varying places
+    spec = load_spec("realesrgan")
+    b, m = batches[0], batches[0]["meta"][0]
+    assert b["hr"].dtype == torch.uint8 and b["hr"].shape[-1] == 64 and b["lr"].shape[-1] == 16
+    # the LR is re-derived from this crop (flips and rotations reach both after degrading: undo them first)
+    undo = [_undo_geometry(x[0].permute(1, 2, 0).numpy(), m) for x in (b["hr"], b["lr"])]
+    expected, _ = degrade_image(np.ascontiguousarray(undo[0]), spec, run.trainer.seed, f"{m['key']}-epoch0")
+    assert np.array_equal(undo[1], expected)
