@@ -49,7 +49,9 @@ class Recipe(nn.Module, metaclass=abc.ABCMeta):
     - ``POSITION``: its place in the docs' tables (the recipe table, the parameter counts), 1 = first;
     - ``PAPER_COUNTS``: every parameter count its paper states, (what, where it says it), for the counts table;
     - ``TEST_SETTINGS``: small overrides that build it fast on the ``tiny`` preset (the generic tests use them);
-    - ``INFERENCE``: how its student runs on images of any size (tiles, overlap, VAE tiling), per paper or release.
+    - ``INFERENCE``: how its student runs on images of any size (tiles, overlap, VAE tiling), per paper or release;
+    - ``PRECISION``: which networks run under the trainer's bf16 autocast ("autocast") and which always in "float32"
+      (default: every network under autocast).
     """
 
     name: ClassVar[str]
@@ -59,6 +61,7 @@ class Recipe(nn.Module, metaclass=abc.ABCMeta):
     PAPER_COUNTS: ClassVar[list[tuple[str, str]]] = []
     TEST_SETTINGS: ClassVar[dict] = {}
     INFERENCE: ClassVar[InferencePolicy]
+    PRECISION: ClassVar[dict[str, str]] = {"every network": "autocast"}
     scale: int = 4
     # The one-step student(s): kept out of the module tree (they share the recipe's modules, so registering
     # them would duplicate parameter names) but moved with it by ``_apply``; ``student()`` returns the first.
