@@ -117,8 +117,9 @@ class CTSRStudent(OneStepEpsStudent):
 
 
 def resshift_step(t: torch.Tensor, train_steps: int, steps: int) -> torch.Tensor:
-    """The ResShift step (0-based) whose noise level matches DDPM timestep t: the same fraction of each chain,
-    floor(t steps / train_steps), so t in [0, 1000) covers ResShift's 15 steps evenly."""
+    """The ResShift step (0-based) at the same fraction of its chain as DDPM timestep t: floor(t steps /
+    train_steps), so t in [0, 1000) covers ResShift's 15 steps evenly. It does not match noise levels (the two
+    chains' noise-to-signal ratios differ at the same fraction); ctsr.yaml lists the choice."""
     return (t.float() / train_steps * steps).long().clamp(0, steps - 1)
 
 
@@ -295,7 +296,9 @@ class CTSRRecipe(Recipe):
         x0 = self.codec.decode(z0_s)
         abar = self.alphas_cumprod[t]
         z_t = losses.forward_diffuse(z0, abar, noise)
-        z_t_s = losses.forward_diffuse(z0_s, abar, noise)
+        # Eq. 2-3: z_t and z_t^s are both "the latent codes of x_GT and the SR result x_0 obtained via VAE encoder E",
+        # so the student's state is E(D(z0_s)) like the GT's E(x_GT) and like what T_f's bridge reads back.
+        z_t_s = losses.forward_diffuse(self.encode_plain(x0), abar, noise)
         l2 = F.mse_loss(x0 * 2 - 1, hr * 2 - 1)
         lp = self.lpips(x0, hr).mean()
         rec = c["lambda_l2"] * l2 + c["lambda_lpips"] * lp  # Eq. 1
