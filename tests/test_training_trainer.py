@@ -103,6 +103,7 @@ def test_resume_from_checkpoint_reproduces_the_uninterrupted_losses(shards, tmp_
     assert any("T_L = 500" in a for a in record["assumptions"]) and record["substitutions"] == []
     assert record["trainable_parameters"]["discriminator"] > 0 and record["recipe_cfg"]["discriminator"] == "sdxl"
     assert record["inference"]["tile"] == 512 and record["inference"]["source"].startswith("unspecified")
+    assert record["precision"] == {"bf16_autocast": False, "networks": {"every network": "autocast"}}   # CPU run
 
 
 @pytest.mark.slow
