@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """One prepared GPU check: everything srdistill needs a GPU to measure, in one command, JSON + markdown out.
 
-    make gpu-wheels                       # on a connected machine: pure-Python wheels into .whl/ (no Ray)
+    make gpu-wheels                       # on a connected machine: wheels into .whl/ (pure, + PyWavelets cp312; no Ray)
     make gpu-check                        # on the CUDA machine: python3 bench/gpu_check.py --out gpu-check/
     python3 bench/gpu_check.py --quick    # the same code with tiny shapes on the CPU (the test suite runs it)
 
@@ -40,7 +40,8 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPES = ("strsr", "d3sr", "ctsr", "vpdsr")
+# Every packaged recipe (one YAML each beside its module), read before the wheels are unpacked, so without torch.
+RECIPES = tuple(sorted(p.stem for p in (ROOT / "srdistill" / "training" / "recipes").glob("*.yaml")))
 
 # Dense (no sparsity) bf16 tensor-core peaks in TFLOP/s from the vendors' data sheets, matched on the
 # lower-cased device name, most specific first.
@@ -62,7 +63,7 @@ def bf16_peak_tflops(device_name: str) -> float | None:
 # ---- bootstrap: wheels and the srdistill source tree -----------------------------------------------------------
 
 def unpack_wheels(wheels: Path, target: Path) -> list[str]:
-    """Unpack every pure-Python wheel in `wheels` into `target` (a wheel is a zip of an installed tree) and put
+    """Unpack every wheel in `wheels` into `target` (a wheel is a zip of an installed tree) and put
     it last on sys.path, so that the machine's own packages win and the wheels only fill the gaps; returns the
     wheel names."""
     found = sorted(wheels.glob("*.whl")) if wheels.is_dir() else []
@@ -430,7 +431,7 @@ def parse_args(argv):
     p.add_argument("--quick", action="store_true", help="tiny shapes on the CPU (what the test suite runs)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present; cpu with --quick), cuda, cuda:N or cpu")
     p.add_argument("--out", default="gpu-check", help="folder for gpu_check.json and gpu_check.md (default gpu-check/)")
-    p.add_argument("--wheels", default=str(ROOT / ".whl"), help="folder of pure-Python wheels from `make gpu-wheels`")
+    p.add_argument("--wheels", default=str(ROOT / ".whl"), help="folder of wheels from `make gpu-wheels`")
     p.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=RECIPES)
     p.add_argument("--skip", nargs="*", default=[], choices=("recipes", "metrics", "realesrgan"))
     p.add_argument("--compile", action="store_true", help="torch.compile the student (trainer.compile_student) and "

@@ -101,15 +101,15 @@ def _mse(a, b):
     return (a - b).pow(2).mean()
 
 
-def _expected_stage1(recipe, lr, hr, t, noise, e_r):
+def _expected_stage1(recipe, lr, hr, t, noise, e_r, grad: bool = False):
     h, c = Hand(recipe), recipe.cfg
-    with torch.no_grad():
+    with torch.set_grad_enabled(grad):
         z0_s, _ = h.one_step(lr, "student")
         x0 = h.decode(z0_s)
         z0 = h.encode(hr, None)
         a = h.abar[t].view(-1, 1, 1, 1)
         z_t = a.sqrt() * z0 + (1 - a).sqrt() * noise
-        z_t_s = a.sqrt() * z0_s + (1 - a).sqrt() * noise
+        z_t_s = a.sqrt() * h.encode(x0, None) + (1 - a).sqrt() * noise   # Eq. 2: x_0 through the VAE encoder E
         l2 = _mse(x0 * 2 - 1, hr * 2 - 1)                                   # Eq. 1 on [-1, 1]
         lp = recipe.lpips(x0, hr).mean()
         e_s = h.eps(z_t_s, t, "student")
@@ -138,7 +138,7 @@ def test_stage_one_loss_is_eq_1_to_4_with_one_shared_noise_and_the_right_teacher
     want = _expected_stage1(recipe, lr, hr, t, noise, e_r)
     weighted = [recipe.cfg["lambda_l2"] * want["l2"], recipe.cfg["lambda_lpips"] * want["lpips"],
                 recipe.cfg["lambda_rn"] * want["l_rn"], recipe.cfg["lambda_fl"] * want["l_fl"]]
-    assert all(0.05 < abs(float(w)) < 5 for w in weighted), weighted   # comparable: a swap or drop shows
+    assert all(0.02 < abs(float(w)) < 5 for w in weighted), weighted   # comparable: a swap or drop shows
     for key in want:
         assert float(got[key]) == pytest.approx(float(want[key]), rel=1e-4, abs=1e-7), key
 
@@ -325,3 +325,78 @@ def test_resshift_released_files_load_into_the_fidelity_teacher(tmp_path):
         assert torch.equal(v, vq_state[k].to(v.dtype)), k
     assert not any(p.requires_grad for p in teacher.parameters())
     assert rs.diffusion.schedule.steps == 15 and rs.codec.vq.cfg.embed_dim == 3
+
+
+def _ctsr_groups(recipe) -> dict[str, list[torch.nn.Parameter]]:
+    unet, vae = recipe.unet, recipe.codec.vae
+    groups = {f"{a} LoRA": lora_parameters(unet, a) + lora_parameters(vae, a) for a in ("student", "realism", "stage1")}
+    lora = {id(p) for ps in groups.values() for p in ps}
+    groups["SD base"] = [p for m in (unet, vae) for p in m.parameters() if id(p) not in lora]
+    groups["ResShift (T_f)"] = list(recipe.fidelity.parameters())
+    groups["LPIPS"] = list(recipe.lpips.parameters())
+    return groups
+
+
+def _reached(recipe, term) -> set[str]:
+    """Parameter groups (of those that require a gradient) with a non-zero gradient from ``term``."""
+    groups = _ctsr_groups(recipe)
+    flat = [p for ps in groups.values() for p in ps if p.requires_grad]
+    grads = torch.autograd.grad(term, flat, retain_graph=True, allow_unused=True)
+    hit = {id(p) for p, g in zip(flat, grads) if g is not None and g.abs().sum() > 0}
+    return {name for name, ps in groups.items() if any(id(p) in hit for p in ps)}
+
+
+def test_stage_one_terms_reach_the_students_lora_alone(recipe):
+    """Sec. 5.1: only the student's LoRA is trained; T_r (OSEDiff's LoRA), the snapshot, the SD base, ResShift and
+    LPIPS are frozen, and each of Eq. 1-3's terms reaches the student."""
+    lr, hr = lr_hr_batch()
+    gen = torch.Generator().manual_seed(5)
+    draws = Stage1Draws(torch.tensor([150, 700]), torch.randn(2, 4, 4, 4, generator=gen),
+                        torch.randn(2, 3, 8, 8, generator=gen))
+    terms = recipe.stage1_loss(lr, hr, draws)
+    for key in ("l2", "lpips", "l_rn", "l_fl"):
+        assert _reached(recipe, terms[key]) == {"student LoRA"}, key
+
+
+def test_fidelity_teacher_reads_states_built_like_the_images_behind_them(recipe, monkeypatch):
+    """Eq. 2: z_t and z_t^s are E(x_GT) and E(x_0) noised with one eps at t, and T_f is given those same images:
+    (z - sqrt(abar_t) E_SD(x)) / sqrt(1 - abar_t) is the shared eps for both calls (an identity T_f then adds no
+    bias to the gamma term)."""
+    lr, hr = lr_hr_batch()
+    gen = torch.Generator().manual_seed(5)
+    t = torch.tensor([20, 700])
+    noise = torch.randn(2, 4, 4, 4, generator=gen)
+    calls = []
+    real = recipe.fidelity.eps
+
+    def spy(z_t, tt, x01, lr_, e_r, sd_encode):
+        calls.append((z_t.detach(), tt, x01.detach()))
+        return real(z_t, tt, x01, lr_, e_r, sd_encode)
+
+    monkeypatch.setattr(recipe.fidelity, "eps", spy)
+    recipe.stage1_loss(lr, hr, Stage1Draws(t, noise, torch.randn(2, 3, 8, 8, generator=gen)))
+    assert len(calls) == 2
+    h = Hand(recipe)
+    a = h.abar[t].view(-1, 1, 1, 1)
+    with torch.no_grad():
+        for z_t, tt, x01 in calls:
+            assert torch.equal(tt, t)
+            torch.testing.assert_close((z_t - a.sqrt() * h.encode(x01, None)) / (1 - a).sqrt(), noise,
+                                       rtol=1e-4, atol=1e-4)
+
+
+def test_fidelity_term_gradient_equals_an_independent_computation(recipe):
+    """d L_fl / d(student LoRA), through both the student's eps and T_f's z_t^s term (its bridge), against autograd
+    through this file's own Eq. 2 (Hand)."""
+    lr, hr = lr_hr_batch()
+    gen = torch.Generator().manual_seed(5)
+    t, noise, e_r = torch.tensor([150, 700]), torch.randn(2, 4, 4, 4, generator=gen), torch.randn(2, 3, 8, 8, generator=gen)
+    params = recipe.generator_parameters()
+    got = torch.autograd.grad(recipe.stage1_loss(lr, hr, Stage1Draws(t, noise, e_r))["l_fl"], params, allow_unused=True)
+    want = torch.autograd.grad(_expected_stage1(recipe, lr, hr, t, noise, e_r, grad=True)["l_fl"], params,
+                               allow_unused=True)
+    assert sum(float(w.abs().sum()) for w in want if w is not None) > 0
+    for g, w in zip(got, want):
+        assert (g is None) == (w is None)
+        if w is not None:   # float32 through two UNets and three autoencoders: tolerance relative to the largest entry
+            torch.testing.assert_close(g, w, rtol=1e-3, atol=1e-4 * float(w.abs().max()))

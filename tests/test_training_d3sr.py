@@ -132,3 +132,109 @@ def test_v_prediction_schedule_is_refused(tmp_path):
     DDPMScheduler(prediction_type="v_prediction").save_pretrained(tmp_path / "scheduler")
     with pytest.raises(UserError, match="v_prediction"):
         alphas_cumprod(str(tmp_path))
+
+
+def _undo_geometry(img, meta):
+    import numpy as np
+
+    img = np.rot90(img, -meta["rot90"])
+    img = img[::-1] if meta["flip_v"] else img
+    return img[:, ::-1] if meta["flip_h"] else img
+
+
+def test_d3sr_trains_on_online_degraded_random_crops(shards, tmp_path):
+    """Sec. 4.1: random 512 crops of the images, each degraded by the Real-ESRGAN pipeline during training."""
+    import numpy as np
+    from srdistill.degrade.pipeline import degrade_image
+    from srdistill.degrade.spec.schema import load_spec
+    from srdistill.training.config import load_run_config
+    from srdistill.training.trainer import Trainer
+
+    run = load_run_config("d3sr", None, ["crop=64", "batch_size=4", "num_workers=0", "shuffle_buffer=1"])
+    assert (run.trainer.online, run.trainer.crop_policy) == ("realesrgan", "random")
+    recipe = build_recipe("d3sr", run.recipe_cfg, "tiny", "cpu")
+    trainer = Trainer(recipe, run, shards=shards, run_dir=tmp_path, components="tiny", device=torch.device("cpu"),
+                      scale=4)
+    batches = [next(trainer.stream) for _ in range(3)]
+    metas = [m for b in batches for m in b["meta"]]
+    assert all(m["online"] for m in metas)
+    offsets = {tuple(m["train_crop"][:2]) for m in metas}
+    assert len(offsets) > 1 and offsets != {(0, 0)}       # the 128 px samples are cut at varying places
+    spec = load_spec("realesrgan")
+    b, m = batches[0], batches[0]["meta"][0]
+    assert b["hr"].dtype == torch.uint8 and b["hr"].shape[-1] == 64 and b["lr"].shape[-1] == 16
+    # the LR is re-derived from this crop (flips and rotations reach both after degrading: undo them first)
+    undo = [_undo_geometry(x[0].permute(1, 2, 0).numpy(), m) for x in (b["hr"], b["lr"])]
+    expected, _ = degrade_image(np.ascontiguousarray(undo[0]), spec, run.trainer.seed, f"{m['key']}-epoch0")
+    assert np.array_equal(undo[1], expected)
+
+
+def _d3sr_groups(r) -> dict[str, list[torch.nn.Parameter]]:
+    disc = set(map(id, r.discriminator_parameters()))
+    gen = set(map(id, r.generator_parameters()))
+    return {"generator LoRA": r.generator_parameters(), "critic LoRA + head": r.discriminator_parameters(),
+            "frozen": [p for p in r.parameters() if id(p) not in disc | gen]}
+
+
+def _reached(r, term) -> set[str]:
+    groups = _d3sr_groups(r)
+    flat = [p for ps in groups.values() for p in ps if p.requires_grad]
+    grads = torch.autograd.grad(term, flat, retain_graph=True, allow_unused=True)
+    hit = {id(p) for p, g in zip(flat, grads) if g is not None and g.abs().sum() > 0}
+    return {name for name, ps in groups.items() if any(id(p) in hit for p in ps)}
+
+
+def test_each_term_reaches_only_its_own_player(recipe):
+    """Eq. 8 trains the generator's LoRA only (the critic held fixed); Eq. 3 the critic's LoRA and MLP head only."""
+    lr, hr = lr_hr_batch()
+    terms = recipe.generator_loss(lr, hr, 0, noising=_draw(1))
+    for key in ("mse", "ea_dists", "adv_g"):
+        assert _reached(recipe, terms[key]) == {"generator LoRA"}, key
+    d = recipe.discriminator_loss(lr, hr, 0, real=_draw(2), fake=_draw(3))["loss"]
+    assert _reached(recipe, d) == {"critic LoRA + head"}
+
+
+def test_critic_reads_the_noised_latent_at_the_timestep_it_is_given_and_dists_reads_0_1(recipe, monkeypatch):
+    """Every network call of Eq. 8: the critic gets F(z_hat, t) and that same t (and its output depends on t);
+    DISTS's first call gets images in [0, 1], the range its network expects."""
+    lr, hr = lr_hr_batch()
+    noising, abar = _draw(1), sd_alphas_cumprod()
+    critic_calls, dists_calls = [], []
+    disc_forward, dists = recipe.disc.forward, recipe.dists.forward
+
+    def disc_spy(z_t, t):
+        critic_calls.append((z_t.detach(), t))
+        return disc_forward(z_t, t)
+
+    def dists_spy(x, y):
+        dists_calls.append((x.detach(), y.detach()))
+        return dists(x, y)
+
+    monkeypatch.setattr(recipe.disc, "forward", disc_spy)
+    monkeypatch.setattr(recipe.dists, "forward", dists_spy)
+    recipe.generator_loss(lr, hr, 0, noising=noising)
+    with torch.no_grad():
+        z_hat = _student_latent(recipe, lr, abar)
+        (z_t, t), = critic_calls
+        assert torch.equal(t, noising.t)
+        torch.testing.assert_close(z_t, _diffuse(z_hat, noising, abar), rtol=1e-4, atol=1e-5)
+        other = torch.tensor([0, 999]) if int(t[0]) != 0 else torch.tensor([999, 0])
+        assert not torch.allclose(disc_forward(z_t, t), disc_forward(z_t, other))
+    x, y = dists_calls[0]
+    assert 0 <= float(x.min()) and float(x.max()) <= 1 and torch.equal(y, hr)
+
+
+def test_mse_gradient_equals_an_independent_computation(recipe):
+    """d MSE / d(generator LoRA) against autograd through this file's own Eq. 1 and decoder call."""
+    lr, hr = lr_hr_batch()
+    params = recipe.generator_parameters()
+    got = torch.autograd.grad(recipe.generator_loss(lr, hr, 0, noising=_draw(1))["mse"], params, allow_unused=True)
+    vae = recipe.codec.vae
+    z_hat = _student_latent(recipe, lr, sd_alphas_cumprod())
+    x_hat = (vae.decode(z_hat / vae.config.scaling_factor).sample.clamp(-1, 1) + 1) / 2
+    want = torch.autograd.grad((x_hat - hr).pow(2).mean(), params, allow_unused=True)
+    assert sum(float(w.abs().sum()) for w in want if w is not None) > 0
+    for g, w in zip(got, want):
+        assert (g is None) == (w is None)
+        if w is not None:
+            torch.testing.assert_close(g, w, rtol=1e-3, atol=1e-4 * float(w.abs().max()))

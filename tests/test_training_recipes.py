@@ -169,6 +169,10 @@ def test_readme_recipe_table_matches_the_yamls():
         assert cells[1:6] == [str(batch), crop, str(t["steps"]), f"{t['lr_g']:g}", f"{t['lr_d']:g}"], name
         stand_ins = [a for a in doc.get("assumptions", []) if a.startswith("stand-in")]
         assert ("stand-in" in cells[6]) == bool(stand_ins), name
+        policy = RECIPES[name].INFERENCE
+        assert f"{policy.tile} LR px" in cells[7] and ("VAE tiling" in cells[7]) == policy.vae_tiling, name
+        assert cells[7].startswith("unspecified") == policy.source.startswith("unspecified"), name
+        assert any(a.startswith("inference:") for a in doc["assumptions"]), f"{name}.yaml lists no inference policy"
 
 
 def test_paper_hyper_parameters_are_the_defaults():

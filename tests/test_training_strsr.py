@@ -538,3 +538,67 @@ def test_prompt_ids_from_a_processor_expand_to_the_processors_own_input_ids():
     assert torch.equal(enc.input_ids(1, n), ref["input_ids"])
     assert torch.equal((enc.input_ids(1, n) == image_id).int(), ref["mm_token_type_ids"].int())
     assert 0 not in prefix + suffix                       # every template word and the prompt are real tokens
+
+
+def _strsr_groups(r) -> dict[str, list[torch.nn.Parameter]]:
+    gen, disc = set(map(id, r.generator_parameters())), set(map(id, r.discriminator_parameters()))
+    return {"generator (LoRA + f_adapt)": r.generator_parameters(), "discriminator heads": r.discriminator_parameters(),
+            "frozen": [p for p in r.parameters() if id(p) not in gen | disc]}
+
+
+def _reached(r, term) -> set[str]:
+    groups = _strsr_groups(r)
+    flat = [p for ps in groups.values() for p in ps if p.requires_grad]
+    grads = torch.autograd.grad(term, flat, retain_graph=True, allow_unused=True)
+    hit = {id(p) for p, g in zip(flat, grads) if g is not None and g.abs().sum() > 0}
+    return {name for name, ps in groups.items() if any(id(p) in hit for p in ps)}
+
+
+def test_each_term_reaches_only_its_own_player(recipe):
+    """Eq. 11 trains the DiT's LoRA and f_adapt (the critic held fixed); Eq. 9 the discriminator's heads only (the
+    CLIP-ConvNeXt trunk frozen)."""
+    lr, hr = lr_hr_batch(1)
+    terms = recipe.generator_loss(lr, hr, recipe.cfg["stage1_steps"])   # stage two: FDL on
+    for key in ("l1", "lpips", "ragan_g", "fdl"):
+        assert _reached(recipe, terms[key]) == {"generator (LoRA + f_adapt)"}, key
+    d = recipe.discriminator_loss(lr, hr, 0, r1_noise=torch.randn(hr.shape, generator=torch.Generator().manual_seed(4)))
+    assert _reached(recipe, d["loss"]) == {"discriminator heads"}
+
+
+def test_perceptual_and_critic_calls_read_the_sr_and_gt_images_in_0_1(recipe, monkeypatch):
+    """LPIPS (pyiqa: fed [0, 1], it rescales itself) and the critic (it applies CLIP's mean/std itself) are given
+    the student's image and the GT as [0, 1] images, the GT unchanged."""
+    lr, hr = lr_hr_batch(1)
+    seen = {"lpips": [], "disc": []}
+    for name in seen:
+        module = getattr(recipe, name)
+        real = module.forward
+
+        def spy(*args, _real=real, _name=name, **kw):
+            seen[_name].append([a.detach() for a in args if torch.is_tensor(a)])
+            return _real(*args, **kw)
+
+        monkeypatch.setattr(module, "forward", spy)
+    recipe.generator_loss(lr, hr, 0)
+    with torch.no_grad():
+        x = _predict(recipe, lr, recipe.cfg["t1"])
+    (sr, gt), = seen["lpips"]
+    torch.testing.assert_close(sr, x, rtol=1e-4, atol=1e-5)
+    assert torch.equal(gt, hr)
+    (fake,), (real,) = seen["disc"]
+    torch.testing.assert_close(fake, x, rtol=1e-4, atol=1e-5)
+    assert torch.equal(real, hr)
+
+
+def test_l1_gradient_equals_an_independent_computation(recipe):
+    """d L1 / d(generator parameters) against autograd through this file's own one step (_predict)."""
+    lr, hr = lr_hr_batch(1)
+    params = recipe.generator_parameters()
+    got = torch.autograd.grad(recipe.generator_loss(lr, hr, 0)["l1"], params, allow_unused=True)
+    want = torch.autograd.grad(((_predict(recipe, lr, recipe.cfg["t1"]) - hr) * 2).abs().mean(), params,
+                               allow_unused=True)
+    assert sum(float(w.abs().sum()) for w in want if w is not None) > 0
+    for g, w in zip(got, want):
+        assert (g is None) == (w is None)
+        if w is not None:
+            torch.testing.assert_close(g, w, rtol=1e-3, atol=1e-4 * float(w.abs().max()) + 1e-12)

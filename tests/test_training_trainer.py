@@ -102,6 +102,8 @@ def test_resume_from_checkpoint_reproduces_the_uninterrupted_losses(shards, tmp_
     assert record["batch"] == {"global": 6, "per_process": 3, "grad_accum": 2, "global_from_config": None}
     assert any("T_L = 500" in a for a in record["assumptions"]) and record["substitutions"] == []
     assert record["trainable_parameters"]["discriminator"] > 0 and record["recipe_cfg"]["discriminator"] == "sdxl"
+    assert record["inference"]["tile"] == 512 and record["inference"]["source"].startswith("unspecified")
+    assert record["precision"] == {"bf16_autocast": False, "networks": {"every network": "autocast"}}   # CPU run
 
 
 @pytest.mark.slow

@@ -162,3 +162,123 @@ def test_paper_shape_student_trains_the_papers_118_59_m_parameters():
         recipe = RECIPES["vpdsr"]({}, "sd21")
     n = sum(p.numel() for p in recipe.generator_parameters())
     assert round(n / 1e6, 2) == 118.59  # VPD-SR Table I and IV, "# Params"
+
+
+def _perturbed(steps=4, seed=11):
+    """A recipe whose student has moved away from its teacher (they are equal at build time, so a teacher target
+    computed on the student's network would otherwise pass)."""
+    recipe = build_recipe("vpdsr", {"resshift_steps": steps}, "tiny", "cpu")
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in recipe.student_diffusion.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=gen))
+    return recipe
+
+
+def test_teacher_targets_come_from_the_teachers_weights_and_the_student_from_its_own():
+    recipe = _perturbed()
+    lr, hr = lr_hr_batch(1)
+    torch.manual_seed(5)
+    got = recipe.generator_loss(lr, hr, step=0)
+    with torch.no_grad():
+        want = expected_generator_terms(recipe, lr, hr, noise_seed=5, steps=4)
+    assert want["distill"].item() > 1e-6      # the perturbation shows in the target
+    for key in ("distill", "hfp", "sd", "adv_g"):
+        assert got[key].item() == pytest.approx(want[key].item(), rel=1e-4, abs=1e-7), key
+
+
+def _groups(recipe) -> dict[str, list[torch.nn.Parameter]]:
+    return {"student": list(recipe.student_diffusion.parameters()), "teacher": list(recipe.teacher.parameters()),
+            "vq": list(recipe.codec.parameters()), "clip": list(recipe.clip.parameters()),
+            "disc": list(recipe.disc.parameters())}
+
+
+def _reached(recipe, term: torch.Tensor) -> set[str]:
+    """The parameter groups that get a non-zero gradient from ``term``."""
+    groups = _groups(recipe)
+    flat = [p for ps in groups.values() for p in ps if p.requires_grad]
+    grads = torch.autograd.grad(term, flat, retain_graph=True, allow_unused=True)
+    hit = {id(p) for p, g in zip(flat, grads) if g is not None and g.abs().sum() > 0}
+    return {name for name, ps in groups.items() if any(id(p) in hit for p in ps)}
+
+
+def test_each_generator_term_reaches_the_student_alone():
+    """Eq. 13: every term trains f_theta only; the teacher, VQ autoencoder and CLIP are frozen, and the critic is
+    held fixed in the generator step (Algorithm 1 updates it in its own step, Eq. 12)."""
+    recipe = _perturbed()
+    lr, hr = lr_hr_batch(1)
+    torch.manual_seed(5)
+    terms = recipe.generator_loss(lr, hr, step=0)
+    for key in ("distill", "hfp", "sd", "adv_g"):
+        assert _reached(recipe, terms[key]) == {"student"}, key
+
+
+def test_discriminator_term_reaches_the_critic_alone():
+    recipe = _perturbed()
+    lr, hr = lr_hr_batch(1)
+    torch.manual_seed(5)
+    loss = recipe.discriminator_loss(lr, hr, step=0)["loss"]
+    assert _reached(recipe, loss) == {"disc"}
+
+
+def test_distill_gradient_equals_an_independent_computation():
+    """d L_distill / d theta from the recipe against autograd through this file's own Eq. 10 (teacher chain and
+    student pass written here)."""
+    recipe = _perturbed()
+    lr, hr = lr_hr_batch(1)
+    params = [p for p in recipe.student_diffusion.parameters() if p.requires_grad]
+    torch.manual_seed(5)
+    got = torch.autograd.grad(recipe.generator_loss(lr, hr, step=0)["distill"], params)
+    z_y, lq, noise = _latents(recipe, lr, 5)
+    with torch.no_grad():
+        etas = paper_etas(4)
+        x = z_y + KAPPA * math.sqrt(etas[-1]) * noise
+        for t in range(3, -1, -1):
+            x0 = recipe.teacher.denoiser.net(x / math.sqrt(KAPPA ** 2 * etas[t] + 1), torch.full((1,), t), lq)
+            if t:
+                m, j = math.sqrt(etas[t - 1] / etas[t]), etas[t - 1] - math.sqrt(etas[t - 1] * etas[t])
+                x = (1 - m - j) * x0 + m * x + j * z_y
+        z_tch = x0
+    z_stu = _student(recipe, z_y, lq, noise, 4)
+    want = torch.autograd.grad(((z_stu - z_tch) ** 2).mean(), params)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-3, atol=1e-6)
+
+
+def test_precision_policy_holds_under_cpu_bf16_autocast():
+    """The teacher's targets and the VQ autoencoder (codebook argmin included) run in float32 under the trainer's
+    bf16 autocast; the student runs under it."""
+    recipe = _perturbed()
+    seen: dict[str, list[tuple[bool, torch.dtype]]] = {"teacher": [], "quantize": [], "student": []}
+
+    def spy(name):
+        def hook(module, args, output):
+            seen[name].append((torch.is_autocast_enabled("cpu"), args[0].dtype))
+        return hook
+
+    hooks = [recipe.teacher.denoiser.net.register_forward_hook(spy("teacher")),
+             recipe.codec.vq.quantize.register_forward_hook(spy("quantize")),
+             recipe.student_diffusion.denoiser.net.register_forward_hook(spy("student"))]
+    lr, hr = lr_hr_batch(1)
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            torch.manual_seed(5)
+            recipe.generator_loss(lr, hr, step=0)
+            z = recipe.codec.encode(hr)
+            decoded = recipe.codec.decode(z)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert seen["teacher"] and all(s == (False, torch.float32) for s in seen["teacher"] + seen["quantize"])
+    assert seen["student"] and all(enabled for enabled, _ in seen["student"])
+    assert z.dtype == decoded.dtype == torch.float32
+    assert torch.equal(decoded, recipe.codec.decode(recipe.codec.encode(hr)))     # bitwise the fp32 evaluation
+    assert set(RECIPES["vpdsr"].PRECISION.values()) == {"float32", "autocast"}
+
+
+def test_batch_is_the_papers_global_16_and_the_optimiser_adam_without_decay(monkeypatch):
+    from srdistill.training.config import load_run_config
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    t = load_run_config("vpdsr", None, []).trainer
+    assert (t.global_batch, t.batch_size, t.weight_decay) == (16, 8, 0.0)   # 16 in all on 2 processes, as on 1

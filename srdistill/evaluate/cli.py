@@ -51,7 +51,8 @@ def _leaderboard_parser(sub) -> None:
     p.add_argument("--runs", help="folder of training runs: with --methods all, every run with an export is evaluated")
     p.add_argument("--weights-dir", help="metric weights folder (default: $SRDISTILL_WEIGHTS, else torch hub's cache)")
     p.add_argument("--device", default="cpu", help="torch device for networks and metrics, e.g. cuda (default: cpu)")
-    p.add_argument("--tile", type=int, default=0, help="network tile size in LR pixels (default 0: whole image up to 512 px per side, 512-px tiles beyond)")
+    p.add_argument("--tile", type=int, default=0, help="network tile size in LR pixels (default 0: a trained student by its recipe's inference policy, "
+                        "e.g. CTSR's 128-px patches with VAE tiling; other networks whole up to 512 px per side, 512-px tiles beyond)")
     p.add_argument("--crop-to-match", action="store_true", help="crop SR and HR to their common top-left area when sizes differ "
                                                                 "(default: a size mismatch is an error)")
     p.add_argument("--protocol", help="evaluation protocol: a preset (d3sr, ctsr, strsr, vpdsr, osediff, srdistill; see "

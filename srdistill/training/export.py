@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+from srdistill.training.inference_policy import InferencePolicy
 from srdistill.training.run.checkpoint import cpu_tensors
 
 from srdistill.core.errors import UserError
@@ -103,6 +104,19 @@ def read_export(run_dir: str | Path) -> dict:
     if not path.exists():
         raise UserError(f"{run_dir} holds no trained student (looked for {path}); train one with `train --out {run_dir}`.")
     return json.loads(path.read_text())
+
+
+def inference_policy(run_dir: str | Path) -> InferencePolicy:
+    """The inference policy a run's student was exported with (exports made before policies existed: its recipe's)."""
+    from srdistill.training.recipes.registry import RECIPES
+
+    record = read_export(run_dir)
+    stored = record["export_config"].get("inference")
+    if stored is not None:
+        return InferencePolicy.from_dict(stored)
+    if record["recipe"] not in RECIPES:
+        raise UserError(f"{run_dir} was trained with recipe {record['recipe']!r}, which this version does not know.")
+    return RECIPES[record["recipe"]].INFERENCE
 
 
 def load_student(run_dir: str | Path, device="cpu", components: str | None = None) -> Student:

@@ -332,16 +332,18 @@ class Trainer:
 
 
 def write_run_record(out: Path, run: RunConfig, recipe, *, shards, val_shards, components: str, scale: int,
-                     world_size: int, changes: list | None = None) -> Path:
+                     world_size: int, changes: list | None = None, bf16: bool = False) -> Path:
     """OUT/config.json: the resolved configuration, the recipe's assumptions and every stand-in (from the YAML
-    and from what this run had to substitute), the global and per-process batch, the trainable sizes, and the
-    settings a resume changed (each with the step it took effect)."""
+    and from what this run had to substitute), the global and per-process batch, the trainable sizes, the
+    inference and precision policies, and the settings a resume changed (each with the step it took effect)."""
     t = run.trainer
     record = {**run.to_dict(), "shards": str(shards), "val_shards": str(val_shards) if val_shards else None,
               "components": components, "scale": scale, "world_size": world_size, "config_sources": run.sources,
               "batch": {"global": t.batch_size * t.grad_accum * world_size, "per_process": t.batch_size,
                         "grad_accum": t.grad_accum, "global_from_config": t.global_batch},
               "substitutions": list(recipe.substitutions), "trainable_parameters": recipe.parameter_counts(),
+              "inference": recipe.INFERENCE.to_dict(),
+              "precision": {"bf16_autocast": bool(bf16), "networks": dict(recipe.PRECISION)},
               "changes": list(changes or [])}
     path = Path(out) / RUN_RECORD
     path.write_text(json.dumps(record, indent=2, default=str) + "\n")
@@ -389,7 +391,7 @@ def run_training(run: RunConfig, *, shards, out, components: str = "tiny", val_s
                           val_shards=val_shards, dist=info, resume=resume)
         if info.is_main:
             write_run_record(out, run, recipe, shards=shards, val_shards=val_shards, components=components, scale=scale,
-                             world_size=info.world_size, changes=trainer.changes)
+                             world_size=info.world_size, changes=trainer.changes, bf16=trainer.bf16)
         return trainer.fit(progress=progress)
     finally:
         dd.shutdown(info)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from srdistill.evaluate.methods.tiling import tiled_forward
 from srdistill.training.export import file_fingerprint
+from srdistill.training.inference_policy import InferencePolicy, apply_vae_tiling
 
 from srdistill.core.errors import UserError
 from srdistill.core.iqa.metrics import to_uint8
@@ -158,7 +159,8 @@ def parse_knobs(name: str) -> dict[str, float]:
 
 
 class TrainedStudent(Method):
-    """A one-step student exported by training (RUN_DIR/export); knobs (e.g. CTSR's t) come from the name."""
+    """A one-step student exported by training (RUN_DIR/export); knobs (e.g. CTSR's t) come from the name. It runs by
+    its recipe's inference policy (whole image or tiles, VAE tiling), which its fingerprint, and so its rows, carry."""
 
     def __init__(self, name: str, run_dir: Path, device: str = "cpu", tile: int = 0):
         from srdistill.training.export import CONFIG_NAME, EXPORT_DIR, WEIGHTS_NAME
@@ -170,9 +172,17 @@ class TrainedStudent(Method):
         self._student = None
 
     @property
+    def inference(self) -> InferencePolicy:
+        """The recipe's inference policy as exported (a `--tile` given to evaluate replaces its tile size)."""
+        from srdistill.training.export import inference_policy
+
+        policy = inference_policy(self.run_dir)
+        return policy.with_tile(self.tile) if self.tile else policy
+
+    @property
     def fingerprint(self) -> str:
         knobs = "".join(f";{k}={v}" for k, v in sorted(self.knobs.items()))
-        return "student-" + file_fingerprint(self._weights) + knobs
+        return "student-" + file_fingerprint(self._weights) + knobs + ";" + self.inference.fingerprint
 
     def _load(self):
         if self._student is None:
@@ -184,15 +194,18 @@ class TrainedStudent(Method):
 
     @torch.no_grad()
     def upscale(self, lr: np.ndarray) -> np.ndarray:
-        student = self._load()
+        student, policy = self._load(), self.inference
+        apply_vae_tiling(student.module, policy)
 
         def padded(x: torch.Tensor) -> torch.Tensor:
             h, w = x.shape[-2:]
             x = torch.nn.functional.pad(x, (0, -w % STUDENT_MULTIPLE, 0, -h % STUDENT_MULTIPLE), mode="replicate")
             return student(x, **self.knobs)[..., : h * student.scale, : w * student.scale]
 
-        out = tiled_forward(padded, to_input(lr, self.device), student.scale, tile=self.tile, border_pad=0)
-        return to_uint8(out)
+        x = to_input(lr, self.device)
+        if policy.tile == 0:
+            return to_uint8(padded(x))
+        return to_uint8(tiled_forward(padded, x, student.scale, tile=policy.tile, overlap=policy.overlap, border_pad=0))
 
 
 class ExternalOutputs(Method):

@@ -22,6 +22,7 @@ from torch import nn
 from srdistill.core.errors import UserError
 from srdistill.training import losses
 from srdistill.training.components.latent_codec import LatentCodec
+from srdistill.training.inference_policy import InferencePolicy
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,10 @@ class Recipe(nn.Module, metaclass=abc.ABCMeta):
     - ``CHOICES``: the settings that name one of a fixed set, each a ``Choice`` (checked before any work);
     - ``POSITION``: its place in the docs' tables (the recipe table, the parameter counts), 1 = first;
     - ``PAPER_COUNTS``: every parameter count its paper states, (what, where it says it), for the counts table;
-    - ``TEST_SETTINGS``: small overrides that build it fast on the ``tiny`` preset (the generic tests use them).
+    - ``TEST_SETTINGS``: small overrides that build it fast on the ``tiny`` preset (the generic tests use them);
+    - ``INFERENCE``: how its student runs on images of any size (tiles, overlap, VAE tiling), per paper or release;
+    - ``PRECISION``: which networks run under the trainer's bf16 autocast ("autocast") and which always in "float32"
+      (default: every network under autocast).
     """
 
     name: ClassVar[str]
@@ -56,6 +60,8 @@ class Recipe(nn.Module, metaclass=abc.ABCMeta):
     POSITION: ClassVar[int]
     PAPER_COUNTS: ClassVar[list[tuple[str, str]]] = []
     TEST_SETTINGS: ClassVar[dict] = {}
+    INFERENCE: ClassVar[InferencePolicy]
+    PRECISION: ClassVar[dict[str, str]] = {"every network": "autocast"}
     scale: int = 4
     # The one-step student(s): kept out of the module tree (they share the recipe's modules, so registering
     # them would duplicate parameter names) but moved with it by ``_apply``; ``student()`` returns the first.
@@ -129,7 +135,8 @@ class Recipe(nn.Module, metaclass=abc.ABCMeta):
         return self
 
     def export_config(self) -> dict:
-        return {"recipe": self.name, "components": self.components, "cfg": copy.deepcopy(self.cfg), "scale": self.scale}
+        return {"recipe": self.name, "components": self.components, "cfg": copy.deepcopy(self.cfg), "scale": self.scale,
+                "inference": self.INFERENCE.to_dict()}
 
     def substitute(self, note: str, loud: bool = True) -> None:
         """Record (and, when ``loud``, log as a warning) a departure from the paper forced by missing components."""

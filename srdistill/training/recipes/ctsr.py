@@ -46,6 +46,7 @@ from srdistill.training.components.lora import (
     lora_parameters,
     randomize_adapter,
 )
+from srdistill.training.inference_policy import TOOL_OVERLAP, InferencePolicy
 from srdistill.training.components.perceptual import build_lpips
 from srdistill.training.components.presets import is_preset
 from srdistill.training.components.roles import need
@@ -116,8 +117,9 @@ class CTSRStudent(OneStepEpsStudent):
 
 
 def resshift_step(t: torch.Tensor, train_steps: int, steps: int) -> torch.Tensor:
-    """The ResShift step (0-based) whose noise level matches DDPM timestep t: the same fraction of each chain,
-    floor(t steps / train_steps), so t in [0, 1000) covers ResShift's 15 steps evenly."""
+    """The ResShift step (0-based) at the same fraction of its chain as DDPM timestep t: floor(t steps /
+    train_steps), so t in [0, 1000) covers ResShift's 15 steps evenly. It does not match noise levels (the two
+    chains' noise-to-signal ratios differ at the same fraction); ctsr.yaml lists the choice."""
     return (t.float() / train_steps * steps).long().clamp(0, steps - 1)
 
 
@@ -187,6 +189,12 @@ class CTSRRecipe(Recipe):
     }
     CHOICES: ClassVar[dict[str, Choice]] = {"lpips_net": LPIPS_NET}
     POSITION = 3
+    # Sec. 5.1: "for images larger than 512x512, we use patch splitting and apply VAE tiling"; 512 is the models'
+    # input, the x4 bicubic upsampling of the LR (OSEDiff's pipeline), so 128 LR px. Overlap and blending unstated.
+    INFERENCE = InferencePolicy(512 // 4, TOOL_OVERLAP, "crop", True,
+                                "CTSR Sec. 5.1: patch splitting at 512x512 model input (128 LR px at x4) with VAE tiling "
+                                "(diffusers AutoencoderKL tiling, its defaults); overlap and blending unspecified: the "
+                                f"tool's {TOOL_OVERLAP} LR px context, each tile keeping its own area")
     PAPER_COUNTS: ClassVar[list[tuple[str, str]]] = [("total 1775 M / trainable 8.5 M", "Table 8")]
     TEST_SETTINGS: ClassVar[dict] = {"lpips_net": "alex", "stage1_steps": 1}
 
@@ -288,7 +296,9 @@ class CTSRRecipe(Recipe):
         x0 = self.codec.decode(z0_s)
         abar = self.alphas_cumprod[t]
         z_t = losses.forward_diffuse(z0, abar, noise)
-        z_t_s = losses.forward_diffuse(z0_s, abar, noise)
+        # Eq. 2-3: z_t and z_t^s are both "the latent codes of x_GT and the SR result x_0 obtained via VAE encoder E",
+        # so the student's state is E(D(z0_s)) like the GT's E(x_GT) and like what T_f's bridge reads back.
+        z_t_s = losses.forward_diffuse(self.encode_plain(x0), abar, noise)
         l2 = F.mse_loss(x0 * 2 - 1, hr * 2 - 1)
         lp = self.lpips(x0, hr).mean()
         rec = c["lambda_l2"] * l2 + c["lambda_lpips"] * lp  # Eq. 1

@@ -32,6 +32,7 @@ from srdistill.training.components.lora import (
     add_lora,
     lora_parameters,
 )
+from srdistill.training.inference_policy import unspecified
 from srdistill.training.components.perceptual import build_dists
 from srdistill.training.components.roles import has_role
 from srdistill.training.recipes.base import (
@@ -96,6 +97,7 @@ class D3SRRecipe(Recipe):
     CHOICES: ClassVar[dict[str, Choice]] = {
         "discriminator": Choice(lambda: ["sdxl", "sd21"], "sdxl (the paper's) or sd21 (D3SR's Table 6 ablation)")}
     POSITION = 2
+    INFERENCE = unspecified("D3SR Sec. 4.1 evaluates whole images but does not say whether the network tiles them")
     PAPER_COUNTS: ClassVar[list[tuple[str, str]]] = [("total at inference 966.3 M", "Table 4")]
     TEST_SETTINGS: ClassVar[dict] = {"lora_rank": 4, "lora_alpha": 4, "disc_lora_rank": 4, "disc_lora_alpha": 4}
 

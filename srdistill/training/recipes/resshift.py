@@ -18,6 +18,8 @@ distils and VPD-SR "follows SinSR" in using):
 """
 from __future__ import annotations
 
+import contextlib
+
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,8 +120,17 @@ class ResShiftDiffusion(nn.Module):
         return self.predict_x0(x, lq, 0)
 
 
+def float32(x: torch.Tensor):
+    """Run the block in float32 whatever autocast the caller set (bf16 rounding moves the VQ codebook argmin over
+    8192 codes and the teacher's 15-step targets away from what fp32 evaluation computes)."""
+    if not torch.amp.is_autocast_available(x.device.type):   # e.g. meta tensors: no autocast to turn off
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=x.device.type, enabled=False)
+
+
 class ResShiftCodec(nn.Module):
-    """Images in [0, 1] <-> the VQ-f4 latent, as ResShift feeds its chain (see the module docstring)."""
+    """Images in [0, 1] <-> the VQ-f4 latent, as ResShift feeds its chain (see the module docstring); always in
+    float32, under any autocast."""
 
     def __init__(self, vq: VQAutoencoder, scale: int = 4):
         super().__init__()
@@ -132,14 +143,17 @@ class ResShiftCodec(nn.Module):
         return lr01 * 2 - 1
 
     def encode(self, x01: torch.Tensor) -> torch.Tensor:
-        return self.vq.encode(x01 * 2 - 1)
+        with float32(x01):
+            return self.vq.encode(x01.float() * 2 - 1)
 
     def encode_lr(self, lr01: torch.Tensor) -> torch.Tensor:
         """y = E(bicubic x4 of the LR in [-1, 1]); no clamp after the bicubic, as the official code."""
-        return self.vq.encode(F.interpolate(self.lq(lr01), scale_factor=self.scale, mode="bicubic"))
+        with float32(lr01):
+            return self.vq.encode(F.interpolate(self.lq(lr01.float()), scale_factor=self.scale, mode="bicubic"))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return (self.vq.decode(z).clamp(-1, 1) + 1) / 2
+        with float32(z):
+            return (self.vq.decode(z.float()).clamp(-1, 1) + 1) / 2
 
 
 class ResShiftTeacher(nn.Module):

@@ -39,6 +39,7 @@ from srdistill.training.components.open_clip_encoders import (
     clip_embed_dim,
     clip_normalize,
 )
+from srdistill.training.inference_policy import InferencePolicy
 from srdistill.training.components.perceptual import build_lpips, lpips_features
 from srdistill.training.components.presets import is_preset
 from srdistill.training.components.qwen_vl import build_vlm
@@ -203,6 +204,11 @@ class StrSRRecipe(Recipe):
         "lpips_net": LPIPS_NET,
     }
     POSITION = 1
+    # The release's test_zimage.sh / test_flux.sh: --tile 1024 --overlap 64 on the x4 bicubic image (infer_tiled).
+    INFERENCE = InferencePolicy(1024 // 4, 64 // 4, "crop", False,
+                                "StrSR release (test_zimage.sh, test_flux.sh: --tile 1024 --overlap 64 on the x4 "
+                                "bicubic image, no VAE tiling): 256 LR px tiles with 16 LR px of context; the release "
+                                "blends overlapping tiles with a Hann window, here each tile keeps its own area")
     PAPER_COUNTS: ClassVar[list[tuple[str, str]]] = [
         ("base generator 6000 M (Z-Image-Turbo; also FLUX.2 [klein] 4B)", "Sec. 4, Implementation Details")]
     # smaller than the paper's only where they cost CPU time: ranks, LPIPS backbone, FDL slices, stage length

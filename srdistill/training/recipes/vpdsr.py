@@ -23,6 +23,7 @@ from srdistill.training.components.open_clip_encoders import (
     build_open_clip,
     clip_normalize,
 )
+from srdistill.training.inference_policy import unspecified
 from srdistill.training.recipes.base import Choice, Recipe, frozen_params
 from srdistill.training.recipes.resshift import (
     ResShiftCodec,
@@ -30,6 +31,7 @@ from srdistill.training.recipes.resshift import (
     ResShiftDiffusion,
     ResShiftSchedule,
     build_resshift,
+    float32,
 )
 
 
@@ -96,6 +98,12 @@ class VPDSRRecipe(Recipe):
     CHOICES: ClassVar[dict[str, Choice]] = {"wavelet": Choice(
         _wavelets, "a discrete wavelet of pywt (haar, db2, sym4, ...: pywt.wavelist(kind='discrete'))")}
     POSITION = 4
+    INFERENCE = unspecified("VPD-SR gives no inference size or tiling")
+    # Which networks may run under the trainer's bf16 autocast (VPD-SR and SinSR give no precision; ResShift's
+    # sampler runs its VQ autoencoder in fp16, which this keeps in fp32 as the evaluation does).
+    PRECISION: ClassVar[dict[str, str]] = {
+        "teacher (ResShift, T-step targets)": "float32", "VQ-f4 autoencoder (encode, codebook argmin, decode)": "float32",
+        "student": "autocast", "CLIP image tower": "autocast", "patch discriminator": "autocast"}
     PAPER_COUNTS: ClassVar[list[tuple[str, str]]] = [("trainable 118.59 M", "Tables I and IV")]
     TEST_SETTINGS: ClassVar[dict] = {"resshift_steps": 4}
 
@@ -133,7 +141,8 @@ class VPDSRRecipe(Recipe):
         with torch.no_grad():
             z_y, lq = self.codec.encode_lr(lr), self.codec.lq(lr)
             noise = torch.randn_like(z_y)
-            z_tch = self.teacher.sample(z_y, lq, noise)
+            with float32(z_y):
+                z_tch = self.teacher.sample(z_y, lq.float(), noise)
             v_gt = self._embed(hr)
         z_stu = s.predict_latent(z_y, lq, noise)
         distill = F.mse_loss(z_stu, z_tch)
