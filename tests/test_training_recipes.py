@@ -14,6 +14,7 @@ import torch
 import yaml
 
 from helpers.docs import RECIPE_TABLE_PAGE
+from srdistill.evaluate.reported import load_reported
 from srdistill.core.errors import UserError
 from srdistill.training.config import packaged_recipes
 from srdistill.training.components.qwen_vl import build_vlm
@@ -106,6 +107,8 @@ def test_every_recipe_declares_the_registry_contract():
     assert positions == sorted(positions) and len(set(positions)) == len(positions)
     for name, cls in RECIPES.items():
         assert cls.name == name and cls.PAPER_COUNTS, name
+        # its paper is one the reported numbers hold, so its runs are paired with their published rows
+        assert cls.PAPER in set(load_reported()["paper"]), (name, cls.PAPER)
         assert set(cls.TEST_SETTINGS) <= set(cls.DEFAULTS), name
         assert set(cls.CHOICES) <= set(cls.DEFAULTS), name
         for key, choice in cls.CHOICES.items():   # the paper's value is one the check allows

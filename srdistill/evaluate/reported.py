@@ -56,7 +56,6 @@ VARIANT_TABLES = {
 # Our runnable methods -> the reported ids they are a reproduction of; trained students go by their recipe's paper
 # and the `setting` of its rows.
 BUILTIN_COUNTERPARTS = {"realesrgan-x4plus": ["Real-ESRGAN"], "realesrgan-x4plus-torch": ["Real-ESRGAN"]}
-RECIPE_PAPERS = {"d3sr": "D3SR", "ctsr": "CTSR", "strsr": "StrSR", "vpdsr": "VPD-SR"}
 RECIPE_PREFIX = "recipe."
 
 
@@ -162,9 +161,11 @@ def counterparts(method) -> list[str]:
         return list(BUILTIN_COUNTERPARTS[method.name])
     run_dir = getattr(method, "run_dir", None)
     run = run_settings(run_dir, getattr(method, "knobs", {})) if run_dir is not None else None
-    if run is None or run[0] not in RECIPE_PAPERS:
+    from srdistill.training.recipes.registry import RECIPES
+
+    if run is None or run[0] not in RECIPES:
         return []
     recipe, cfg, knobs = run
     rep = load_reported()
-    rows = rep[rep["paper"] == RECIPE_PAPERS[recipe]][["method", "setting"]].drop_duplicates()
+    rows = rep[rep["paper"] == RECIPES[recipe].PAPER][["method", "setting"]].drop_duplicates()
     return sorted({r.method for r in rows.itertuples(index=False) if setting_holds(r.setting, cfg, knobs)})

@@ -46,6 +46,7 @@ class Recipe(nn.Module, metaclass=abc.ABCMeta):
     - ``name``: the recipe's name (``train --recipe NAME``; its YAML is ``NAME.yaml`` beside the module);
     - ``DEFAULTS``: every setting with the paper's value (a run's ``recipe:`` section may set only these);
     - ``CHOICES``: the settings that name one of a fixed set, each a ``Choice`` (checked before any work);
+    - ``PAPER``: its paper as the reported numbers name it (the `paper` column of evaluate/data/reported.csv);
     - ``POSITION``: its place in the docs' tables (the recipe table, the parameter counts), 1 = first;
     - ``PAPER_COUNTS``: every parameter count its paper states, (what, where it says it), for the counts table;
     - ``TEST_SETTINGS``: small overrides that build it fast on the ``tiny`` preset (the generic tests use them);
@@ -57,6 +58,7 @@ class Recipe(nn.Module, metaclass=abc.ABCMeta):
     name: ClassVar[str]
     DEFAULTS: ClassVar[dict] = {}
     CHOICES: ClassVar[dict[str, Choice]] = {}
+    PAPER: ClassVar[str]
     POSITION: ClassVar[int]
     PAPER_COUNTS: ClassVar[list[tuple[str, str]]] = []
     TEST_SETTINGS: ClassVar[dict] = {}

@@ -188,6 +188,7 @@ class CTSRRecipe(Recipe):
         "lpips_net": "vgg", "resshift_steps": 15, "resshift_kappa": 2.0,
     }
     CHOICES: ClassVar[dict[str, Choice]] = {"lpips_net": LPIPS_NET}
+    PAPER = "CTSR"
     POSITION = 3
     # Sec. 5.1: "for images larger than 512x512, we use patch splitting and apply VAE tiling"; 512 is the models'
     # input, the x4 bicubic upsampling of the LR (OSEDiff's pipeline), so 128 LR px. Overlap and blending unstated.

@@ -96,6 +96,7 @@ class D3SRRecipe(Recipe):
     }
     CHOICES: ClassVar[dict[str, Choice]] = {
         "discriminator": Choice(lambda: ["sdxl", "sd21"], "sdxl (the paper's) or sd21 (D3SR's Table 6 ablation)")}
+    PAPER = "D3SR"
     POSITION = 2
     INFERENCE = unspecified("D3SR Sec. 4.1 evaluates whole images but does not say whether the network tiles them")
     PAPER_COUNTS: ClassVar[list[tuple[str, str]]] = [("total at inference 966.3 M", "Table 4")]

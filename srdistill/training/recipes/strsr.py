@@ -203,6 +203,7 @@ class StrSRRecipe(Recipe):
                        "zimage (the paper's Z-Image-Turbo), flux2 (its FLUX.2 [klein] 4B) or sd3 (a stand-in)"),
         "lpips_net": LPIPS_NET,
     }
+    PAPER = "StrSR"
     POSITION = 1
     # The release's test_zimage.sh / test_flux.sh: --tile 1024 --overlap 64 on the x4 bicubic image (infer_tiled).
     INFERENCE = InferencePolicy(1024 // 4, 64 // 4, "crop", False,

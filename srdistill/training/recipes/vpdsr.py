@@ -97,6 +97,7 @@ class VPDSRRecipe(Recipe):
     }
     CHOICES: ClassVar[dict[str, Choice]] = {"wavelet": Choice(
         _wavelets, "a discrete wavelet of pywt (haar, db2, sym4, ...: pywt.wavelist(kind='discrete'))")}
+    PAPER = "VPD-SR"
     POSITION = 4
     INFERENCE = unspecified("VPD-SR gives no inference size or tiling")
     # Which networks may run under the trainer's bf16 autocast (VPD-SR and SinSR give no precision; ResShift's
