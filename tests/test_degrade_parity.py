@@ -359,8 +359,9 @@ def test_noise_op_matches_reference_in_each_branch(ref, op, strength, gray):
     patch: the noise per channel, the clipped fractions and the correlation between channels agree with the
     reference's in distribution.
 
-    KS (two-sample, p > P_MIN / 6 each) on each channel's output - input, over the image and over the patch; clipped fractions within 3 binomial standard
-    errors of each other; channel correlation of the added noise (1 for gray, about 0 for colour) within 0.05."""
+    KS (two-sample, p > P_MIN / 6 each) on each channel's output - input, over the image and over the patch;
+    clipped fractions within 3 binomial standard errors of each other; channel correlation of the added noise
+    (1 for gray, about 0 for colour) within 0.05 of the reference's."""
     img = ops.to_float(data.astronaut()[:192, :192])
     img[:40] = 0.0
     img[40:80] = 1.0
