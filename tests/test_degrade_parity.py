@@ -284,6 +284,153 @@ def test_kernel_sampling_matches_the_reference_dataset(ref):
             assert stats.ks_2samp(sa[:, i], sb[:, i]).pvalue > P_MIN, (name, what)
 
 
+# ------------------------------------------------------------------ per op and branch, through the op table
+# Each op of the realesrgan / realesrgan-libjpeg presets as the pipeline runs it (REGISTRY[...].apply on recorded
+# values), against the reference's own function in each branch that switches its code path.
+
+
+def _apply(name: str, img: np.ndarray, values: dict, hr_shape=(96, 128)) -> np.ndarray:
+    from srdistill.degrade.ops.opdef import REGISTRY, OpContext
+
+    return REGISTRY[name].apply(img, values, OpContext(scale=4, hr_shape=hr_shape))
+
+
+@pytest.mark.parametrize("p", KERNELS, ids=lambda p: f"{p['type']}{p['size']}")
+def test_blur_op_matches_filter2D_for_every_kernel_type(ref, photo, p):
+    """The blur op (separable for iso, 2-D otherwise) on each kernel type and a sinc of each omega range."""
+    img = ops.to_float(photo)
+    want = _n(ref.filter2D(_t(img), _padded21(_ref_kernel(ref, p))))
+    assert np.abs(_apply("blur", img, {"kernel": p}) - want).max() < 1e-5
+
+
+@pytest.mark.parametrize("size,omega", [(7, 1.1), (13, 2.9), (21, 1.05)])
+def test_final_sinc_op_matches_filter2D(ref, photo, size, omega):
+    img = ops.to_float(photo)
+    want = _n(ref.filter2D(_t(img), _padded21(ref.degradations.circular_lowpass_kernel(omega, size, pad_to=0))))
+    assert np.abs(_apply("sinc", img, {"size": size, "omega": omega}) - want).max() < 1e-5
+
+
+def test_final_sinc_off_is_the_reference_pulse(ref, photo):
+    """Without a sinc (p 0.2) srdistill runs no op; the reference filters with RealESRGANDataset's 21x21 pulse,
+    which must leave the image unchanged for the two to agree."""
+    img = ops.to_float(photo)
+    pulse = torch.zeros(21, 21)
+    pulse[10, 10] = 1
+    assert np.array_equal(_n(ref.filter2D(_t(img), pulse[None])), img)
+
+
+RESIZE_BRANCHES = [  # (relative_to, coords, scale): stage 1 up/down/keep, stage 2 up/down/keep, final to LR
+    ("input", "scale_factor", 1.37), ("input", "scale_factor", 0.41), ("input", "scale_factor", 1.0),
+    ("lr", "size", 1.13), ("lr", "size", 0.57), ("lr", "size", 1.0),
+]
+
+
+@pytest.mark.parametrize("mode", ["area", "bilinear", "bicubic"])
+@pytest.mark.parametrize("relative_to,coords,scale", RESIZE_BRANCHES,
+                         ids=lambda v: str(v))
+def test_resize_op_matches_feed_data_interpolate(relative_to, coords, scale, mode):
+    """Output size and values of the resize op as feed_data calls F.interpolate in each place: stage 1 by
+    scale_factor, stage 2 to size int(ori / 4 * s), the final resize to ori // 4 (the input is the stage's
+    current image, whose size differs from HR / 4)."""
+    hr = (204, 148)  # HR/4 = 51 x 37: int(51 * s) and round(51 * s) differ for the scales above
+    img = np.random.default_rng(2).random((83, 61, 3), dtype=np.float32)
+    if coords == "scale_factor":
+        want = F.interpolate(_t(img), scale_factor=scale, mode=mode)
+    elif scale == 1.0:
+        want = F.interpolate(_t(img), size=(hr[0] // 4, hr[1] // 4), mode=mode)
+    else:
+        want = F.interpolate(_t(img), size=(int(hr[0] / 4 * scale), int(hr[1] / 4 * scale)), mode=mode)
+    got = _apply("resize", img, {"scale": scale, "mode": mode, "relative_to": relative_to, "coords": coords}, hr)
+    assert got.shape == _n(want).shape
+    assert np.abs(got - _n(want)).max() < 5e-5
+
+
+def _noise_reference(ref, op: str, x: torch.Tensor, strength: float, gray: bool) -> torch.Tensor:
+    d = ref.degradations
+    if op == "gaussian_noise":  # feed_data's call: clip=True, rounds=False
+        return d.add_gaussian_noise_pt(x, sigma=strength, gray_noise=float(gray), clip=True, rounds=False)
+    return d.add_poisson_noise_pt(x, scale=strength, gray_noise=float(gray), clip=True, rounds=False)
+
+
+@pytest.mark.parametrize("gray", [False, True], ids=["colour", "gray"])
+@pytest.mark.parametrize("op,strength", [("gaussian_noise", 20.0), ("poisson_noise", 2.5)])
+def test_noise_op_matches_reference_in_each_branch(ref, op, strength, gray):
+    """The noise op on a photo with black and white areas (so the clamp to [0, 1] acts) and a saturated colour
+    patch: the noise per channel, the clipped fractions and the correlation between channels agree with the
+    reference's in distribution.
+
+    KS (two-sample, p > P_MIN / 6 each) on each channel's output - input, over the image and over the patch;
+    clipped fractions within 3 binomial standard errors of each other; channel correlation of the added noise
+    (1 for gray, about 0 for colour) within 0.05 of the reference's."""
+    img = ops.to_float(data.astronaut()[:192, :192])
+    img[:40] = 0.0
+    img[40:80] = 1.0
+    img[80:140] = (0.1, 0.1, 0.9)  # a saturated colour: gray noise's strength follows the gray weights here
+    key = "sigma" if op == "gaussian_noise" else "scale"
+    got = _apply(op, img, {key: strength, "gray": gray, "seed": 11})
+    torch.manual_seed(3)
+    with torch.no_grad():
+        want = _n(_noise_reference(ref, op, _t(img), strength, gray))
+    # Poisson noise on the flat areas is discrete; rounded to 1e-5 so that an atom both put at k / vals - level / 255
+    # sits on one value despite float32 vs float64 arithmetic (KS would count the offset as the atom's mass).
+    d_got, d_want = np.round(got - img, 5), np.round(want - img, 5)
+    p_min = P_MIN / 6  # Bonferroni over the six KS tests: the test as a whole keeps the 1% bar
+    for c in range(3):
+        assert stats.ks_2samp(d_got[..., c].ravel()[::5], d_want[..., c].ravel()[::5]).pvalue > p_min, c
+        assert stats.ks_2samp(d_got[80:140, :, c].ravel(), d_want[80:140, :, c].ravel()).pvalue > p_min, ("patch", c)
+    n = got.size
+    for edge in (0.0, 1.0):
+        fa, fb = np.mean(got == edge), np.mean(want == edge)
+        assert abs(fa - fb) <= 3 * math.sqrt(fb * (1 - fb) / n * 2) + 1e-4, (edge, fa, fb)
+    inside = ((got > 0) & (got < 1)).all(axis=-1) & ((want > 0) & (want < 1)).all(axis=-1)
+    inside[:140] = False
+    def corr(out):
+        d = (out - img)[inside]
+        return np.corrcoef(d[:, 0], d[:, 1])[0, 1]
+    assert abs(corr(got) - corr(want)) < 0.05
+    assert abs(corr(got) - (1.0 if gray else 0.0)) < 0.1
+
+
+@pytest.mark.parametrize("quality", [30.0, 49.9, 50.0, 63.3, 95.0])
+def test_diffjpeg_op_clamps_before_coding_as_feed_data(ref, quality):
+    """The final JPEG may follow the sinc filter or a bicubic resize, which overshoot [0, 1]: the op must code
+    the clamped image, as feed_data's torch.clamp before self.jpeger does (values from the factor's two
+    branches, q < 50 and q >= 50, and their boundary)."""
+    x = data.coffee()[:72, :104].astype(np.float32) / 255
+    x = (x - 0.5) * 1.4 + 0.5  # about 30% of the values outside [0, 1]
+    with torch.no_grad():
+        want = _n(ref.DiffJPEG(differentiable=False)(torch.clamp(_t(x), 0, 1), quality=torch.tensor([quality])))
+    got = _apply("jpeg", x, {"quality": quality, "codec": "diffjpeg"})
+    d = np.abs(got - want)
+    assert np.mean(d > 1e-5) <= 16 * 16 * 3 / d.size and np.median(d) < 1e-6, d.max()
+
+
+@pytest.mark.parametrize("quality", [30, 47, 50, 71, 95])
+@pytest.mark.parametrize("shape", [(64, 96), (57, 83)], ids=["x16", "odd"])
+def test_libjpeg_op_matches_add_jpg_compression(ref, quality, shape):
+    """realesrgan-libjpeg's codec against basicsr's OpenCV JPEG (add_jpg_compression, BGR in and out) at the
+    integer qualities that preset draws: the same bytes, on an input overshooting [0, 1] (both clip first)."""
+    h, w = shape
+    x = data.chelsea()[:h, :w].astype(np.float32) / 255
+    x = (x - 0.5) * 1.3 + 0.5
+    want = ref.degradations.add_jpg_compression(np.ascontiguousarray(x[..., ::-1]), quality)[..., ::-1]
+    got = _apply("jpeg", x, {"quality": float(quality), "codec": "libjpeg"})
+    assert np.array_equal(got, want)
+
+
+def test_final_quantize_matches_feed_data_clamp_and_round():
+    """feed_data ends with torch.clamp((out * 255).round(), 0, 255): ties to even, clamped on both sides; the
+    values include exact ties (float32 x * 255 == k + 0.5) and overshoots."""
+    rng = np.random.default_rng(4)
+    ties = np.float32(np.arange(256) + 0.5) / np.float32(255)
+    ties = ties[(ties * np.float32(255)) % 1 == 0.5]
+    x = np.concatenate([ties, rng.uniform(-0.3, 1.3, 5000).astype(np.float32)])
+    x = np.resize(x, (len(x) // 3, 3))[None]
+    want = torch.clamp((_t(x) * 255.0).round(), 0, 255)
+    assert len(ties) > 100
+    assert np.array_equal(ops.quantize(x).astype(np.float32), _n(want))
+
+
 # ------------------------------------------------------------------ the whole chain, noise off
 
 
