@@ -273,8 +273,9 @@ def run_units(task: Callable, units: Sequence[Unit], *, shared: tuple = (), work
               num_gpus: float = 0, runtime_env: dict | None = None) -> UnitRun:
     """Run `task(*shared, *u.args, report=...)` for every unit on Ray and return the results by unit name.
 
-    A run that needs no cluster (see the module docstring) runs here, with the same results and callbacks. Else joins the Ray this process is connected to, else `address`, else an embedded cluster (shut down again at
-    the end). The units run on `workers` runner actors (no more than there are units), each with one unit running
+    A run that needs no cluster (see the module docstring) runs here, with the same results and callbacks, under
+    this process's devices and environment. Else joins the Ray this process is connected to, else `address`,
+    else an embedded cluster (shut down again at the end). The units run on `workers` runner actors (no more than there are units), each with one unit running
     and one queued; a runner whose process or node is lost is replaced, and its units are re-run, each up to
     `max_retries` times. `on_done(unit, result)` runs in this process as each unit finishes; an exception
     it raises stops the run. A task's own exception reaches the caller as itself (the Ray wrapper is its cause)
