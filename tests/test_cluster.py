@@ -149,7 +149,8 @@ def test_joining_by_address_without_the_token_says_what_to_set(ray_cluster, tmp_
 
 
 def test_a_full_disk_is_one_sentence_and_keeps_the_finished_shards(ray_cluster, tmp_path):
-    """A real ENOSPC: the CLI writes into a 200 KiB tmpfs (in a private mount namespace), room for two shards."""
+    """A real ENOSPC: the CLI writes into a 200 KiB tmpfs (in a private mount namespace), room for two shards. With
+    one worker the CLI runs its units in its own process; the resume runs on the session's cluster."""
     if shutil.which("unshare") is None or subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode:
         pytest.skip("needs `unshare -rm` (user and mount namespaces) to mount a small tmpfs")
     src = good_folder(tmp_path / "src", n=6, size=160)

@@ -9,6 +9,10 @@ each finished unit's result to the caller as it arrives, so the caller can recor
 from those records). Each unit must write its own output atomically: a retried or resumed unit then gives the
 same result as one that ran once.
 
+A run that would start a cluster only to run its units one at a time (no `address`, no Ray joined yet, one
+worker or one unit) runs them in this process instead, in the same order and with the same callbacks, without
+importing Ray: starting an embedded cluster costs several seconds, more than a small run's work.
+
 On a multi-node cluster (`address`) every node must reach the unit's inputs and outputs (a shared folder or
 an fsspec URL such as s3://bucket/prefix): actors run wherever Ray places them.
 """
@@ -227,27 +231,66 @@ def _show_progress(bar, board, finished: int, running: set[str]):
     return board
 
 
+def _needs_cluster(units: Sequence[Unit], workers: int | None, address: str | None) -> bool:
+    """False when the run would start an embedded cluster for a single runner; a Ray this process already
+    joined (a caller's cluster, a test session's) is used as it is."""
+    if address and address != "local":
+        return True
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        return True
+    return workers != 1 and len(units) != 1
+
+
+def _run_here(task: Callable, units: Sequence[Unit], shared: tuple, progress: bool, desc: str, unit: str,
+              on_done: Callable[[Unit, Any], None] | None) -> UnitRun:
+    """The units one after another in this process; a task's exception reaches the caller as itself (there is no
+    worker process to lose, so nothing is retried)."""
+    from tqdm import tqdm
+
+    results: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    bar = tqdm(total=sum(u.size for u in units), unit=unit, desc=desc, disable=not progress, dynamic_ncols=True)
+    finished = 0
+
+    def report(n: int) -> None:
+        if finished + n > bar.n:
+            bar.update(finished + n - bar.n)
+
+    for u in units:
+        results[u.name] = task(*shared, *u.args, report=report)
+        finished += u.size
+        report(0)
+        if on_done is not None:
+            on_done(u, results[u.name])
+    bar.close()
+    return UnitRun(results, time.perf_counter() - t0, 1)
+
+
 def run_units(task: Callable, units: Sequence[Unit], *, shared: tuple = (), workers: int | None = None,
               address: str | None = None, progress: bool = True, desc: str = "", unit: str = "it",
               on_done: Callable[[Unit, Any], None] | None = None, max_retries: int = 3,
               num_gpus: float = 0, runtime_env: dict | None = None) -> UnitRun:
     """Run `task(*shared, *u.args, report=...)` for every unit on Ray and return the results by unit name.
 
-    Joins the Ray this process is connected to, else `address`, else an embedded cluster (shut down again at
-    the end). The units run on `workers` runner actors (no more than there are units), each with one unit running
+    A run that needs no cluster (see the module docstring) runs here, with the same results and callbacks, under
+    this process's devices and environment. Else joins the Ray this process is connected to, else `address`,
+    else an embedded cluster (shut down again at the end). The units run on `workers` runner actors (no more than there are units), each with one unit running
     and one queued; a runner whose process or node is lost is replaced, and its units are re-run, each up to
     `max_retries` times. `on_done(unit, result)` runs in this process as each unit finishes; an exception
     it raises stops the run. A task's own exception reaches the caller as itself (the Ray wrapper is its cause)
     after the runners are stopped. Each runner holds one CPU and `num_gpus` GPUs, and runs under
     `runtime_env` (e.g. {"env_vars": {...}}: settings every worker must see, on any node).
     """
+    names = [u.name for u in units]
+    if len(set(names)) != len(names):
+        raise ValueError("unit names must be unique")
+    if not _needs_cluster(units, workers, address):
+        return _run_here(task, units, shared, progress, desc, unit, on_done)
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
     from tqdm import tqdm
 
-    names = [u.name for u in units]
-    if len(set(names)) != len(names):
-        raise ValueError("unit names must be unique")
     started, slots = connect(workers, address)
     slots = max(1, min(slots, len(units)))  # a runner per unit at most: each is a process to start
     runners = _runner_pool(slots, num_gpus, runtime_env)
