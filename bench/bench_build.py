@@ -41,33 +41,47 @@ import psutil
 from srdistill.degrade.build.builder import build
 
 
-class WorkerMemory:
-    """Samples the RSS of this build's Ray worker processes (descendants of this process titled "ray::...")."""
+class _ProcessTreePoller:
+    """Calls `sample(proc)` on each descendant of this process every `interval` s, in a thread, while in `with`."""
 
-    def __init__(self, interval: float = 0.1) -> None:
-        self.interval, self.peak, self.pids = interval, 0, set()
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self, proc: psutil.Process) -> None:
+        raise NotImplementedError
 
     def _run(self) -> None:
         me = psutil.Process()
         while not self._stop.is_set():
             for proc in me.children(recursive=True):
                 try:
-                    if proc.name().startswith("ray::") or " ".join(proc.cmdline()).startswith("ray::"):
-                        self.pids.add(proc.pid)
-                        self.peak = max(self.peak, proc.memory_info().rss)
+                    self.sample(proc)
                 except psutil.Error:
                     continue
             self._stop.wait(self.interval)
 
-    def __enter__(self) -> "WorkerMemory":
+    def __enter__(self):
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+
+
+class WorkerMemory(_ProcessTreePoller):
+    """Samples the RSS of this build's Ray worker processes (descendants of this process titled "ray::...")."""
+
+    def __init__(self, interval: float = 0.1) -> None:
+        super().__init__(interval)
+        self.peak, self.pids = 0, set()
+
+    def sample(self, proc: psutil.Process) -> None:
+        if proc.name().startswith("ray::") or " ".join(proc.cmdline()).startswith("ray::"):
+            self.pids.add(proc.pid)
+            self.peak = max(self.peak, proc.memory_info().rss)
 
 
 def _warm(workers: int) -> None:
@@ -164,33 +178,17 @@ def profile(crop: int, crops_per_image: int, preset: str, seed: int = 0) -> tupl
     return dict(stages), len(jobs)
 
 
-class TreeCPU:
+class TreeCPU(_ProcessTreePoller):
     """CPU seconds of this process's descendants (Ray's processes and workers), from the last sample of each
     (every `interval` s, so up to that much of a process's last moments is missed)."""
 
     def __init__(self, interval: float = 0.05) -> None:
-        self.interval, self.seen = interval, {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        super().__init__(interval)
+        self.seen = {}
 
-    def _run(self) -> None:
-        me = psutil.Process()
-        while not self._stop.is_set():
-            for proc in me.children(recursive=True):
-                try:
-                    t = proc.cpu_times()
-                    self.seen[(proc.pid, proc.create_time())] = t.user + t.system
-                except psutil.Error:
-                    continue
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> "TreeCPU":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
+    def sample(self, proc: psutil.Process) -> None:
+        t = proc.cpu_times()
+        self.seen[(proc.pid, proc.create_time())] = t.user + t.system
 
     @property
     def seconds(self) -> float:
@@ -198,8 +196,9 @@ class TreeCPU:
 
 
 def _timed_build(crop: int, crops_per_image: int, preset: str) -> dict:
-    """One whole 1-worker `degrade build` of the sample, its embedded Ray start and stop included: CPU seconds of
-    this process and every process it started, of the shard tasks alone, wall seconds, samples."""
+    """One whole 1-worker `degrade build` of the sample (since a one-worker local build needs no cluster, it runs
+    in this process, without Ray): CPU seconds of this process and every process it started, of the shard tasks
+    alone, wall seconds, samples."""
     with tempfile.TemporaryDirectory(prefix="bench-build-") as out, TreeCPU() as tree:
         t, c = time.perf_counter(), time.process_time()
         summary = build("sample", out, preset, crop=crop, crops_per_image=crops_per_image, shard_samples=16,
@@ -211,7 +210,7 @@ def _timed_build(crop: int, crops_per_image: int, preset: str) -> dict:
 
 def build_rate(crop: int, small: int, big: int, preset: str, repeat: int) -> dict:
     """A 1-worker build, the cheapest of `repeat`: images per CPU-second of the shard tasks (the steady state),
-    the rest of its CPU (Ray start and stop, driver), and the wall-clock rate from the difference of a big and
+    the rest of its CPU (start-up, driver), and the wall-clock rate from the difference of a big and
     a small build (start-up cancels; contention skews it)."""
     small_runs = [_timed_build(crop, small, preset) for _ in range(repeat)]
     big_runs = [_timed_build(crop, big, preset) for _ in range(repeat)]
