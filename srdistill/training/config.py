@@ -37,6 +37,7 @@ from typing import Any
 
 import yaml
 
+from srdistill.core import documents
 from srdistill.core.errors import UserError
 
 
@@ -114,10 +115,7 @@ def read_document(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"config file {path} does not exist.")
-    try:
-        doc = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise UserError(f"config file {path} is not valid YAML ({str(exc).splitlines()[0]}).") from exc
+    doc = documents.read_document(path, what="config file") or {}
     if not isinstance(doc, dict) or set(doc) - {"trainer", "recipe", "assumptions", "components"}:
         raise UserError(f"config file {path} must be a mapping with only `trainer:`, `recipe:`, `assumptions:` and "
                         f"`components:` sections.")

@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from srdistill.training.inference_policy import InferencePolicy
 from srdistill.training.run.checkpoint import cpu_tensors
 
+from srdistill.core.atomic import replace_folder
 from srdistill.core.errors import UserError
 
 EXPORT_DIR = "export"
@@ -60,13 +61,7 @@ def export_student(run_dir: str | Path, recipe, *, recipe_name: str, components:
         "fingerprint": file_fingerprint(tmp / WEIGHTS_NAME),
     }
     (tmp / CONFIG_NAME).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    old = run_dir / f".{EXPORT_DIR}.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
-    return final
+    return replace_folder(tmp, final)
 
 
 def student_knobs(module: torch.nn.Module) -> dict:
