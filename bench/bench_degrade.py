@@ -12,6 +12,9 @@ The reference side is RealESRGANDataset.__getitem__ (kernel sampling) + RealESRG
 
 `--per-op` times each op of the library (degrade/ops/library/) alone, in this process on one thread, with values
 drawn from its defaults (a spec of the one step `{op: NAME}`), on float32 crops.
+
+Every mode runs with the malloc thresholds a build's shard task sets (srdistill.core.allocator), the reference
+too; `--plain-allocator` keeps glibc's own, under which image-sized temporaries page-fault on every allocation.
 """
 
 from __future__ import annotations
@@ -192,7 +195,7 @@ def run_jpeg(sizes: list[int], repeat: int = 7, n: int = 20) -> list[tuple[int, 
 def _child(which: str, args) -> dict:
     cmd = [sys.executable, __file__, "--_worker", which, "--images", str(args.images),
            "--ref-images", str(args.ref_images), "--crop", str(args.crop), "--warmup", str(args.warmup),
-           "--seed", str(args.seed), "--preset", args.preset]
+           "--seed", str(args.seed), "--preset", args.preset] + (["--plain-allocator"] if args.plain_allocator else [])
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         last = (out.stderr.strip().splitlines() or ["no error output"])[-1]
@@ -219,8 +222,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ops", nargs="+", metavar="OP", help="with --per-op: only these ops")
     ap.add_argument("--jpeg", action="store_true",
                     help="instead: CPU ms of one JPEG round trip, DiffJPEG against libjpeg, at 128/256/320/512 px")
+    ap.add_argument("--plain-allocator", action="store_true",
+                    help="keep glibc's own malloc thresholds instead of those a build's shard task sets "
+                         "(srdistill.core.allocator; by default both sides run with them)")
     ap.add_argument("--_worker", choices=["ours", "reference"], help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if not args.plain_allocator:
+        from srdistill.core.allocator import keep_freed_memory
+
+        keep_freed_memory()
     if args.images < 1 or args.ref_images < 1 or args.crop < 16 or args.crop % 4:
         ap.error("--images and --ref-images must be >= 1 and --crop a multiple of 4 >= 16")
 

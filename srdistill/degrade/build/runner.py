@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from srdistill.core import allocator
 from srdistill.core.cluster import Unit, run_units
 from srdistill.degrade.build.plan import SampleJob
 from srdistill.core.storage import Storage
 from srdistill.degrade.build.writer import ShardRecord, write_shard
 from srdistill.core.errors import FULL_DEVICE, UserError
-
 
 
 def shard_task(url: str, options: dict, spec, seed: int, name: str, jobs: list[SampleJob], expected: dict | None, *,
@@ -23,6 +23,7 @@ def shard_task(url: str, options: dict, spec, seed: int, name: str, jobs: list[S
     import cv2
 
     cv2.setNumThreads(1)  # one core per runner: each holds one CPU
+    allocator.keep_freed_memory()
     storage = Storage(url, options)
     if (expected is not None and storage.exists(name) and storage.size(name) == expected["bytes"]
             and storage.sha256(name) == expected["sha256"]):
