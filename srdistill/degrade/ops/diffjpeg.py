@@ -128,11 +128,13 @@ def diffjpeg(img: np.ndarray, quality: float) -> np.ndarray:
     out = _code_blocks(blocks, [(planes[0], y_table), (planes[1], c_table), (planes[2], c_table)])
     out[ny:] -= np.float32(128.0)
 
-    # Back to pixels in one YCbCr image: Y block by block, each chroma sample repeated 2x2.
+    # Back to pixels in one YCbCr image: Y block by block; Cb, Cr as one half-size image whose samples OpenCV's
+    # nearest-neighbour resize repeats 2x2 (a copy, no arithmetic), moved into the image's chroma channels.
     ycc[..., 0].reshape(ph // 8, 8, pw // 8, 8)[...] = _blocks_back(out[planes[0]], ph // 8, pw // 8)
+    chroma = np.empty((ph // 2, pw // 2, 2), dtype=np.float32)
     for c in (1, 2):
-        chroma = _blocks_back(out[planes[c]], ph // 16, pw // 16)
-        ycc[..., c].reshape(ph // 16, 8, 2, pw // 16, 8, 2)[...] = chroma[:, :, None, :, :, None]
+        chroma[..., c - 1].reshape(ph // 16, 8, pw // 16, 8)[...] = _blocks_back(out[planes[c]], ph // 16, pw // 16)
+    cv2.mixChannels([cv2.resize(chroma, (pw, ph), interpolation=cv2.INTER_NEAREST)], [ycc], [0, 1, 1, 2])
     rgb = cv2.transform(ycc, _INVERSE)
     np.clip(rgb, 0.0, 255.0, out=rgb)
     return np.divide(rgb[:h, :w], np.float32(255.0))

@@ -51,16 +51,21 @@ def usm_sharpen(img: np.ndarray, radius: int, sigma: float, weight: float, thres
 
     soft_mask = blur(|img - blur(img)| * 255 > threshold); out = img + soft_mask * (clip(sharp) - img), which is
     the reference's soft_mask * sharp + (1 - soft_mask) * img rearranged. The 2-D Gaussian is separable, so it
-    runs as two 1-D passes.
+    runs as two 1-D passes. The element-wise steps work in two buffers: a 512x512 crop's temporaries cost
+    more in page faults than in arithmetic.
     """
     if radius % 2 == 0:
         radius += 1
     g = cv2.getGaussianKernel(radius, sigma)[:, 0]
     blur = filter_separable(img, g)
-    residual = img - blur
-    mask = (np.abs(residual) * np.float32(255.0) > np.float32(threshold)).astype(np.float32)
+    mask = cv2.absdiff(img, blur)
+    mask *= np.float32(255.0)
+    # THRESH_BINARY is `src > thresh ? 1 : 0` in float32, the same test as the reference's.
+    cv2.threshold(mask, float(np.float32(threshold)), 1.0, cv2.THRESH_BINARY, dst=mask)
     soft = filter_separable(mask, g)
-    sharp = img + np.float32(weight) * residual
+    sharp = np.subtract(img, blur, out=blur)
+    sharp *= np.float32(weight)
+    sharp += img
     np.clip(sharp, 0.0, 1.0, out=sharp)
     sharp -= img
     sharp *= soft
@@ -172,13 +177,23 @@ def add_gaussian_noise(img: np.ndarray, sigma: float, gray: bool, seed: int) -> 
 
 def _poisson_field(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Shot noise of the reference: levels = round(x*255); vals = 2^ceil(log2(#distinct levels));
-    noise = Poisson(levels/255 * vals) / vals - levels/255."""
-    levels = np.clip(np.rint(x * np.float32(255.0)), 0, 255).astype(np.uint8)
-    count = int(np.count_nonzero(np.bincount(levels.ravel(), minlength=256)))
+    noise = Poisson(levels/255 * vals) / vals - levels/255.
+
+    vals is a power of two, so levels / (255 / vals) is levels/255 * vals to the bit, and dividing the rate by
+    vals gives back levels/255 exactly: the same float64 values in one buffer, where the formula takes three.
+    """
+    levels = x * np.float32(255.0)
+    np.rint(levels, out=levels)
+    np.clip(levels, 0, 255, out=levels)
+    levels = levels.astype(np.uint8)
+    count = int(np.count_nonzero(cv2.calcHist([levels.reshape(-1, 1)], [0], None, [256], [0, 256])))
     vals = 2.0 ** np.ceil(np.log2(count))
-    rounded = levels.astype(np.float64) / 255.0
-    out = rng.poisson(rounded * vals) / vals
-    return (out - rounded).astype(np.float32)
+    rate = levels.astype(np.float64)
+    rate /= 255.0 / vals
+    noise = rng.poisson(rate) / vals
+    rate /= vals
+    noise -= rate
+    return noise.astype(np.float32)
 
 
 def add_poisson_noise(img: np.ndarray, scale: float, gray: bool, seed: int) -> np.ndarray:
