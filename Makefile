@@ -17,7 +17,6 @@ env: $(STAMP)
 demo: $(STAMP)
 	bash scripts/demo.sh $(BIN)
 
-# Not `python -m pytest`: that puts the repo root on sys.path, where datasets/ would shadow HF `datasets`.
 test: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
 

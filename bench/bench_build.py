@@ -4,11 +4,13 @@ Default: 512x512 crops of the sample photos, `realesrgan` preset, one worker, on
 - Per-stage profile: the shard writer's work for every sample, in this process, stage by stage: source read +
   decode (once per photo, spread over its crops), crop, parameter draw, each op of the op record (named by stage
   and op), float <-> uint8, HR and LR PNG encoding, json + tar writing (with the shard's sha256). Printed in CPU
-  ms per image and as shares of a Ray build's CPU per image in its shard task; the remainder ("in the Ray task,
-  outside the stages") is what the task spends beyond them (noise can make it negative).
-- Whole build (the cheapest of `--repeat`): images per CPU-second of the shard task; the CPU-seconds that
-  starting and stopping the embedded Ray and the driver add per build (every process this one started); and the
-  wall-clock rate from the difference of a big and a small build (start-up cancels; contention skews it).
+  ms per image and as shares of a build's CPU per image in its shard task; the remainder ("in the shard task,
+  outside the stages") is what the task spends beyond them (noise can make it negative). The profile runs with
+  the malloc thresholds a shard task sets (srdistill.core.allocator).
+- Whole build (the cheapest of `--repeat`), each in a fresh process as `degrade build --workers 1` runs it:
+  images per CPU-second of the shard task; the CPU-seconds the driver adds per build (imports excluded); the
+  wall-clock rate from the difference of a big and a small build (start-up cancels; contention skews it); and
+  the same builds with glibc's own malloc thresholds, as builds ran before the shard task set them.
 - With `--reference N`: the reference's degradation (bench_degrade.py's reference run on N crops, its own
   process, one thread) and the ratios, whole build per core over the reference per core.
 `--png`: encode time, size and decode time of the samples' HR + LR under several PNG encodings.
@@ -178,42 +180,41 @@ def profile(crop: int, crops_per_image: int, preset: str, seed: int = 0) -> tupl
     return dict(stages), len(jobs)
 
 
-class TreeCPU(_ProcessTreePoller):
-    """CPU seconds of this process's descendants (Ray's processes and workers), from the last sample of each
-    (every `interval` s, so up to that much of a process's last moments is missed)."""
+# One 1-worker `degrade build` of the sample in a fresh process, as the CLI runs it (a one-worker local build
+# needs no cluster, so it runs in that process, without Ray). "plain" keeps glibc's own malloc thresholds, as
+# builds ran before the shard task set them (srdistill.core.allocator).
+_BUILD = """
+import json, sys, tempfile, time
+args = json.loads(sys.argv[1])
+if args["plain"]:
+    import srdistill.core.allocator as allocator
+    allocator.keep_freed_memory = lambda: False
+from srdistill.degrade.build.builder import build
+with tempfile.TemporaryDirectory(prefix="bench-build-") as out:
+    t, c = time.perf_counter(), time.process_time()
+    summary = build("sample", out, args["preset"], crop=args["crop"], crops_per_image=args["crops"],
+                    shard_samples=16, seed=0, workers=1, progress=False)
+    print(json.dumps({"cpu": time.process_time() - c, "wall": time.perf_counter() - t, "samples": summary.samples,
+                      "task_cpu": summary.manifest["timings"]["task_cpu_seconds"]}))
+"""
 
-    def __init__(self, interval: float = 0.05) -> None:
-        super().__init__(interval)
-        self.seen = {}
 
-    def sample(self, proc: psutil.Process) -> None:
-        t = proc.cpu_times()
-        self.seen[(proc.pid, proc.create_time())] = t.user + t.system
-
-    @property
-    def seconds(self) -> float:
-        return sum(self.seen.values())
-
-
-def _timed_build(crop: int, crops_per_image: int, preset: str) -> dict:
-    """One whole 1-worker `degrade build` of the sample (since a one-worker local build needs no cluster, it runs
-    in this process, without Ray): CPU seconds of this process and every process it started, of the shard tasks
+def _timed_build(crop: int, crops_per_image: int, preset: str, plain: bool) -> dict:
+    """One whole build in its own process: CPU seconds of the build (imports excluded) and of its shard tasks
     alone, wall seconds, samples."""
-    with tempfile.TemporaryDirectory(prefix="bench-build-") as out, TreeCPU() as tree:
-        t, c = time.perf_counter(), time.process_time()
-        summary = build("sample", out, preset, crop=crop, crops_per_image=crops_per_image, shard_samples=16,
-                        seed=0, workers=1, progress=False)
-        own, wall = time.process_time() - c, time.perf_counter() - t
-    return {"cpu": own + tree.seconds, "task_cpu": summary.manifest["timings"]["task_cpu_seconds"], "wall": wall,
-            "samples": summary.samples}
+    arg = json.dumps({"crop": crop, "crops": crops_per_image, "preset": preset, "plain": plain})
+    out = subprocess.run([sys.executable, "-c", _BUILD, arg], capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"bench_build: a build failed: {(out.stderr.strip().splitlines() or ['?'])[-1]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def build_rate(crop: int, small: int, big: int, preset: str, repeat: int) -> dict:
+def build_rate(crop: int, small: int, big: int, preset: str, repeat: int, plain: bool = False) -> dict:
     """A 1-worker build, the cheapest of `repeat`: images per CPU-second of the shard tasks (the steady state),
     the rest of its CPU (start-up, driver), and the wall-clock rate from the difference of a big and
     a small build (start-up cancels; contention skews it)."""
-    small_runs = [_timed_build(crop, small, preset) for _ in range(repeat)]
-    big_runs = [_timed_build(crop, big, preset) for _ in range(repeat)]
+    small_runs = [_timed_build(crop, small, preset, plain) for _ in range(repeat)]
+    big_runs = [_timed_build(crop, big, preset, plain) for _ in range(repeat)]
     best = min(big_runs, key=lambda r: r["task_cpu"])
     w_small, w_big = min(r["wall"] for r in small_runs), min(r["wall"] for r in big_runs)
     return {"samples": best["samples"], "task_cpu": best["task_cpu"], "img_s": best["samples"] / best["task_cpu"],
@@ -253,11 +254,14 @@ def png_table(crop: int, crops_per_image: int, repeat: int) -> None:
         hr, _ = p.hr(loaded[p.ident], job.key, 0)
         pairs.append((hr, degrade_image(hr, spec, 0, job.key)[0]))
     encodings = [FILE_PNG, *(PngEncoding(level, "default", "adaptive") for level in (1, 6, 9)),
-                 PngEncoding(1, "rle", "adaptive"), PngEncoding(1, "rle", "avg")]
+                 PngEncoding(1, "rle", "adaptive"), PngEncoding(1, "rle", "avg"), PngEncoding(1, "rle", "up"),
+                 PngEncoding(1, "huffman", "avg"), PngEncoding(0, "default", "none"),
+                 *(PngEncoding(level, "default", f, deflate="isal") for level in (0, 1, 2, 3) for f in ("up", "sub")),
+                 PngEncoding(2, "default", "none", deflate="isal")]
     encodings.sort(key=lambda e: e != SHARD_PNG)
     print(f"PNG encodings of {len(pairs)} {crop}x{crop} HR + {crop // 4}x{crop // 4} LR pairs (realesrgan), one "
           f"thread, CPU ms per pair (the fastest of {repeat}); the first row is the shards' setting:")
-    print(f"  {'zlib level, strategy, row filter':<36} {'encode ms':>10} {'KiB':>8} {'decode ms':>10}")
+    print(f"  {'encoding':<46} {'encode ms':>10} {'KiB':>8} {'decode ms':>10}")
     for enc in encodings:
         best = best_dec = float("inf")
         for _ in range(repeat):
@@ -270,28 +274,34 @@ def png_table(crop: int, crops_per_image: int, repeat: int) -> None:
                     raise SystemExit(f"bench_build: {enc} does not give the same pixels back")
             best_dec = min(best_dec, time.process_time() - t)
         size = sum(len(a) + len(b) for a, b in blobs) / len(pairs) / 1024
-        print(f"  {f'{enc.level}, {enc.strategy}, {enc.filter}':<36} {best / len(pairs) * 1e3:10.2f} {size:8.1f} "
+        print(f"  {enc.label():<46} {best / len(pairs) * 1e3:10.2f} {size:8.1f} "
               f"{best_dec / len(pairs) * 1e3:10.2f}")
 
 
 def main_profile(args) -> None:
+    from srdistill.core.allocator import keep_freed_memory
+
+    keep_freed_memory()
     stages, n = profile(args.crop, args.crops_per_image, args.preset)
     rate = build_rate(args.crop, args.small, args.crops_per_image, args.preset, args.repeat)
+    plain = build_rate(args.crop, args.small, args.crops_per_image, args.preset, args.repeat, plain=True)
     per_image = 1.0 / rate["img_s"]
     in_process = sum(stages.values()) / n
     rows = sorted(stages.items(), key=lambda kv: -kv[1])
-    rows.append(("in the Ray task, outside the stages", (per_image - in_process) * n))
+    rows.append(("in the shard task, outside the stages", (per_image - in_process) * n))
     print(f"per-stage profile, {n} samples of {args.crop}x{args.crop} ({args.preset}), CPU ms per image measured in "
-          f"this process, as shares of a Ray build's {per_image * 1e3:.1f} CPU-ms per image in its shard task:")
+          f"this process, as shares of a build's {per_image * 1e3:.1f} CPU-ms per image in its shard task:")
     for name, sec in rows:
         print(f"  {name:<44} {sec / n * 1e3:8.2f} ms  {sec / n / per_image * 100:6.1f} %")
     ops = sum(v for k, v in stages.items() if k.startswith("op ")) / n
     print(f"  {'(all ops)':<44} {ops * 1e3:8.2f} ms  {ops / per_image * 100:6.1f} %")
-    print(f"whole build, 1 worker, the cheapest of {args.repeat}: {rate['samples']} samples in {rate['task_cpu']:.2f} "
-          f"CPU-s of the shard task -> {rate['img_s']:.2f} images/s per core; Ray start, stop and the driver "
-          f"{rate['other_cpu']:.2f} CPU-s more per build (all processes); wall {rate['wall_big']:.2f} s, "
-          f"{rate['wall_small']:.2f} s for {args.small} crops per photo -> {rate['img_s_wall']:.2f} images/s from the "
-          f"difference (contention skews the wall clock)")
+    for label, r in (("whole build", rate), ("with glibc's own malloc thresholds", plain)):
+        print(f"{label}, 1 worker, fresh process, the cheapest of {args.repeat}: {r['samples']} samples in "
+              f"{r['task_cpu']:.2f} CPU-s of the shard task -> {r['img_s']:.2f} images/s per core; the driver "
+              f"{r['other_cpu']:.2f} CPU-s more per build; wall {r['wall_big']:.2f} s, {r['wall_small']:.2f} s for "
+              f"{args.small} crops per photo -> {r['img_s_wall']:.2f} images/s from the difference (contention skews "
+              f"the wall clock)")
+    print(f"malloc thresholds: {rate['img_s'] / plain['img_s']:.3f}x the images per CPU-second of glibc's own")
     if args.reference:
         ref, ref_no_usm2 = reference_rate(args.reference, args.crop)
         print(f"reference degradation: {ref:.3f} images/s per core ({ref_no_usm2:.3f} without feed_data's second USM "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import io
 import struct
 import zlib
@@ -208,13 +209,14 @@ def _row_filters(data: bytes) -> set[int]:
     return {raw[i] for i in range(0, len(raw), stride)}
 
 
-def test_shard_png_is_lossless_deterministic_and_average_filtered():
+def test_shard_png_is_lossless_deterministic_and_up_filtered():
     img = smooth_image(40, 24, 2)
     data = encode_png(img, SHARD_PNG)
     assert data == encode_png(img.copy(), SHARD_PNG)
     assert np.array_equal(decode_png(data), img)
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), img)
-    assert _row_filters(data) == {3}  # 3 = Average on every row
-    assert SHARD_PNG.record() == {"format": "png", "zlib_level": 1, "zlib_strategy": "rle", "row_filter": "avg"}
+    assert _row_filters(data) == {2}  # 2 = Up on every row
+    assert SHARD_PNG.record() == {"format": "png", "deflate": f"isal {importlib.metadata.version('isal')}",
+                                  "deflate_level": 1, "row_filter": "up"}
     # files outside shards keep libpng's per-row choice (several filter types on a photo-like image)
     assert len(_row_filters(encode_png(img, FILE_PNG))) > 1

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import json
+import logging
 import shutil
 import tarfile
 
@@ -56,7 +59,8 @@ def test_manifest_describes_the_build(source, reference):
     for s in m["shards"]:
         assert (out / s["name"]).stat().st_size == s["bytes"]
     assert m["timings"]["shards_built"] == 4 and summary.images_per_second > 0
-    assert m["image_encoding"] == {"format": "png", "zlib_level": 1, "zlib_strategy": "rle", "row_filter": "avg"}
+    assert m["image_encoding"] == {"format": "png", "deflate": f"isal {importlib.metadata.version('isal')}",
+                                   "deflate_level": 1, "row_filter": "up"}
 
 
 def test_every_sample_reads_back_with_webdataset_and_tarfile(reference):
@@ -117,6 +121,94 @@ def test_interrupted_build_resumes_to_identical_bytes(source, reference, tmp_pat
     again = build(str(source), str(out), "bicubic", workers=2, **OPTS)
     assert (again.shards_reused, again.shards_built) == (4, 0)
     assert shard_bytes(out) == shard_bytes(ref)
+
+
+OLD_ENCODING = {"format": "png", "zlib_level": 1, "zlib_strategy": "rle", "row_filter": "avg"}
+
+
+def _pixels(out) -> dict[str, bytes]:
+    """{member name: decoded pixels} of every image in a build folder: what a change of PNG encoding keeps."""
+    import numpy as np
+
+    from srdistill.datasets.images import decode_png
+
+    pixels = {}
+    for path in sorted(out.glob("*.tar")):
+        with tarfile.open(path) as tar:
+            for m in tar.getmembers():
+                if m.name.endswith(".png"):
+                    pixels[f"{path.name}/{m.name}"] = np.ascontiguousarray(decode_png(tar.extractfile(m).read())).tobytes()
+    return pixels
+
+
+def _reencode(out, shards: list[str]) -> None:
+    """Rewrite the named shards' PNGs with the encoding shards had before ISA-L (zlib level 1, RLE, Average rows),
+    as an older srdistill left them, and fix their records: same pixels, other bytes."""
+    import io
+
+    from srdistill.datasets.images import PngEncoding, decode_png, encode_png
+
+    old = PngEncoding(1, "rle", "avg")
+    for name in shards:
+        buf = io.BytesIO()
+        with tarfile.open(out / name) as src, tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as dst:
+            for m in src.getmembers():
+                data = src.extractfile(m).read()
+                if m.name.endswith(".png"):
+                    data = encode_png(decode_png(data), old)
+                m.size = len(data)
+                dst.addfile(m, io.BytesIO(data))
+        (out / name).write_bytes(buf.getvalue())
+        part = out / BUILD_DIR / name.replace(".tar", ".json")
+        if part.exists():
+            record = json.loads(part.read_text())
+            record.update(bytes=len(buf.getvalue()), sha256=hashlib.sha256(buf.getvalue()).hexdigest())
+            record.pop("image_encoding")  # records before the encoding was recorded per shard
+            part.write_text(json.dumps(record))
+
+
+def test_shards_written_with_another_png_encoding_are_rewritten(source, reference, tmp_path, caplog):
+    """A finished build (manifest) or an unfinished one (records in _build/) whose shards an older srdistill wrote
+    with another PNG encoding: resuming rewrites exactly those, so the manifest's one `image_encoding` is true of
+    every shard, and the pixels do not change."""
+    ref, _ = reference
+    out = tmp_path / "finished"
+    shutil.copytree(ref, out)
+    _reencode(out, ["train-000000.tar", "train-000001.tar", "train-000002.tar", "train-000003.tar"])
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    # The records match the rewritten bytes, so only the encoding tells these shards apart from reusable ones.
+    manifest.update(image_encoding=OLD_ENCODING, shards=[
+        {**s, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        for s in manifest["shards"] for data in [(out / s["name"]).read_bytes()]])
+    (out / MANIFEST_NAME).write_text(json.dumps(manifest))
+    assert _pixels(out) == _pixels(ref) and shard_bytes(out) != shard_bytes(ref)
+    with caplog.at_level(logging.WARNING):
+        summary = build(str(source), str(out), "bicubic", workers=1, **OPTS)
+    assert (summary.shards_reused, summary.shards_built) == (0, 4)
+    assert "rewriting 4 of 4 finished shards: their PNGs were written with another encoding" in caplog.text
+    assert shard_bytes(out) == shard_bytes(ref)
+
+    # Unfinished: two shards recorded under _build/ by an older srdistill, two by this one.
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(record, seen=[]):
+        seen.append(record.name)
+        if len(seen) == 2:
+            raise Stop
+
+    out = tmp_path / "unfinished"
+    with pytest.raises(Stop):
+        build(str(source), str(out), "bicubic", workers=1, on_shard=stop_after_two, **OPTS)
+    done = sorted(p.stem + ".tar" for p in (out / BUILD_DIR).glob("train-*.json"))
+    _reencode(out, done[:1])
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        summary = build(str(source), str(out), "bicubic", workers=1, **OPTS)
+    assert (summary.shards_reused, summary.shards_built) == (len(done) - 1, 5 - len(done))
+    assert f"rewriting 1 of {len(done)} finished shards" in caplog.text
+    assert shard_bytes(out) == shard_bytes(ref)
+    assert read_manifest(str(out))["image_encoding"] == read_manifest(str(ref))["image_encoding"]
 
 
 def test_output_holding_a_different_build_is_refused(source, reference, tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -168,7 +169,10 @@ class Scorer:
         self.name = name
         self.device = device
         try:
-            with weights.weight_downloads(), contextlib.redirect_stdout(io.StringIO()):
+            with weights.weight_downloads(), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+                # pyiqa builds torchvision backbones with the `pretrained=` keyword torchvision deprecated: its
+                # warning is about pyiqa's code, not anything a user of srdistill can change.
+                warnings.filterwarnings("ignore", category=UserWarning, module=r"torchvision\.models\._utils")
                 self.model = pyiqa.create_metric(name, device=device, **(METRIC_OPTS.get(name, {}) if opts is None else opts))
         except Exception as exc:  # reported as the metric's status
             raise MetricUnavailable(weights.explain_build_error(exc)) from exc

@@ -9,6 +9,7 @@ written last. `prepare_out` and `write_manifest` serve `degrade regen` too.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import numbers
 import os
 import shlex
@@ -28,6 +29,7 @@ from srdistill.degrade.build.writer import ShardRecord
 from srdistill.core.errors import UserError
 from srdistill.core.lock import output_lock
 
+log = logging.getLogger(__name__)
 
 @dataclass
 class BuildSummary:
@@ -77,9 +79,10 @@ def _finished_shards(storage: Storage, plan: Plan) -> dict[str, dict]:
         if manifest.get("build_id") != plan.build_id:
             raise UserError(f"{what} ({_differences(manifest.get('identity', {}), plan.identity)}); {hint}.")
         storage.remove_temporaries()
-        done = {r["name"]: {**r, "skipped": [s for s in manifest.get("skipped", []) if s.get("shard") == r["name"]]}
+        done = {r["name"]: {**r, "skipped": [s for s in manifest.get("skipped", []) if s.get("shard") == r["name"]],
+                            "image_encoding": manifest.get("image_encoding")}
                 for r in manifest.get("shards", [])}
-        return drop_changed(storage, plan, manifest, done, from_plan_json=False)
+        return _same_encoding(drop_changed(storage, plan, manifest, done, from_plan_json=False))
     previous = None
     if storage.exists(PLAN_NAME):
         previous = read_json(storage, PLAN_NAME)
@@ -96,9 +99,22 @@ def _finished_shards(storage: Storage, plan: Plan) -> dict[str, dict]:
     for part in storage.listdir(BUILD_DIR):
         if part != PLAN_NAME:
             record = read_json(storage, part)
-            done[record["name"]] = {k: record[k] for k in ("name", "samples", "bytes", "sha256", "skipped", "seconds",
-                                                           "cpu_seconds", "peak_rss")}
-    return done if previous is None else drop_changed(storage, plan, previous, done, from_plan_json=True)
+            done[record["name"]] = {**{k: record[k] for k in ("name", "samples", "bytes", "sha256", "skipped", "seconds",
+                                                              "cpu_seconds", "peak_rss")},
+                                    "image_encoding": record.get("image_encoding")}
+    return _same_encoding(done if previous is None else drop_changed(storage, plan, previous, done, from_plan_json=True))
+
+
+def _same_encoding(done: dict[str, dict]) -> dict[str, dict]:
+    """`done` without the shards whose PNGs were written with another encoding than today's (by an older srdistill):
+    rewritten, they hold the same pixels, and the manifest's one `image_encoding` stays true of every shard."""
+    now = SHARD_PNG.record()
+    other = sorted(n for n, r in done.items() if r.get("image_encoding") != now)
+    if other:
+        then = {str(done[n].get("image_encoding")) for n in other}
+        log.warning(f"rewriting {len(other)} of {len(done)} finished shards: their PNGs were written with another "
+                    f"encoding ({'; '.join(sorted(then))}) than shards get now ({now}); the pixels stay the same.")
+    return {n: r for n, r in done.items() if n not in other}
 
 
 def _differences(old: dict, new: dict, prefix: str = "") -> str:

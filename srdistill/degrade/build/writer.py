@@ -22,7 +22,8 @@ from srdistill.core.storage import Storage
 
 @dataclass
 class ShardRecord:
-    """What a shard task reports; `name`, `samples`, `bytes`, `sha256` go into the manifest."""
+    """What a shard task reports; `name`, `samples`, `bytes`, `sha256` go into the manifest, and the PNG encoding
+    its images were written with into the manifest's `image_encoding` (one for the whole build)."""
 
     name: str
     samples: int
@@ -32,6 +33,7 @@ class ShardRecord:
     seconds: float = 0.0
     cpu_seconds: float = 0.0
     peak_rss: int = 0
+    image_encoding: dict | None = None
     reused: bool = False
 
     def manifest_entry(self) -> dict:
@@ -94,6 +96,7 @@ def write_shard(storage: Storage, name: str, jobs: list[SampleJob], spec, seed: 
         seconds=time.perf_counter() - start,
         cpu_seconds=time.process_time() - cpu_start,
         peak_rss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        image_encoding=SHARD_PNG.record(),
     )
     storage.write_bytes(part_name(name), dump(dataclasses.asdict(record)))
     return record
