@@ -109,3 +109,34 @@ def test_units_run_here_in_order_with_progress_and_a_task_error_as_itself():
         "results": squares, "slots": 1, "done": [[k, v] for k, v in squares.items()], "failed": ["OSError", True],
         "ray": False}
     assert "squares" in proc.stderr and "12/12" in proc.stderr
+
+
+_LOCAL_EVALUATION = """
+import json, sys
+from srdistill.evaluate.harness import run_evaluation
+hr, lr, out = sys.argv[1:4]
+s = run_evaluation("bicubic,lanczos", "", "psnry,ssim", out, hr=hr, lr=lr, progress=False, workers=1)
+print(json.dumps({"computed": s.rows_computed, "ray": "ray" in sys.modules}))
+"""
+
+
+def test_a_one_worker_evaluation_runs_here_without_ray_and_writes_the_rows_of_one_process(tmp_path):
+    import pandas as pd
+
+    from helpers.images import downscale, real_photo, write_png
+    from srdistill.evaluate.harness import run_evaluation
+    from srdistill.evaluate.results import KEY, RESULTS_NAME
+
+    for i, photo in enumerate(["astronaut", "coffee", "chelsea"]):
+        hr = real_photo(photo, 64, 64, 30, 40)
+        write_png(tmp_path / "HR" / f"im{i}.png", hr)
+        write_png(tmp_path / "LR" / f"im{i}.png", downscale(hr))
+    proc = _python(_LOCAL_EVALUATION, str(tmp_path / "HR"), str(tmp_path / "LR"), str(tmp_path / "one"))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.splitlines()[-1]) == {"computed": 12, "ray": False}
+    run_evaluation("bicubic,lanczos", "", "psnry,ssim", tmp_path / "alone", hr=str(tmp_path / "HR"),
+                   lr=str(tmp_path / "LR"), progress=False)
+    cols = ["method", "dataset", "image", "metric", "value", "status", "protocol_hash"]
+    one, alone = (pd.read_parquet(tmp_path / d / RESULTS_NAME).sort_values(KEY)[cols].reset_index(drop=True)
+                  for d in ("one", "alone"))
+    pd.testing.assert_frame_equal(one, alone)

@@ -25,6 +25,22 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
 OPTS = dict(crop=64, crops_per_image=2, shard_samples=3, seed=7, progress=False)
 
 
+class Stop(Exception):
+    """Raised from `on_shard` to stop a build as a kill would, after some shards are finished."""
+
+
+def stop_after(n: int):
+    """An `on_shard` callback that stops the build once `n` shards have finished."""
+    seen = []
+
+    def on_shard(record) -> None:
+        seen.append(record.name)
+        if len(seen) == n:
+            raise Stop
+
+    return on_shard
+
+
 @pytest.fixture(scope="module")
 def source(tmp_path_factory):
     return good_folder(tmp_path_factory.mktemp("src"), n=5, size=96)
@@ -96,16 +112,8 @@ def test_interrupted_build_resumes_to_identical_bytes(source, reference, tmp_pat
     ref, _ = reference
     out = tmp_path / "resumed"
 
-    class Crash(Exception):
-        pass
-
-    def crash_after_two(record, seen=[]):
-        seen.append(record.name)
-        if len(seen) == 2:
-            raise Crash
-
-    with pytest.raises(Crash):
-        build(str(source), str(out), "bicubic", workers=1, on_shard=crash_after_two, **OPTS)
+    with pytest.raises(Stop):
+        build(str(source), str(out), "bicubic", workers=1, on_shard=stop_after(2), **OPTS)
     assert not (out / MANIFEST_NAME).exists() and (out / PLAN_NAME).exists()
     # Finished = recorded under _build/: the unit queued behind the second may have finished its shard before the
     # stop, and its tar can be in place without its record (the stop came between the two), so it is not reused.
@@ -188,18 +196,10 @@ def test_shards_written_with_another_png_encoding_are_rewritten(source, referenc
     assert "rewriting 4 of 4 finished shards: their PNGs were written with another encoding" in caplog.text
     assert shard_bytes(out) == shard_bytes(ref)
 
-    # Unfinished: two shards recorded under _build/ by an older srdistill, two by this one.
-    class Stop(Exception):
-        pass
-
-    def stop_after_two(record, seen=[]):
-        seen.append(record.name)
-        if len(seen) == 2:
-            raise Stop
-
+    # Unfinished: the first finished shard recorded under _build/ by an older srdistill, the others by this one.
     out = tmp_path / "unfinished"
     with pytest.raises(Stop):
-        build(str(source), str(out), "bicubic", workers=1, on_shard=stop_after_two, **OPTS)
+        build(str(source), str(out), "bicubic", workers=1, on_shard=stop_after(2), **OPTS)
     done = sorted(p.stem + ".tar" for p in (out / BUILD_DIR).glob("train-*.json"))
     _reencode(out, done[:1])
     caplog.clear()

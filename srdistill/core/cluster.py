@@ -231,9 +231,9 @@ def _show_progress(bar, board, finished: int, running: set[str]):
     return board
 
 
-def _needs_cluster(units: Sequence[Unit], workers: int | None, address: str | None) -> bool:
-    """False when the run would start an embedded cluster for a single runner; a Ray this process already
-    joined (a caller's cluster, a test session's) is used as it is."""
+def needs_cluster(units: Sequence[Unit], workers: int | None, address: str | None) -> bool:
+    """False when the run would start an embedded cluster for a single runner (`run_units` then runs the units in
+    this process); a Ray this process already joined (a caller's cluster, a test session's) is used as it is."""
     if address and address != "local":
         return True
     ray = sys.modules.get("ray")
@@ -285,7 +285,7 @@ def run_units(task: Callable, units: Sequence[Unit], *, shared: tuple = (), work
     names = [u.name for u in units]
     if len(set(names)) != len(names):
         raise ValueError("unit names must be unique")
-    if not _needs_cluster(units, workers, address):
+    if not needs_cluster(units, workers, address):
         return _run_here(task, units, shared, progress, desc, unit, on_done)
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy

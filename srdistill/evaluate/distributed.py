@@ -41,7 +41,7 @@ from srdistill.core.iqa.metrics import DATASET_IMAGE, MetricPool
 from srdistill.evaluate.results import ResultStore
 
 from srdistill.core.fetch import download
-from srdistill.core.cluster import Unit, connect, run_units
+from srdistill.core.cluster import Unit, connect, needs_cluster, run_units
 from srdistill.core.errors import UserError
 
 CHUNK_IMAGES = 8  # images per unit: small enough to balance and to lose little with a node, large enough to amortize a task
@@ -197,17 +197,19 @@ def run_on_ray(method_objs: list[Method], benches: list[Benchmark], metrics: lis
                summary: EvalSummary, out: Path, plan: MetricPlan, pool_options: dict, *, device: str,
                crop_to_match: bool, workers: int | None, address: str | None, gpus_per_worker: float,
                progress: bool) -> int:
-    """Every missing row on Ray, written through `store` as units finish; returns the worker slots used."""
-    import ray
-
+    """Every missing row on Ray, written through `store` as units finish; returns the worker slots used. With one
+    worker and no cluster to join (`--workers 1`) the units run in this process, without starting Ray."""
     if address and address not in ("local", "auto"):
         _check_listening(address)
-    started, slots = connect(workers, address)
+    image_units, folder_units = plan_units(method_objs, benches, metrics, store, summary, out, plan, CHUNK_IMAGES)
+    units = [*image_units, *folder_units]
+    if not units or (not gpus_per_worker and not needs_cluster(units, workers, address)):
+        started, slots = False, 1
+    else:
+        started, slots = connect(workers, address)
     try:
         if gpus_per_worker:
             _check_gpus(gpus_per_worker)
-        image_units, folder_units = plan_units(method_objs, benches, metrics, store, summary, out, plan,
-                                               CHUNK_IMAGES)
         settings = UnitSettings(str(out), plan, pool_options, device, crop_to_match)
 
         def record(unit: Unit, outcome: UnitOutcome) -> None:
@@ -222,5 +224,7 @@ def run_on_ray(method_objs: list[Method], benches: list[Benchmark], metrics: lis
             run_units(dataset_unit, folder_units, desc="evaluate (folder metrics)", unit="set", **common)
     finally:
         if started:
+            import ray
+
             ray.shutdown()
     return slots
