@@ -14,10 +14,13 @@ Default: 512x512 crops of the sample photos, `realesrgan` preset, one worker, on
 - With `--reference N`: the reference's degradation (bench_degrade.py's reference run on N crops, its own
   process, one thread) and the ratios, whole build per core over the reference per core.
 `--png`: encode time, size and decode time of the samples' HR + LR under several PNG encodings.
+`--vs PRESET`: `--preset` against another (realesrgan's DiffJPEG against realesrgan-libjpeg's libjpeg): each one's
+JPEG ops per image from the profile, whole builds alternating, and the ratios.
 `--scaling`: the older check: 1 then 2 workers on a warm cluster, images/s, scaling efficiency, peak memory.
 
-    .venv/bin/python bench/bench_build.py [--crops-per-image 6] [--small 2] [--repeat 3] [--reference 4]
+    .venv/bin/python bench/bench_build.py [--crops-per-image 12] [--small 4] [--repeat 3] [--reference 8]
     .venv/bin/python bench/bench_build.py --png [--crops-per-image 2]
+    .venv/bin/python bench/bench_build.py --vs realesrgan-libjpeg [--repeat 5]
     .venv/bin/python bench/bench_build.py --scaling [--workers 1 2]
 """
 
@@ -309,6 +312,33 @@ def main_profile(args) -> None:
               f"({rate['img_s'] / ref_no_usm2:.1f}x without its second USM pass)")
 
 
+def main_versus(args) -> None:
+    """--preset against --vs: each one's JPEG ops per image (the profile) and whole builds, alternating."""
+    from srdistill.core.allocator import keep_freed_memory
+
+    keep_freed_memory()
+    presets = (args.preset, args.vs)
+    jpeg = {}
+    for preset in presets:
+        stages, n = profile(args.crop, args.crops_per_image, preset)
+        jpeg[preset] = sum(v for k, v in stages.items() if k.startswith("op ") and k.endswith("/jpeg")) / n
+    best = dict.fromkeys(presets, float("inf"))
+    for _ in range(args.repeat):
+        for preset in presets:  # alternating, so drift in the machine's speed falls on both
+            r = _timed_build(args.crop, args.crops_per_image, preset, plain=False)
+            best[preset] = min(best[preset], r["task_cpu"] / r["samples"])
+    print(f"{args.crop}x{args.crop}, {8 * args.crops_per_image} samples, one worker; CPU ms per image: the JPEG ops "
+          f"alone (profile, in this process) and whole builds (shard task, fresh process, the cheapest of "
+          f"{args.repeat}, presets alternating)")
+    print(f"  {'preset':<24} {'JPEG ops':>9} {'whole build':>12}")
+    for preset in presets:
+        print(f"  {preset:<24} {jpeg[preset] * 1e3:9.2f} {best[preset] * 1e3:12.2f}")
+    a, b = presets
+    print(f"{a} / {b}: JPEG ops {jpeg[a] / jpeg[b]:.2f}x, whole build {best[a] / best[b]:.3f}x "
+          f"({(jpeg[a] - jpeg[b]) * 1e3:+.2f} ms of JPEG per image, {(jpeg[a] - jpeg[b]) / best[b] * 100:+.1f}% of "
+          f"{b}'s image)")
+
+
 def main_scaling(args) -> None:
     print(f"degrade build, sample source (8 photos x {args.crops_per_image} crops of {args.crop}px), realesrgan preset, "
           f"{psutil.cpu_count()} CPUs on this machine")
@@ -337,9 +367,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scaling", action="store_true", help="instead: 1 then 2 workers on a warm cluster")
     parser.add_argument("--png", action="store_true", help="instead: time and size of PNG encodings of the samples")
-    parser.add_argument("--crops-per-image", type=int, default=6,
-                        help="crops per sample photo (8 photos); the profile's and the big build's (default 6)")
-    parser.add_argument("--small", type=int, default=2, help="crops per photo of the small build (default 2)")
+    parser.add_argument("--vs", metavar="PRESET",
+                        help="instead: --preset against PRESET (e.g. realesrgan-libjpeg): their JPEG ops per image "
+                             "and whole builds, alternating")
+    parser.add_argument("--crops-per-image", type=int, default=12,
+                        help="crops per sample photo (8 photos); the profile's and the big build's (default 12)")
+    parser.add_argument("--small", type=int, default=4, help="crops per photo of the small build (default 4)")
     parser.add_argument("--repeat", type=int, default=3, help="builds of each size, the fastest counts (default 3)")
     parser.add_argument("--preset", default="realesrgan", help="degradation preset (default realesrgan)")
     parser.add_argument("--reference", type=int, default=0, metavar="N",
@@ -351,6 +384,8 @@ def main() -> None:
     print(f"load average before the run: {' '.join(f'{x:.1f}' for x in psutil.getloadavg())}")
     if args.png:
         png_table(args.crop, args.crops_per_image, args.repeat)
+    elif args.vs:
+        main_versus(args)
     else:
         (main_scaling if args.scaling else main_profile)(args)
 
