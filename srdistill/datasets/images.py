@@ -62,6 +62,16 @@ class PngEncoding:
         return f"zlib level {self.level}, {self.strategy} strategy, {self.filter} rows"
 
 
+def describe_encoding(record: dict | None) -> str:
+    """A manifest's or shard record's `image_encoding` in words; older builds recorded none."""
+    if not record:
+        return "an encoding an older srdistill did not record"
+    if "deflate" in record:
+        return f"{record['deflate']} level {record.get('deflate_level')}, {record.get('row_filter')} rows"
+    return (f"zlib level {record.get('zlib_level')}, {record.get('zlib_strategy')} strategy, "
+            f"{record.get('row_filter')} rows")
+
+
 def _isal_version() -> str:
     import isal
 

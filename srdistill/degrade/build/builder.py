@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from srdistill import __version__
-from srdistill.datasets.images import DEFAULT_MAX_PIXELS, SHARD_PNG
+from srdistill.datasets.images import DEFAULT_MAX_PIXELS, SHARD_PNG, describe_encoding
 from srdistill.degrade.build.identity import drop_changed, plan_document, shard_entry
 from srdistill.datasets.shards.manifest import BUILD_DIR, MANIFEST_NAME, PLAN_NAME, dump, read_json
 from srdistill.degrade.build.plan import Plan, make_plan
@@ -111,9 +111,10 @@ def _same_encoding(done: dict[str, dict]) -> dict[str, dict]:
     now = SHARD_PNG.record()
     other = sorted(n for n, r in done.items() if r.get("image_encoding") != now)
     if other:
-        then = {str(done[n].get("image_encoding")) for n in other}
-        log.warning(f"rewriting {len(other)} of {len(done)} finished shards: their PNGs were written with another "
-                    f"encoding ({'; '.join(sorted(then))}) than shards get now ({now}); the pixels stay the same.")
+        then = sorted({describe_encoding(done[n].get("image_encoding")) for n in other})
+        log.warning(f"rewriting {len(other)} of {len(done)} finished shards: their PNGs were written with "
+                    f"{' or '.join(then)}, and shards are now written with {describe_encoding(now)}; the pixels stay "
+                    "the same.")
     return {n: r for n, r in done.items() if n not in other}
 
 
