@@ -208,8 +208,8 @@ def test_shards_written_with_another_png_encoding_are_rewritten(source, referenc
     with caplog.at_level(logging.WARNING):
         summary = build(str(source), str(out), "bicubic", workers=1, **OPTS)
     assert (summary.shards_reused, summary.shards_built) == (len(done) - 1, 5 - len(done))
-    assert f"rewriting 1 of {len(done)} finished shards: their PNGs were written with an encoding an older srdistill did not record" \
-        in caplog.text
+    assert (f"rewriting 1 of {len(done)} finished shards: their PNGs were written with an encoding an older "
+            "srdistill did not record") in caplog.text
     assert shard_bytes(out) == shard_bytes(ref)
     assert read_manifest(str(out))["image_encoding"] == read_manifest(str(ref))["image_encoding"]
 
