@@ -240,7 +240,7 @@ def png_table(crop: int, crops_per_image: int, repeat: int) -> None:
     """Encode time, size and decode time of the HR + LR of every sample under each PNG encoding considered."""
     import cv2
 
-    from srdistill.datasets.images import FILE_PNG, SHARD_PNG, PngEncoding, decode_png, encode_png
+    from srdistill.datasets.images import FILE_PNG, SHARD_PNG, PngEncoding, decode_png, describe_encoding, encode_png
     from srdistill.degrade.build.plan import make_plan
     from srdistill.degrade.pipeline import degrade_image
     from srdistill.degrade.spec.schema import load_spec
@@ -277,7 +277,7 @@ def png_table(crop: int, crops_per_image: int, repeat: int) -> None:
                     raise SystemExit(f"bench_build: {enc} does not give the same pixels back")
             best_dec = min(best_dec, time.process_time() - t)
         size = sum(len(a) + len(b) for a, b in blobs) / len(pairs) / 1024
-        print(f"  {enc.label():<46} {best / len(pairs) * 1e3:10.2f} {size:8.1f} "
+        print(f"  {describe_encoding(enc.record()):<46} {best / len(pairs) * 1e3:10.2f} {size:8.1f} "
               f"{best_dec / len(pairs) * 1e3:10.2f}")
 
 

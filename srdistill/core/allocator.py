@@ -3,8 +3,8 @@
 glibc's malloc hands blocks over its mmap threshold (128 KiB, raised by itself only as far as the largest mmapped
 block freed so far) to fresh mmaps, and returns the top of its heap to the kernel once more than twice that is
 free. A worker degrading 512x512 crops frees several 3 MiB float32 images at once after every op, so each next
-op's arrays are fresh pages again: 768 page faults per image-sized array, about a tenth of a build's CPU on
-512x512 sources (bench/bench_build.py). Fixed thresholds keep the freed memory for the next image instead, at
+op's arrays are fresh pages again: 768 page faults per image-sized array, 5-8% of a build's CPU on 512x512
+crops (bench/bench_build.py's A/B line). Fixed thresholds keep the freed memory for the next image instead, at
 the cost of up to `TRIM_THRESHOLD` of freed heap held by the process. Only glibc has these knobs; elsewhere
 nothing changes.
 """

@@ -31,8 +31,7 @@ DEFAULT_MAX_PIXELS = 64 * 2**20
 _PNG_STRATEGIES = {"default": cv2.IMWRITE_PNG_STRATEGY_DEFAULT, "rle": cv2.IMWRITE_PNG_STRATEGY_RLE,
                    "huffman": cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY}
 _PNG_FILTERS = {"adaptive": cv2.IMWRITE_PNG_ALL_FILTERS, "none": cv2.IMWRITE_PNG_FILTER_NONE,
-                "sub": cv2.IMWRITE_PNG_FILTER_SUB, "up": cv2.IMWRITE_PNG_FILTER_UP, "avg": cv2.IMWRITE_PNG_FILTER_AVG,
-                "paeth": cv2.IMWRITE_PNG_FILTER_PAETH}
+                "sub": cv2.IMWRITE_PNG_FILTER_SUB, "up": cv2.IMWRITE_PNG_FILTER_UP, "avg": cv2.IMWRITE_PNG_FILTER_AVG}
 
 
 @dataclass(frozen=True)
@@ -55,11 +54,6 @@ class PngEncoding:
             return {"format": "png", "deflate": f"isal {_isal_version()}", "deflate_level": self.level,
                     "row_filter": self.filter}
         return {"format": "png", "zlib_level": self.level, "zlib_strategy": self.strategy, "row_filter": self.filter}
-
-    def label(self) -> str:
-        if self.deflate == "isal":
-            return f"ISA-L level {self.level}, {self.filter} rows"
-        return f"zlib level {self.level}, {self.strategy} strategy, {self.filter} rows"
 
 
 def describe_encoding(record: dict | None) -> str:

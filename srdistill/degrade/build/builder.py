@@ -9,7 +9,6 @@ written last. `prepare_out` and `write_manifest` serve `degrade regen` too.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import numbers
 import os
 import shlex
@@ -18,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from srdistill import __version__
-from srdistill.datasets.images import DEFAULT_MAX_PIXELS, SHARD_PNG, describe_encoding
-from srdistill.degrade.build.identity import drop_changed, plan_document, shard_entry
+from srdistill.datasets.images import DEFAULT_MAX_PIXELS, SHARD_PNG
+from srdistill.degrade.build.identity import drop_changed, drop_other_encoding, plan_document, shard_entry
 from srdistill.datasets.shards.manifest import BUILD_DIR, MANIFEST_NAME, PLAN_NAME, dump, read_json
 from srdistill.degrade.build.plan import Plan, make_plan
 from srdistill.degrade.build.runner import ShardRun, run_shards
@@ -29,7 +28,6 @@ from srdistill.degrade.build.writer import ShardRecord
 from srdistill.core.errors import UserError
 from srdistill.core.lock import output_lock
 
-log = logging.getLogger(__name__)
 
 @dataclass
 class BuildSummary:
@@ -82,7 +80,7 @@ def _finished_shards(storage: Storage, plan: Plan) -> dict[str, dict]:
         done = {r["name"]: {**r, "skipped": [s for s in manifest.get("skipped", []) if s.get("shard") == r["name"]],
                             "image_encoding": manifest.get("image_encoding")}
                 for r in manifest.get("shards", [])}
-        return _same_encoding(drop_changed(storage, plan, manifest, done, from_plan_json=False))
+        return drop_other_encoding(drop_changed(storage, plan, manifest, done, from_plan_json=False))
     previous = None
     if storage.exists(PLAN_NAME):
         previous = read_json(storage, PLAN_NAME)
@@ -102,20 +100,7 @@ def _finished_shards(storage: Storage, plan: Plan) -> dict[str, dict]:
             done[record["name"]] = {**{k: record[k] for k in ("name", "samples", "bytes", "sha256", "skipped", "seconds",
                                                               "cpu_seconds", "peak_rss")},
                                     "image_encoding": record.get("image_encoding")}
-    return _same_encoding(done if previous is None else drop_changed(storage, plan, previous, done, from_plan_json=True))
-
-
-def _same_encoding(done: dict[str, dict]) -> dict[str, dict]:
-    """`done` without the shards whose PNGs were written with another encoding than today's (by an older srdistill):
-    rewritten, they hold the same pixels, and the manifest's one `image_encoding` stays true of every shard."""
-    now = SHARD_PNG.record()
-    other = sorted(n for n, r in done.items() if r.get("image_encoding") != now)
-    if other:
-        then = sorted({describe_encoding(done[n].get("image_encoding")) for n in other})
-        log.warning(f"rewriting {len(other)} of {len(done)} finished shards: their PNGs were written with "
-                    f"{' or '.join(then)}, and shards are now written with {describe_encoding(now)}; the pixels stay "
-                    "the same.")
-    return {n: r for n, r in done.items() if n not in other}
+    return drop_other_encoding(done if previous is None else drop_changed(storage, plan, previous, done, from_plan_json=True))
 
 
 def _differences(old: dict, new: dict, prefix: str = "") -> str:

@@ -2,7 +2,8 @@
 
 The plan gives each shard a digest of the identity of its source files (plan.py). plan.json and the manifest
 record the mode (`stat` or `content`) and each shard's digest. A resumed build keeps a finished shard only if
-its recorded digest equals the planned one; `degrade verify` lists the source again and compares.
+its recorded digest equals the planned one, and its PNGs were written with today's encoding; `degrade verify`
+lists the source again and compares.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from srdistill.datasets.images import SHARD_PNG, describe_encoding
 from srdistill.datasets.shards.manifest import PLAN_NAME, build_id, dump, part_name
 from srdistill.degrade.build.plan import Plan
 from srdistill.core.storage import Storage
@@ -70,6 +72,19 @@ def drop_changed(storage: Storage, plan: Plan, doc: dict, done: dict[str, dict],
     shown = ", ".join(stale[:5]) + (f" and {len(stale) - 5} more" if len(stale) > 5 else "")
     log.warning(f"rewriting {len(stale)} of {len(done)} finished shards: {why}: {shown}.")
     return {n: r for n, r in done.items() if n not in stale}
+
+
+def drop_other_encoding(done: dict[str, dict]) -> dict[str, dict]:
+    """`done` without the shards whose PNGs were written with another encoding than today's (by an older srdistill):
+    rewritten, they hold the same pixels, and the manifest's one `image_encoding` stays true of every shard."""
+    now = SHARD_PNG.record()
+    other = sorted(n for n, r in done.items() if r.get("image_encoding") != now)
+    if other:
+        then = sorted({describe_encoding(done[n].get("image_encoding")) for n in other})
+        log.warning(f"rewriting {len(other)} of {len(done)} finished shards: their PNGs were written with "
+                    f"{' or '.join(then)}, and shards are now written with {describe_encoding(now)}; the pixels stay "
+                    "the same.")
+    return {n: r for n, r in done.items() if n not in other}
 
 
 class CurationMismatch(UserError):
